@@ -1,0 +1,47 @@
+# The two commands of the README: `make book` (executes every chapter, builds _build/html) and
+# `make test` (everything that checks it). Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: book test lab notebooks data bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q -e ".[all]" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import torch, transformers, vlm_primer, nbval, jupytext; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vlm-primer)" >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python -m vlm_primer.book build
+
+test: $(STAMP)
+	$(BIN)/python -m vlm_primer.book check
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -n 2 --nbval-lax -p no:randomly $$($(BIN)/python -m vlm_primer.book notebooks)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+# Re-execute every written chapter from its .py and save the .ipynb with outputs (for authors).
+notebooks: $(STAMP)
+	$(BIN)/python -m vlm_primer.book sync
+
+data: $(STAMP)
+	$(BIN)/python -m vlm_primer.text.build
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf _build

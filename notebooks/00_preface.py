@@ -1,0 +1,222 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Preface: what a vision–language model is
+#
+# A **vision–language model (VLM)** maps images (and sometimes video) and text into a shared
+# computation, so that it can *match* a picture with a sentence, *describe* a picture, *answer a
+# question* about it, or *generate* a picture from a sentence. This book builds every major family of
+# VLMs from scratch, following the survey *An Introduction to Vision-Language Modeling*
+# (Bordes et al., 2024) and three landmark papers it builds on: BLIP, BLIP-2 and LLaVA.
+#
+# Three promises hold in every chapter:
+#
+# 1. **The real thing, small.** A model called CLIP is the real CLIP architecture and loss; only its
+#    size changes. The `tiny` presets train live on a laptop CPU in a minute or two; the `base` presets
+#    are the paper configurations and use the very same code on GPUs.
+# 2. **Proven equal to the reference.** Each model with a counterpart in Hugging Face `transformers`
+#    is tested weight-for-weight against it, and real checkpoints load through `vlm_primer.interop`.
+# 3. **Numbers are computed, never typed.** When the text says "reaches 90 %", the cell above it
+#    computed the number and an `assert` checks the claim, so a broken claim breaks the build.
+#
+# Language is discrete; vision lives in a much higher-dimensional space where concepts do not split
+# into tokens so easily. The survey's central question, which runs through the book, is how to build
+# the bridge between the two — and how to tell whether a model really crossed it (counting, spatial
+# relations, attribute binding and hallucination are where today's VLMs still stumble).
+
+# %%
+import os
+
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from vlm_primer import get_scale, seed_everything
+
+seed_everything(0)
+SCALE = get_scale()
+print(f"VLM_PRIMER_SCALE = {SCALE!r}")
+
+# %% [markdown]
+# ## The four families
+#
+# The survey sorts transformer-era VLMs by their **training objective**. The families are not
+# exclusive — many models mix objectives (BLIP mixes all of the first three) — but each objective
+# teaches the model something different:
+#
+# | family | the model learns to… | examples | chapter |
+# |---|---|---|---|
+# | **contrastive** | pull matching image/text pairs together and push mismatched ones apart in a shared embedding space | CLIP, SigLIP, Llip | 02 |
+# | **masking** | reconstruct masked image patches or masked words, given the other modality | VisualBERT, FLAVA, MaskVLM | 03 |
+# | **generative** | generate the caption (or the image) token by token | CoCa, BLIP, CM3Leon, Parti, Stable Diffusion | 04 |
+# | **pretrained backbones** | map the features of a frozen vision encoder into a frozen LLM | Frozen, MiniGPT-4, LLaVA, BLIP-2, Flamingo | 05 |
+#
+# The figure draws the four training setups side by side.
+
+
+# %%
+def box(ax, xy, w, h, text, color):
+    ax.add_patch(FancyBboxPatch(xy, w, h, boxstyle="round,pad=0.02", fc=color, ec="#374151", lw=1.2))
+    ax.text(xy[0] + w / 2, xy[1] + h / 2, text, ha="center", va="center", fontsize=9)
+
+
+def arrow(ax, a, b):
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, color="#374151", lw=1.2))
+
+
+IMG, TXT, MOD, LOSS = "#bfdbfe", "#fde68a", "#e5e7eb", "#fecaca"
+fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
+for ax in axes:
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+
+ax = axes[0]
+ax.set_title("Contrastive (CLIP, SigLIP)")
+box(ax, (0.05, 0.05), 0.38, 0.14, "image", IMG)
+box(ax, (0.57, 0.05), 0.38, 0.14, "caption", TXT)
+box(ax, (0.05, 0.38), 0.38, 0.16, "image\nencoder", MOD)
+box(ax, (0.57, 0.38), 0.38, 0.16, "text\nencoder", MOD)
+box(ax, (0.2, 0.75), 0.6, 0.16, "similarity matrix\nInfoNCE / sigmoid", LOSS)
+for x in (0.24, 0.76):
+    arrow(ax, (x, 0.19), (x, 0.38))
+    arrow(ax, (x, 0.54), (0.5, 0.75))
+
+ax = axes[1]
+ax.set_title("Masking (FLAVA, MaskVLM)")
+box(ax, (0.05, 0.05), 0.38, 0.14, "image,\npatches masked", IMG)
+box(ax, (0.57, 0.05), 0.38, 0.14, "caption,\nwords masked", TXT)
+box(ax, (0.1, 0.38), 0.8, 0.16, "multimodal encoder", MOD)
+box(ax, (0.05, 0.75), 0.38, 0.16, "reconstruct\npatches", LOSS)
+box(ax, (0.57, 0.75), 0.38, 0.16, "predict\nwords", LOSS)
+for x in (0.24, 0.76):
+    arrow(ax, (x, 0.19), (x, 0.38))
+    arrow(ax, (x, 0.54), (x, 0.75))
+
+ax = axes[2]
+ax.set_title("Generative (CoCa, BLIP)")
+box(ax, (0.05, 0.05), 0.38, 0.14, "image", IMG)
+box(ax, (0.05, 0.38), 0.38, 0.16, "image\nencoder", MOD)
+box(ax, (0.57, 0.38), 0.38, 0.16, "text decoder\n(cross-attn)", MOD)
+box(ax, (0.57, 0.05), 0.38, 0.14, "caption so far", TXT)
+box(ax, (0.57, 0.75), 0.38, 0.16, "next word\n(cross-entropy)", LOSS)
+arrow(ax, (0.24, 0.19), (0.24, 0.38))
+arrow(ax, (0.43, 0.46), (0.57, 0.46))
+arrow(ax, (0.76, 0.19), (0.76, 0.38))
+arrow(ax, (0.76, 0.54), (0.76, 0.75))
+
+ax = axes[3]
+ax.set_title("Pretrained backbones (LLaVA, BLIP-2)")
+box(ax, (0.05, 0.05), 0.38, 0.14, "image", IMG)
+box(ax, (0.05, 0.3), 0.38, 0.16, "frozen vision\nencoder ❄", MOD)
+box(ax, (0.05, 0.56), 0.38, 0.13, "projector /\nQ-Former 🔥", "#bbf7d0")
+box(ax, (0.57, 0.05), 0.38, 0.14, "instruction", TXT)
+box(ax, (0.57, 0.4), 0.38, 0.2, "frozen LLM ❄\n(or LoRA)", MOD)
+box(ax, (0.57, 0.78), 0.38, 0.14, "answer tokens", LOSS)
+arrow(ax, (0.24, 0.19), (0.24, 0.3))
+arrow(ax, (0.24, 0.46), (0.24, 0.56))
+arrow(ax, (0.43, 0.62), (0.57, 0.52))
+arrow(ax, (0.76, 0.19), (0.76, 0.4))
+arrow(ax, (0.76, 0.6), (0.76, 0.78))
+fig.suptitle("The four families of VLMs (survey §2)", fontsize=13)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## The map of the book
+#
+# The chapter list below is read from `book.toml`, the one manifest of the book (the HTML build and
+# the tests read it too). Each chapter has a notebook, the package modules that back it, the survey
+# section it follows, and a CPU budget: at the `tiny` scale every chapter executes in its budget on a
+# 2-core laptop.
+
+# %%
+from vlm_primer.book import load_book
+
+book = load_book()
+print(f"{'id':<4}{'status':<9}{'§':<10}{'budget':>7}  title")
+for ch in book.chapters:
+    print(f"{ch.id:<4}{ch.status:<9}{ch.survey_section:<10}{ch.cpu_budget_s:>6}s  {ch.title}")
+assert [c.id for c in book.chapters] == sorted(c.id for c in book.chapters)
+assert all(c.cpu_budget_s <= 120 for c in book.chapters), "every chapter must run in 2 minutes at tiny"
+
+# %% [markdown]
+# ## How to use the book
+#
+# * **Read** the executed HTML book (`make book` builds it under `_build/html`) or the `.ipynb` files,
+#   which are saved with their outputs.
+# * **Run** it yourself with `make lab`, which opens JupyterLab on `notebooks/`. Every notebook is also
+#   stored as a plain Python file (`NN_slug.py`, jupytext "percent" format) for reading diffs.
+# * **Use the library.** Everything a notebook builds lives in `vlm_primer`, documented and tested. A
+#   notebook may write a piece inline to teach it, then checks that it equals the package version.
+#
+# ### The scale knob
+#
+# One environment variable, `VLM_PRIMER_SCALE`, chooses the presets of every model in every notebook:
+#
+# | scale | meant for | typical image size |
+# |---|---|---|
+# | `tiny` (default) | a laptop CPU: each chapter in ≤ 2 minutes | 64×64 |
+# | `small` | a single consumer GPU, minutes to an hour | 64–128 px |
+# | `base` | the paper configurations (e.g. ViT-B/16), GPUs | 224×224 |
+#
+# ```bash
+# VLM_PRIMER_SCALE=small jupyter lab notebooks/
+# ```
+#
+# The same knob, read by `vlm_primer.get_scale()`, drives `PresetConfig.from_preset()`: call it with
+# no name and you get the preset of the current scale. Here is what the knob means for the vision
+# transformer that most chapters share — the parameter counts are computed from the presets, not typed:
+
+# %%
+from vlm_primer.nn import ViT, ViTConfig
+
+rows = []
+for name in ("tiny", "small", "base"):
+    cfg = ViTConfig.from_preset(name)
+    n_params = sum(p.numel() for p in ViT(cfg).parameters())
+    rows.append((name, cfg, n_params))
+    print(f"{name:<6} {cfg.image_size:>4}px patch {cfg.patch_size:>2}  dim {cfg.dim:>4}  depth {cfg.depth:>2}"
+          f"  heads {cfg.heads:>2}  → {n_params / 1e6:8.2f} M parameters")
+assert rows[0][2] < rows[1][2] < rows[2][2]
+assert 80e6 < rows[2][2] < 90e6, "the base preset is ViT-B/16, about 86 M parameters"
+
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.bar([r[0] for r in rows], [r[2] for r in rows], color=["#93c5fd", "#60a5fa", "#2563eb"])
+ax.set_yscale("log")
+ax.set_ylabel("parameters (log scale)")
+ax.set_title("ViT presets behind VLM_PRIMER_SCALE")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The current scale is also respected when a preset name is omitted, and an unknown preset is a clear
+# error rather than a silent fallback:
+
+# %%
+assert ViTConfig.from_preset() == ViTConfig.from_preset(SCALE)
+try:
+    ViTConfig.from_preset("huge")
+except ValueError as err:
+    print("ValueError:", err)
+else:
+    raise AssertionError("an unknown preset must raise")
+
+# %% [markdown]
+# ## What comes next
+#
+# Chapter 01 introduces **Shapes World**, the small controllable world of coloured shapes that every
+# later chapter trains on. Because we render every scene from a scene graph, we know the truth about
+# every image: which captions are true, which hard negatives are false, and which attribute–shape
+# combinations a model has never seen. That is what lets a CPU-sized model teach real lessons about
+# contrastive learning, compositionality and hallucination.

@@ -1,0 +1,88 @@
+"""The shared helpers: seeding, the scale knob, presets and input checks."""
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+
+from vlm_primer import default_device, get_scale, seed_everything
+from vlm_primer.config import PresetConfig
+from vlm_primer.utils import check_choice, check_images, check_same_batch, check_tokens
+
+
+@dataclasses.dataclass
+class Toy(PresetConfig):
+    width: int = 1
+    depth: int = 1
+    PRESETS: ClassVar[dict] = {"tiny": dict(width=8), "small": dict(width=16), "base": dict(width=32, depth=2)}
+
+
+def test_seed_everything_repeats():
+    seed_everything(3)
+    a = (torch.rand(3), np.random.rand(3))
+    g = seed_everything(3)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert torch.equal(torch.rand(2, generator=g), torch.rand(2, generator=seed_everything(3)))
+    with pytest.raises(TypeError, match="seed must be an int"):
+        seed_everything("3")
+
+
+def test_scale_knob(monkeypatch):
+    monkeypatch.delenv("VLM_PRIMER_SCALE", raising=False)
+    assert get_scale() == "tiny" and Toy.from_preset().width == 8
+    monkeypatch.setenv("VLM_PRIMER_SCALE", "base")
+    assert Toy.from_preset() == Toy(width=32, depth=2)
+    monkeypatch.setenv("VLM_PRIMER_SCALE", "huge")
+    with pytest.raises(ValueError, match="VLM_PRIMER_SCALE must be one of"):
+        get_scale()
+
+
+def test_presets_and_overrides():
+    assert Toy.from_preset("small", depth=5) == Toy(width=16, depth=5)
+    with pytest.raises(ValueError, match="unknown preset 'xl' for Toy"):
+        Toy.from_preset("xl")
+    with pytest.raises(TypeError, match="no field"):
+        Toy.from_preset("tiny", colour=1)
+
+
+def test_default_device():
+    assert default_device("cpu").type == "cpu"
+    assert default_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+def test_check_images_errors():
+    ok = torch.rand(2, 3, 8, 8)
+    assert check_images(ok, size=8) is ok
+    with pytest.raises(ValueError, match=r"shape \(B, 3, H, W\), got shape \(3, 8, 8\)"):
+        check_images(torch.rand(3, 8, 8))
+    with pytest.raises(TypeError, match="floating-point.*uint8"):
+        check_images(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="empty batch"):
+        check_images(torch.rand(0, 3, 8, 8))
+    with pytest.raises(ValueError, match="3 channels"):
+        check_images(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="16x16"):
+        check_images(ok, size=16)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        check_images(np.zeros((2, 3, 8, 8)))
+
+
+def test_check_tokens_and_batches():
+    ids = torch.ones(2, 5, dtype=torch.long)
+    assert check_tokens(ids, max_len=5, vocab_size=2) is ids
+    with pytest.raises(ValueError, match="length 5, longer than the model's context of 4"):
+        check_tokens(ids, max_len=4)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
+        check_tokens(ids, vocab_size=1)
+    with pytest.raises(TypeError, match="integer"):
+        check_tokens(ids.float())
+    with pytest.raises(ValueError, match="empty batch"):
+        check_tokens(torch.ones(0, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="mismatched batch sizes: images=2, input_ids=3"):
+        check_same_batch(images=torch.rand(2, 3), input_ids=torch.ones(3, 1))
+    assert check_same_batch(a=torch.rand(4), b=None) == 4
+    with pytest.raises(ValueError, match="pool must be one of"):
+        check_choice("max", ("cls", "mean"), "pool")

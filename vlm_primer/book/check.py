@@ -1,0 +1,56 @@
+"""Consistency checks run by ``make test``: book.toml ⇄ notebooks/ ⇄ vlm_primer, and jupytext pairs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from vlm_primer.book.manifest import Book, load_book
+
+
+def _cells(path: Path) -> list[tuple[str, str]]:
+    import jupytext
+
+    nb = jupytext.read(path)
+    return [(c.cell_type, c.source.strip()) for c in nb.cells if c.source.strip()]
+
+
+def pair_problems(ipynb: Path) -> list[str]:
+    """Problems with one jupytext pair: the ``.py`` missing, or the two disagreeing on any cell."""
+    py = ipynb.with_suffix(".py")
+    if not py.is_file():
+        return [f"{ipynb.name}: paired {py.name} is missing"]
+    a, b = _cells(ipynb), _cells(py)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return [f"{ipynb.name} and {py.name} disagree at cell {i + 1} ({x[0]} vs {y[0]}): {x[1][:60]!r} vs {y[1][:60]!r}"]
+    if len(a) != len(b):
+        return [f"{ipynb.name} has {len(a)} cells but {py.name} has {len(b)}"]
+    return []
+
+
+def check_book(book: Book | None = None) -> list[str]:
+    """Every problem found, as one line each (an empty list means the book is consistent)."""
+    book = book or load_book()
+    nb_dir = book.root / "notebooks"
+    listed = {c.notebook for c in book.chapters}
+    problems: list[str] = []
+    on_disk = sorted(nb_dir.glob("*.ipynb")) + sorted(p for p in nb_dir.glob("*.py") if not p.with_suffix(".ipynb").exists())
+    for path in on_disk:
+        rel = f"notebooks/{path.with_suffix('.ipynb').name}"
+        if rel not in listed:
+            problems.append(f"{path.relative_to(book.root)} is not listed in book.toml")
+    for ch in book.chapters:
+        ipynb, py = book.root / ch.notebook, book.root / ch.script
+        if ch.written:
+            for f in (ipynb, py):
+                if not f.is_file():
+                    problems.append(f"chapter {ch.id} is written but {f.relative_to(book.root)} is missing")
+            for mod in ch.modules:
+                if importlib.util.find_spec(mod) is None:
+                    problems.append(f"chapter {ch.id} is written but its module {mod} is missing")
+        elif ipynb.is_file():
+            problems.append(f"chapter {ch.id} has {ch.notebook} but book.toml marks it planned")
+        if ipynb.is_file():
+            problems.extend(pair_problems(ipynb))
+    return problems

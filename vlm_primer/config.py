@@ -1,0 +1,48 @@
+"""Config dataclasses with named presets.
+
+Every model is a config dataclass plus an ``nn.Module``. A config class lists its presets in a
+``PRESETS`` class attribute (a dict from name to field overrides) and gets ``from_preset``::
+
+    @dataclass
+    class ViTConfig(PresetConfig):
+        dim: int = 64
+        ...
+        PRESETS: ClassVar[dict] = {"tiny": dict(dim=64), "base": dict(dim=768)}
+
+    ViTConfig.from_preset("tiny", depth=3)   # preset, then overrides
+    ViTConfig.from_preset()                  # the preset named by VLM_PRIMER_SCALE
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from vlm_primer.utils import get_scale
+
+
+@dataclasses.dataclass
+class PresetConfig:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def presets(cls) -> tuple[str, ...]:
+        return tuple(cls.PRESETS)
+
+    @classmethod
+    def from_preset(cls, name: str | None = None, **overrides: Any):
+        """Build the named preset (default: the ``VLM_PRIMER_SCALE`` one), then apply overrides."""
+        name = get_scale() if name is None else name
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r} for {cls.__name__}; choose one of {cls.presets()}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field(s) {unknown}; fields are {sorted(fields)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
