@@ -1,0 +1,171 @@
+"""Multi-head attention (self, causal, cross) on top of ``F.scaled_dot_product_attention``.
+
+The projections are four separate ``nn.Linear`` layers named ``q``, ``k``, ``v`` and ``out`` so
+that converting weights from ``transformers`` (CLIP, SigLIP, Llama) is a rename.
+Explained in notebook 01, §Attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from vlm_primer.nn.pos import RotaryEmbedding
+
+
+class KVCache:
+    """Keys and values of one attention layer for incremental decoding, shaped ``(B, kv_heads, L, d)``.
+
+    Explained in notebook 01, §KV cache.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new keys/values and return everything cached so far."""
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+def build_attention_mask(
+    *,
+    batch: int,
+    q_len: int,
+    k_len: int,
+    device: torch.device,
+    causal: bool = False,
+    attn_mask: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Combine a causal mask, a key padding mask and an explicit mask into one SDPA mask.
+
+    Boolean masks use True = "may attend". A float ``attn_mask`` is additive. The causal mask is
+    aligned to the *end* of the keys, so with a KV cache query ``i`` sees keys ``<= k_len - q_len + i``.
+    Rows with no visible key would give NaN in SDPA; they are allowed to see every key instead (their
+    outputs are padding and are ignored downstream). Returns ``None`` when nothing is masked.
+    """
+    mask: torch.Tensor | None = None  # bool, broadcastable to (B, 1|H, Lq, Lk)
+    if causal:
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
+        mask = rearrange(mask, "q k -> 1 1 q k")
+    if key_padding_mask is not None:
+        if key_padding_mask.shape != (batch, k_len):
+            raise ValueError(
+                f"key_padding_mask must have shape (B, Lk) = {(batch, k_len)}, got {tuple(key_padding_mask.shape)}"
+            )
+        kpm = rearrange(key_padding_mask.bool(), "b k -> b 1 1 k")
+        mask = kpm if mask is None else mask & kpm
+    additive = None
+    if attn_mask is not None:
+        if attn_mask.ndim == 3:
+            attn_mask = rearrange(attn_mask, "b q k -> b 1 q k")
+        if attn_mask.ndim not in (2, 4) or attn_mask.shape[-2:] != (q_len, k_len):
+            raise ValueError(
+                f"attn_mask must be (Lq, Lk), (B, Lq, Lk) or (B, H, Lq, Lk) with Lq={q_len}, Lk={k_len}, "
+                f"got {tuple(attn_mask.shape)}"
+            )
+        if attn_mask.dtype == torch.bool:
+            mask = attn_mask if mask is None else mask & attn_mask
+        else:
+            additive = attn_mask
+    if mask is not None:
+        mask = mask | ~mask.any(dim=-1, keepdim=True)  # fully masked rows: see everything, avoid NaN
+        if additive is not None:
+            return additive.masked_fill(~mask, torch.finfo(additive.dtype).min)
+        return mask
+    return additive
+
+
+class Attention(nn.Module):
+    """Multi-head attention: self-attention, causal self-attention or cross-attention.
+
+    ``forward(x, context=None, ...)``: queries from ``x`` ``(B, Lq, dim)``; keys and values from
+    ``context`` ``(B, Lk, kv_dim)`` (cross-attention) or from ``x`` (self-attention).
+    ``kv_heads < heads`` gives grouped-query attention (Llama-2/3), ``rope`` a
+    :class:`~vlm_primer.nn.pos.RotaryEmbedding` applied to queries and keys.
+    Explained in notebook 01, §Attention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int | None = None,
+        *,
+        kv_dim: int | None = None,
+        kv_heads: int | None = None,
+        qkv_bias: bool = True,
+        out_bias: bool = True,
+        causal: bool = False,
+        dropout: float = 0.0,
+        rope: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        if dim_head is None:
+            if dim % heads:
+                raise ValueError(f"dim={dim} is not divisible by heads={heads}; pass dim_head explicitly")
+            dim_head = dim // heads
+        kv_heads = heads if kv_heads is None else kv_heads
+        if heads % kv_heads:
+            raise ValueError(f"heads={heads} must be a multiple of kv_heads={kv_heads}")
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.heads, self.kv_heads, self.dim_head = heads, kv_heads, dim_head
+        self.causal, self.dropout = causal, dropout
+        self.q = nn.Linear(dim, heads * dim_head, bias=qkv_bias)
+        self.k = nn.Linear(kv_dim, kv_heads * dim_head, bias=qkv_bias)
+        self.v = nn.Linear(kv_dim, kv_heads * dim_head, bias=qkv_bias)
+        self.out = nn.Linear(heads * dim_head, dim, bias=out_bias)
+        self.rope = rope
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``key_padding_mask`` ``(B, Lk)`` bool, True = real token; with a ``kv_cache`` it covers
+        the cached keys plus the new ones. ``position_ids`` ``(B, Lq)`` are used by RoPE (default:
+        ``len(kv_cache) + arange(Lq)``)."""
+        if x.ndim != 3:
+            raise ValueError(f"attention input must be (B, L, dim), got shape {tuple(x.shape)}")
+        is_cross = context is not None
+        src = context if is_cross else x
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)
+        k = rearrange(self.k(src), "b n (h d) -> b h n d", h=self.kv_heads)
+        v = rearrange(self.v(src), "b n (h d) -> b h n d", h=self.kv_heads)
+
+        if self.rope is not None and not is_cross:
+            if position_ids is None:
+                past = len(kv_cache) if kv_cache is not None else 0
+                position_ids = torch.arange(past, past + x.shape[1], device=x.device).expand(x.shape[0], -1)
+            cos, sin = self.rope(position_ids, dtype=q.dtype)
+            q, k = RotaryEmbedding.rotate(q, cos, sin), RotaryEmbedding.rotate(k, cos, sin)
+        if kv_cache is not None and not is_cross:
+            k, v = kv_cache.update(k, v)
+        if self.kv_heads != self.heads:  # grouped-query attention: share each k/v head
+            k = repeat(k, "b h n d -> b (h r) n d", r=self.heads // self.kv_heads)
+            v = repeat(v, "b h n d -> b (h r) n d", r=self.heads // self.kv_heads)
+
+        causal = self.causal and not is_cross
+        q_len, k_len = q.shape[2], k.shape[2]
+        dropout_p = self.dropout if self.training else 0.0
+        if causal and attn_mask is None and key_padding_mask is None and q_len == k_len:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        else:
+            mask = build_attention_mask(
+                batch=x.shape[0], q_len=q_len, k_len=k_len, device=x.device, causal=causal,
+                attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return self.out(rearrange(out, "b h n d -> b n (h d)"))
