@@ -137,3 +137,14 @@ def test_sync_writes_executed_pair(tmp_path):
     assert check_book(load_book(root)) == []
     with pytest.raises(ValueError, match="jupytext .py"):
         sync(root / "notebooks/00_a.ipynb")
+
+
+def test_figures_render_inline_even_under_agg(tmp_path, monkeypatch):
+    from vlm_primer.book.build import execute
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    root = make_repo(tmp_path, chapter("00", "a"), {"00_a": "# %%\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n"})
+    nb, _ = execute(root / "notebooks/00_a.ipynb")
+    kinds = [k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})]
+    assert "image/png" in kinds
+    assert __import__("os").environ["MPLBACKEND"] == "Agg"

@@ -28,8 +28,9 @@ def execute(path: Path, timeout: int = 600, cwd: Path | None = None):
 
     nb = jupytext.read(path)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    # The kernel inherits our environment: make sure figures render inline even where MPLBACKEND=Agg.
     env_before = os.environ.get("MPLBACKEND")
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     start = time.perf_counter()
     try:
         NotebookClient(
@@ -39,6 +40,8 @@ def execute(path: Path, timeout: int = 600, cwd: Path | None = None):
     finally:
         if env_before is None:
             os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_before
     return nb, time.perf_counter() - start
 
 

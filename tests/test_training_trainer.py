@@ -1,0 +1,173 @@
+"""Trainer, TrainConfig, optimizer groups, schedule, precision and the live plot (in-process, fast)."""
+
+import math
+import os
+import sys
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
+from toy_training import ToyClassifier, ToyDataset  # noqa: E402
+
+from vlm_primer.training import CosineWarmup, TrainConfig, Trainer, param_groups  # noqa: E402
+from vlm_primer.training import trainer as trainer_mod  # noqa: E402
+from vlm_primer.training.trainer import resolve_precision  # noqa: E402
+
+
+def cfg(**kw):
+    base = dict(max_steps=6, batch_size=8, lr=1e-2, warmup_steps=2, log_every=2, progress=False, live_plot=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_config_validation_and_presets():
+    assert TrainConfig.from_preset("tiny").max_steps == 300
+    with pytest.raises(ValueError, match="unknown preset"):
+        TrainConfig.from_preset("huge")
+    for bad, match in [
+        (dict(max_steps=0), "max_steps"),
+        (dict(precision="fp8"), "precision"),
+        (dict(min_lr_ratio=2.0), "min_lr_ratio"),
+        (dict(grad_accum_steps=0), "grad_accum_steps"),
+        (dict(betas=(0.9,)), "betas"),
+        (dict(grad_clip=0.0), "grad_clip"),
+        (dict(live_plot="sometimes"), "live_plot"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**bad)
+
+
+def test_weight_decay_rule():
+    model = ToyClassifier()
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == ["net.0.weight", "net.4.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["net.0.bias", "net.1.bias", "net.1.weight", "net.4.bias"]
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    model.no_weight_decay = lambda: {"net.0.weight"}  # the timm hook
+    decay, _ = param_groups(model, 0.1)
+    assert [names[id(p)] for p in decay["params"]] == ["net.4.weight"]
+
+
+def test_cosine_warmup_values():
+    f = CosineWarmup(warmup_steps=4, max_steps=14, min_ratio=0.1)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0
+    assert math.isclose(f(9), 0.55)  # half-way through the cosine: (1 + 0.1) / 2
+    assert math.isclose(f(14), 0.1) and math.isclose(f(100), 0.1)
+
+
+def test_fit_learns_logs_evaluates_and_calls_post_step():
+    torch.manual_seed(0)
+    model = ToyClassifier(dropout=0.0)
+    data = ToyDataset(64)
+    evals = []
+
+    def eval_fn(m):
+        assert not m.training
+        evals.append(1)
+        with torch.no_grad():
+            acc = (m(data.x).logits.argmax(-1) == data.y).float().mean()
+        return {"accuracy": acc}
+
+    config = cfg(max_steps=40, warmup_steps=4, log_every=5, eval_every=20, lr=3e-2)
+    history = Trainer(model, data, config, eval_fn=eval_fn).fit()
+    assert [h["step"] for h in history] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert {"step", "loss", "lr", "grad_norm"} <= set(history[0])
+    assert [h["step"] for h in history if "accuracy" in h] == [20, 40] and len(evals) == 2
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["accuracy"] > 0.8
+    assert model.post_steps == 40
+    f = CosineWarmup(4, 40, config.min_lr_ratio)
+    assert all(math.isclose(h["lr"], config.lr * f(h["step"] - 1)) for h in history)
+
+
+def test_gradient_accumulation_equals_big_batch():
+    def run(batch_size, accum):
+        torch.manual_seed(0)
+        model = ToyClassifier(dropout=0.0)
+        Trainer(model, ToyDataset(64), cfg(max_steps=3, batch_size=batch_size, grad_accum_steps=accum)).fit()
+        return model.state_dict()
+
+    big, small = run(8, 1), run(4, 2)
+    assert all(torch.allclose(big[k], small[k], atol=1e-6) for k in big)
+    other = run(8, 2)  # a different global batch moves the weights differently
+    assert not all(torch.allclose(big[k], other[k], atol=1e-6) for k in big)
+
+
+def test_fit_in_pieces_continues():
+    torch.manual_seed(0)
+    model = ToyClassifier(dropout=0.0)
+    trainer = Trainer(model, ToyDataset(64), cfg(max_steps=6))
+    trainer.fit(steps=2)
+    assert trainer.step == 2
+    trainer.fit()
+    assert trainer.step == 6 and [h["step"] for h in trainer.history] == [2, 4, 6]
+
+
+def test_precision_resolution_and_bf16_fp16_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None and resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    for precision in ("bf16", "fp16"):
+        torch.manual_seed(0)
+        trainer = Trainer(ToyClassifier(), ToyDataset(32), cfg(max_steps=2, log_every=1, precision=precision))
+        history = trainer.fit()
+        assert trainer.scaler.is_enabled() == (precision == "fp16")
+        assert all(math.isfinite(h["loss"]) for h in history)
+
+
+def test_bad_inputs_raise_clear_errors():
+    class NoLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 4)
+
+        def forward(self, x, y):
+            return {"logits": self.lin(x)}
+
+    with pytest.raises(ValueError, match="without a loss"):
+        Trainer(NoLoss(), ToyDataset(16), cfg()).fit()
+    with pytest.raises(TypeError, match="dict"):
+        Trainer(ToyClassifier(), [(torch.zeros(8), 0)] * 3, cfg(batch_size=1), collate_fn=lambda s: s).fit()
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        Trainer(ToyClassifier(), ToyDataset(4), cfg(batch_size=8))
+    with pytest.raises(TypeError, match="TrainConfig"):
+        Trainer(ToyClassifier(), ToyDataset(16), {"lr": 1})
+    with pytest.raises(TypeError, match="nn.Module"):
+        Trainer(lambda x: x, ToyDataset(16), cfg())
+
+
+class _Handle:
+    def __init__(self):
+        self.updates = []
+
+    def update(self, obj):
+        self.updates.append(obj)
+
+
+def test_live_plot_updates_one_output_in_a_kernel(monkeypatch):
+    import IPython.display
+
+    shown, handle = [], _Handle()
+
+    def fake_display(obj, display_id=False):
+        assert display_id is True
+        shown.append(obj)
+        return handle
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(trainer_mod, "in_jupyter_kernel", lambda: True)
+    monkeypatch.setattr(trainer_mod.LivePlot, "min_interval", 0.0)
+    figures = set(plt.get_fignums())
+    Trainer(ToyClassifier(), ToyDataset(32), cfg(max_steps=6, live_plot="auto")).fit()
+    assert len(shown) == 1 and isinstance(shown[0], IPython.display.Image)  # one output ...
+    assert len(handle.updates) == 2 + 1  # ... replaced at the other log steps (4, 6) and at the end
+    assert all(u.data.startswith(b"\x89PNG") for u in shown + handle.updates)
+    assert set(plt.get_fignums()) == figures  # no pyplot figure for the inline backend to show again
+    # outside a kernel nothing is displayed
+    monkeypatch.setattr(trainer_mod, "in_jupyter_kernel", lambda: False)
+    Trainer(ToyClassifier(), ToyDataset(32), cfg(max_steps=2, live_plot="auto")).fit()
+    assert len(shown) == 1

@@ -1,0 +1,120 @@
+"""``python -m vlm_primer.train <recipe> [options]``: train any registered recipe, alone or under torchrun.
+
+Examples::
+
+    python -m vlm_primer.train --list
+    python -m vlm_primer.train clip --preset tiny --steps 300
+    torchrun --nproc_per_node 8 -m vlm_primer.train clip --preset base \\
+        --shards "data/shapes/shard-{000000..000099}.tar" --batch-size 256 --precision bf16 --compile \\
+        --ckpt-dir runs/clip --ckpt-every 1000 --resume
+
+Flags left out keep the recipe's own defaults. ``--batch-size`` is per process. Recipes live in
+the chapter packages (see :mod:`vlm_primer.training.recipes`). Explained in notebook 06.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from vlm_primer.training import distributed as D
+from vlm_primer.training.recipes import RecipeArgs, TrainJob, available_recipes, get_recipe, load_extra_modules
+from vlm_primer.utils import SCALES, seed_everything
+
+
+def _parse_set(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vlm_primer.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="registered recipe name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the registered recipes and exit")
+    p.add_argument("--recipe-module", action="append", default=[], metavar="MODULE",
+                   help="extra module to import for recipes (repeatable)")
+    p.add_argument("--preset", default="tiny", choices=SCALES)
+    p.add_argument("--shards", help='WebDataset shards, e.g. "data/shard-{000000..000009}.tar"')
+    p.add_argument("--steps", type=int, help="max optimizer steps")
+    p.add_argument("--batch-size", type=int, help="micro-batch size per process")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--grad-clip", type=float, help="max grad norm (0 = off)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--device")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--ckpt-dir")
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--keep-last", type=int, help="keep only the newest N checkpoints (default: keep all)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="auto|PATH",
+                   help="continue from the latest checkpoint in --ckpt-dir (or 'auto', or a checkpoint path)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe option (repeatable)")
+    return p
+
+
+def config_overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields set on the command line (flags left out are not included)."""
+    pairs = {
+        "max_steps": ns.steps, "batch_size": ns.batch_size, "grad_accum_steps": ns.grad_accum, "lr": ns.lr,
+        "weight_decay": ns.weight_decay, "warmup_steps": ns.warmup_steps, "precision": ns.precision,
+        "compile": ns.compile, "device": ns.device, "log_every": ns.log_every, "eval_every": ns.eval_every,
+        "ckpt_dir": ns.ckpt_dir, "ckpt_every": ns.ckpt_every, "keep_last": ns.keep_last, "resume": ns.resume,
+    }
+    out = {k: v for k, v in pairs.items() if v is not None}
+    if ns.grad_clip is not None:
+        out["grad_clip"] = ns.grad_clip if ns.grad_clip > 0 else None
+    if ns.no_progress:
+        out["progress"] = False
+    out["seed"], out["num_workers"], out["live_plot"] = ns.seed, ns.num_workers, False
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    from vlm_primer.training.trainer import Trainer
+
+    ns = build_parser().parse_args(argv)
+    if ns.list:
+        load_extra_modules(ns.recipe_module)
+        for name, r in available_recipes().items():
+            print(f"{name:20s} {r.help}")
+        return []
+    if not ns.recipe:
+        build_parser().error("a recipe name is required (see --list)")
+    recipe = get_recipe(ns.recipe, ns.recipe_module)
+    D.init_distributed(ns.device or "auto")
+    try:
+        seed_everything(ns.seed)
+        args = RecipeArgs(preset=ns.preset, shards=ns.shards, batch_size=ns.batch_size, seed=ns.seed,
+                          num_workers=ns.num_workers, options=_parse_set(ns.set))
+        job = recipe.build(args)
+        if not isinstance(job, TrainJob):
+            raise TypeError(f"recipe {ns.recipe!r} must return a TrainJob, got {type(job).__name__}")
+        config = job.config.replace(**config_overrides(ns))
+        trainer = Trainer(job.model, job.train_data, config, eval_fn=job.eval_fn, collate_fn=job.collate_fn)
+        history = trainer.fit()
+        if D.is_main_process() and history:
+            last = history[-1]
+            print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))
+            if config.ckpt_dir:
+                print(f"checkpoints in {config.ckpt_dir}")
+        return history
+    finally:
+        D.cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,140 @@
+"""Resumable data order: a sampler and a loader whose order is a pure function of (seed, epoch).
+
+Exact resumption needs the data to continue where it stopped. Here the permutation of epoch ``e``
+is ``torch.randperm(n)`` drawn from a private generator seeded with ``seed + e`` (never the global
+RNG), each of ``W`` processes takes every ``W``-th index of it (the last ``n mod W`` samples are
+dropped so every rank sees the same number), and a loader can start at any batch of an epoch. The
+:class:`~vlm_primer.training.Trainer` stores ``(epoch, batch)`` in its checkpoints.
+
+Explained in notebook 06 (§resuming exactly).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Sampler, default_collate
+
+from vlm_primer.training import distributed as D
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices of one epoch for one rank, optionally starting at position ``start``.
+
+    ``order(epoch)`` is ``randperm(n, generator=Generator().manual_seed(seed + epoch))`` (or
+    ``arange(n)`` without shuffling); rank ``r`` of ``W`` takes ``order[:n - n % W][r::W]``.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
+        self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
+        self.rank = D.rank() if rank is None else rank
+        self.world_size = D.world_size() if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` indices of this rank's share of the epoch."""
+        if not 0 <= start <= self.per_rank:
+            raise ValueError(f"start must be in [0, {self.per_rank}], got {start}")
+        self.start = start
+
+    @property
+    def per_rank(self) -> int:
+        return self.num_samples // self.world_size
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        """This rank's full index list for ``epoch`` (a pure function of seed, epoch, rank)."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.num_samples, generator=g)
+        else:
+            order = torch.arange(self.num_samples)
+        return order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.indices(self.epoch)[self.start :].tolist()
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class ResumableLoader:
+    """Batches of a map-style dataset in the order of a :class:`ResumableSampler`.
+
+    Iterating gives full batches only (the last partial batch is dropped, so every rank and every
+    step sees ``batch_size`` samples). ``iter_from(epoch, batch)`` starts in the middle of an epoch.
+    Worker processes (``num_workers > 0``) get seeds drawn from a private generator seeded with
+    ``seed + epoch``, so creating a loader never touches the global RNG.
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[Any] | torch.utils.data.Dataset,
+        batch_size: int,
+        *,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"ResumableLoader needs a map-style dataset (__len__ and __getitem__), got {type(dataset).__name__}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.dataset, self.batch_size = dataset, batch_size
+        self.collate_fn = collate_fn or default_collate
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+        if len(self) == 0:
+            raise ValueError(
+                f"dataset of {len(dataset)} samples is smaller than one batch of {batch_size} per process "
+                f"x {self.sampler.world_size} process(es); lower batch_size or add data"
+            )
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        """Full batches per epoch for this rank."""
+        return self.sampler.per_rank // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def iter_from(self, epoch: int, batch: int = 0) -> Iterator[Any]:
+        """Batches of ``epoch`` starting at batch index ``batch``."""
+        if not 0 <= batch <= len(self):
+            raise ValueError(f"batch must be in [0, {len(self)}], got {batch}")
+        self.sampler.set_epoch(epoch)
+        self.sampler.set_start(batch * self.batch_size)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(self.seed + epoch),
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iter_from(self.epoch, 0)

@@ -1,0 +1,402 @@
+"""The ``Trainer`` every chapter uses: AdamW + cosine warmup, mixed precision, accumulation, DDP,
+safetensors checkpoints with exact resumption, a progress bar and a live loss plot.
+
+A model plugs in by returning an object with ``.loss`` from ``forward(**batch)`` (batches are dicts
+of tensors; the trainer moves tensors to the device and leaves other values alone). A model with
+a ``post_step()`` method gets it called after every optimizer step (CLIP clamps its temperature
+there). Explained in notebook 06 (training recipes).
+
+Training data is either
+
+- a map-style dataset (``__len__`` + ``__getitem__``): the trainer batches it with a
+  :class:`~vlm_primer.training.data.ResumableLoader` (shuffled by ``(seed, epoch)``, sharded over
+  ranks, full batches only). Resumption is exact: the loader restarts at the saved batch.
+- any other iterable of batches (a ``DataLoader``, :func:`~vlm_primer.training.shards.shard_loader`):
+  each pass over it is an epoch (``set_epoch`` is called if it has one) and resumption skips the
+  batches already consumed in the current epoch. That is exact when the iterable's order is a
+  function of its epoch (``shard_loader`` is; a ``DataLoader(shuffle=True)`` without a generator
+  draws from the global RNG and is not).
+
+Resumption restores weights, optimizer, schedule, gradient scaler, step, data position, each
+rank's RNG states and the history, so ``N`` steps in one go and ``k`` steps + resume to ``N``
+give bit-identical weights on the same machine. Checkpoints are only written between optimizer
+steps, so no partial gradient accumulation is ever lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vlm_primer.training import distributed as D
+from vlm_primer.training.checkpoint import (
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    rotate_checkpoints,
+    save_checkpoint,
+    set_rng_state,
+)
+from vlm_primer.training.config import TrainConfig
+from vlm_primer.training.data import ResumableLoader
+from vlm_primer.training.optim import build_optimizer, cosine_warmup_scheduler
+from vlm_primer.training.plot import LivePlot, in_jupyter_kernel
+from vlm_primer.utils import seed_everything
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None`` = plain fp32)."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts, lists, tuples) to ``device``; everything else unchanged."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def _is_map_style(data: Any) -> bool:
+    return (
+        hasattr(data, "__len__")
+        and hasattr(data, "__getitem__")
+        and not isinstance(data, (torch.utils.data.IterableDataset, dict, str))
+        and not isinstance(data, ResumableLoader)
+    )
+
+
+class _IterableSource:
+    """An iterable of batches seen as epochs, resumed by skipping consumed batches."""
+
+    def __init__(self, data: Iterable[Any]) -> None:
+        self.data = data
+
+    def iter_from(self, epoch: int, batch: int) -> Iterator[Any]:
+        for obj in (self.data, getattr(self.data, "sampler", None), getattr(self.data, "batch_sampler", None)):
+            if obj is not None and hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        return itertools.islice(iter(self.data), batch, None)
+
+
+def _loss_of(out: Any) -> torch.Tensor:
+    loss = out.get("loss") if isinstance(out, dict) else getattr(out, "loss", None)
+    if loss is None:
+        raise ValueError(
+            f"model.forward(**batch) returned {type(out).__name__} without a loss; "
+            "the batch must contain the targets and forward must return an object with .loss"
+        )
+    if not torch.is_tensor(loss) or loss.ndim != 0:
+        raise ValueError(f"the model's loss must be a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
+    return loss
+
+
+class Trainer:
+    """Train ``model`` on ``train_data`` with ``config``; see the module docstring.
+
+    ``eval_fn(model) -> dict[str, float]`` runs every ``config.eval_every`` steps and at the last
+    step (in ``eval`` mode under ``torch.no_grad``, on every rank; rank 0 records it). An explicit
+    ``optimizer`` replaces the default AdamW (the cosine schedule is still applied to it).
+    ``collate_fn`` turns a list of samples into a batch dict (map-style data only; default
+    ``torch.utils.data.default_collate``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Any,
+        config: TrainConfig | None = None,
+        *,
+        eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        config = TrainConfig() if config is None else config
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config, self.eval_fn = config, eval_fn
+        self.device = D.init_distributed(config.device)
+        self.is_main = D.is_main_process()
+        self.model = model.to(self.device)
+        self.amp_dtype = resolve_precision(config.precision, self.device)
+
+        self.optimizer = optimizer or build_optimizer(
+            self.model, config.lr, config.weight_decay, config.betas, config.eps
+        )
+        self.scheduler = cosine_warmup_scheduler(
+            self.optimizer, config.warmup_steps, config.max_steps, config.min_lr_ratio
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.ddp: DistributedDataParallel | None = None
+        train_model: nn.Module = self.model
+        if D.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = train_model = DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=config.find_unused_parameters
+            )
+        self.train_model = torch.compile(train_model) if config.compile else train_model
+
+        if _is_map_style(train_data):
+            self.source: Any = ResumableLoader(
+                train_data, config.batch_size, collate_fn=collate_fn, seed=config.seed,
+                num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+            )
+        elif isinstance(train_data, ResumableLoader):
+            self.source = train_data
+        elif hasattr(train_data, "__iter__"):
+            if collate_fn is not None:
+                raise ValueError("collate_fn only applies to map-style datasets; batch your iterable yourself")
+            self.source = _IterableSource(train_data)
+        else:
+            raise TypeError(f"train_data must be a dataset or an iterable of batches, got {type(train_data).__name__}")
+
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self._iter: Iterator[Any] | None = None
+        self._started = False
+        self._last_saved: int | None = None
+        self._step_lr = config.lr
+        self._window_sum, self._window_count = torch.zeros((), device=self.device), 0
+
+    # ------------------------------------------------------------------ data
+
+    def _next_batch(self) -> Any:
+        while True:
+            if self._iter is None:
+                self._iter = self.source.iter_from(self.epoch, self.batch_in_epoch)
+            try:
+                batch = next(self._iter)
+            except StopIteration:
+                if self.batch_in_epoch == 0:
+                    raise ValueError("train_data yielded no batches") from None
+                self.epoch, self.batch_in_epoch, self._iter = self.epoch + 1, 0, None
+                continue
+            self.batch_in_epoch += 1
+            if not isinstance(batch, dict):
+                raise TypeError(f"a batch must be a dict of tensors (passed as model(**batch)), got {type(batch).__name__}")
+            return move_to_device(batch, self.device)
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; (mean loss, grad norm)."""
+        cfg = self.config
+        self.train_model.train()
+        total = torch.zeros((), device=self.device)
+        for micro in range(cfg.grad_accum_steps):
+            batch = self._next_batch()
+            last = micro == cfg.grad_accum_steps - 1
+            sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    loss = _loss_of(self.train_model(**batch))
+                self.scaler.scale(loss.float() / cfg.grad_accum_steps).backward()
+            total += loss.detach().float()
+        grad_norm = None
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self._step_lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # fp16 skips steps on overflow; the schedule still advances
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        if hasattr(self.model, "post_step"):
+            self.model.post_step()
+        self.step += 1
+        return total / cfg.grad_accum_steps, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Run ``eval_fn`` on the (unwrapped) model in eval mode; {} without an ``eval_fn``."""
+        if self.eval_fn is None:
+            return {}
+        self.model.eval()
+        try:
+            metrics = self.eval_fn(self.model)
+        finally:
+            self.model.train()
+        if not isinstance(metrics, dict):
+            raise TypeError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
+        return {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, steps: int | None = None, *, resume: bool | str | None = None) -> list[dict[str, Any]]:
+        """Train until ``config.max_steps`` (or for at most ``steps`` more steps); return the history.
+
+        Calling ``fit`` again continues where the previous call stopped. On the first call
+        ``resume`` (default ``config.resume``) decides whether to continue from ``config.ckpt_dir``.
+        """
+        cfg = self.config
+        if not self._started:
+            self._start(cfg.resume if resume is None else resume)
+        target = cfg.max_steps if steps is None else min(cfg.max_steps, self.step + steps)
+        show = self.is_main and cfg.progress and self.step < target
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        plot = None
+        if self.is_main and self.step < target and (cfg.live_plot is True or (cfg.live_plot == "auto" and in_jupyter_kernel())):
+            plot = LivePlot()
+        try:
+            while self.step < target:
+                loss, grad_norm = self.train_step()
+                self._window_sum += loss
+                self._window_count += 1
+                s = self.step
+                do_eval = self.eval_fn is not None and (
+                    s == cfg.max_steps or (cfg.eval_every is not None and s % cfg.eval_every == 0)
+                )
+                if s % cfg.log_every == 0 or do_eval or s == cfg.max_steps:
+                    record = self._record(grad_norm)
+                    if do_eval:
+                        record.update(self.evaluate())
+                    self.history.append(record)
+                    if bar is not None:
+                        shown = {k: v for k, v in record.items() if isinstance(v, float) and k != "grad_norm"}
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
+                    if plot is not None:
+                        plot.update(self.history)
+                if bar is not None:
+                    bar.update(1)
+                if cfg.ckpt_dir is not None and cfg.ckpt_every is not None and s % cfg.ckpt_every == 0:
+                    self.save_checkpoint()
+            if cfg.ckpt_dir is not None and self._last_saved != self.step and self.step > 0:
+                self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            if plot is not None:
+                plot.close(self.history)
+        return self.history
+
+    def _record(self, grad_norm: torch.Tensor | None) -> dict[str, Any]:
+        mean = D.all_reduce_mean(self._window_sum / max(1, self._window_count))
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "loss": mean.item(), "lr": self._step_lr}
+        if grad_norm is not None:
+            record["grad_norm"] = float(grad_norm)
+        self._window_sum.zero_()
+        self._window_count = 0
+        return record
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _start(self, resume: bool | str) -> None:
+        """First ``fit``: resume from a checkpoint, or check that a fresh run overwrites nothing."""
+        cfg = self.config
+        self._started = True
+        existing = list_checkpoints(cfg.ckpt_dir) if cfg.ckpt_dir is not None else []
+        path: Path | None = None
+        if resume is False and existing:
+            raise FileExistsError(
+                f"{cfg.ckpt_dir} already holds {len(existing)} checkpoint(s) (latest: step {existing[-1][0]}); "
+                "nothing was overwritten. Pass resume=True (or 'auto') to continue that run, or use "
+                "another ckpt_dir."
+            )
+        if resume in (True, "auto"):
+            if cfg.ckpt_dir is None:
+                raise ValueError(f"resume={resume!r} needs config.ckpt_dir")
+            if not existing and resume is True:
+                raise FileNotFoundError(f"resume=True but {cfg.ckpt_dir} holds no checkpoint")
+            path = existing[-1][1] if existing else None
+        elif resume is not False:
+            path = Path(resume)
+        if path is not None:
+            self.load_checkpoint(path)
+        elif D.is_distributed():  # a fresh DDP run: rank r draws its own dropout / augmentation
+            seed_everything(cfg.seed + D.rank())
+
+    def state(self) -> dict[str, Any]:
+        """This rank's resumable state: RNG, data position, loss window (gathered at save time)."""
+        return {
+            "rng": rng_state(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "window_sum": self._window_sum.item(),
+            "window_count": self._window_count,
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write a checkpoint (rank 0 writes; every rank must call). Default: ``ckpt_dir/step_N``."""
+        cfg = self.config
+        if path is None:
+            if cfg.ckpt_dir is None:
+                raise ValueError("save_checkpoint() needs a path or config.ckpt_dir")
+            path = Path(cfg.ckpt_dir) / checkpoint_name(self.step)
+        ranks = D.gather_objects(self.state())
+        out = None
+        if self.is_main:
+            state = {
+                "step": self.step,
+                "world_size": D.world_size(),
+                "ranks": ranks,
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "history": self.history,
+                "config": cfg.to_dict(),
+            }
+            out = save_checkpoint(path, model=self.model, optimizer=self.optimizer, state=state)
+            if cfg.keep_last is not None and cfg.ckpt_dir is not None:
+                rotate_checkpoints(cfg.ckpt_dir, cfg.keep_last)
+        D.barrier()
+        self._last_saved = self.step
+        return out
+
+    def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Restore everything from a checkpoint directory written by :meth:`save_checkpoint`."""
+        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer)
+        # The schedule's shape (warmup, max_steps, min ratio) follows the current config, so a run
+        # can be extended; with an unchanged config the LR is recomputed to the very same floats.
+        sched = dict(state["scheduler"], lr_lambdas=[None] * len(self.scheduler.lr_lambdas))
+        self.scheduler.load_state_dict(sched)
+        last = self.scheduler.last_epoch
+        for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * fn(last)  # LambdaLR's own formula
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.history = state["step"], state["history"]
+        ranks = state["ranks"]
+        if len(ranks) != D.world_size():
+            warnings.warn(
+                f"checkpoint was written by {len(ranks)} process(es), resuming with {D.world_size()}: "
+                "RNG and data position come from rank 0, so the run is not an exact continuation",
+                stacklevel=2,
+            )
+        mine = ranks[D.rank()] if len(ranks) == D.world_size() else ranks[0]
+        self.epoch, self.batch_in_epoch = mine["epoch"], mine["batch_in_epoch"]
+        self._window_sum = torch.tensor(mine["window_sum"], dtype=torch.float32, device=self.device)
+        self._window_count = mine["window_count"]
+        self._iter = None
+        set_rng_state(mine["rng"])
+        self._started, self._last_saved = True, self.step
+        return state
