@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import time
 from pathlib import Path
 
@@ -85,6 +86,11 @@ def _chapter_html(book: Book, ch: Chapter, nb) -> str:
     return body[:start] + _nav(book, ch) + body[start:].replace("</body>", footer + "</body>", 1)
 
 
+def _inline(text: str) -> str:
+    """Escape text for HTML, rendering `backticks` as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _index_html(book: Book, timings: dict[str, float]) -> str:
     rows = []
     for ch in book.chapters:
@@ -98,7 +104,7 @@ def _index_html(book: Book, timings: dict[str, float]) -> str:
     return f"""<!DOCTYPE html><html lang="{book.language}"><head><meta charset="utf-8">
 <title>{html.escape(book.title)}</title><style>{CSS}</style></head><body>{_nav(book, None)}
 <main class="vp-index"><h1>{html.escape(book.title)}</h1><p><em>{html.escape(book.subtitle)}</em></p>
-<p>{html.escape(book.description)}</p><p>By {html.escape(", ".join(book.authors))}.</p>
+<p>{_inline(book.description)}</p><p>By {html.escape(", ".join(book.authors))}.</p>
 <h2>Chapters</h2><table><tr><th>#</th><th>Chapter</th><th>Survey §</th><th>Executed in</th></tr>
 {"".join(rows)}</table></main></body></html>"""
 

@@ -232,7 +232,7 @@ def clip_config_to_hf(cfg: Any, **extra: Any):
     from transformers import CLIPConfig as HFCLIPConfig
 
     return HFCLIPConfig(
-        text_config=clip_text_config_from_text(cfg.text).to_dict(),
+        text_config=clip_text_config_from_text(cfg.text, bos_token_id=None).to_dict(),  # we have no <bos>
         vision_config=clip_vision_config_from_vit(cfg.vision).to_dict(),
         projection_dim=cfg.embed_dim, logit_scale_init_value=cfg.init_logit_scale, **extra,
     )
@@ -251,8 +251,8 @@ def clip_to_hf(model: nn.Module, **config_extra: Any):
     sd.update({f"text_model.{k}": v for k, v in text_to_hf_clip_text(model.text).items()})
     src = StrictSource({k: v for k, v in model.state_dict().items() if not k.startswith(("vision.", "text."))},
                        "CLIP state dict")
-    sd.update(convert_pairs(src, [("visual_projection.weight", "visual_projection.weight"),
-                                  ("text_projection.weight", "text_projection.weight"), ("logit_scale", "logit_scale")]))
+    pairs = [(k, k) for k in ("visual_projection.weight", "text_projection.weight", "logit_scale")]
+    sd.update(convert_pairs(src, pairs))
     src.finish()
     sd["logit_scale"] = sd["logit_scale"].reshape(hf.logit_scale.shape)
     return load_strict(hf, sd, "CLIPModel (from ours)").eval()

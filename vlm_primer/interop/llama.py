@@ -2,7 +2,7 @@
 
 Our Llama-style preset (RMSNorm, RoPE with ``rotate_half``, SwiGLU, no biases, untied head, GQA via
 ``kv_heads``) has the same weights: ``q_proj/k_proj/v_proj/o_proj`` -> ``attn.q/k/v/out``,
-``gate_proj/up_proj/down_proj`` -> ``mlp.fc1/fc3/fc2``. LLaVA (notebook 06) loads its language model here.
+``gate_proj/up_proj/down_proj`` -> ``mlp.fc1/fc3/fc2``. LLaVA (notebook 05) loads its language model here.
 """
 
 from __future__ import annotations

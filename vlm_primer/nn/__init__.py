@@ -1,5 +1,5 @@
 """Shared neural-network blocks: attention, MLP, transformer blocks, ViT, text encoder, decoder LM,
-pooling and positional encodings. Explained in notebook 01 (blocks) and 02 (towers)."""
+pooling and positional encodings. Explained in notebook 02 (blocks and towers) and 04 (the decoder LM)."""
 
 from vlm_primer.nn.attention import Attention, KVCache, build_attention_mask
 from vlm_primer.nn.decoder import DecoderConfig, DecoderLM, DecoderOutput, causal_lm_loss

@@ -2,7 +2,7 @@
 
 The projections are four separate ``nn.Linear`` layers named ``q``, ``k``, ``v`` and ``out`` so
 that converting weights from ``transformers`` (CLIP, SigLIP, Llama) is a rename.
-Explained in notebook 01, §Attention.
+Explained in notebook 02, §Attention.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from vlm_primer.nn.pos import RotaryEmbedding
 class KVCache:
     """Keys and values of one attention layer for incremental decoding, shaped ``(B, kv_heads, L, d)``.
 
-    Explained in notebook 01, §KV cache.
+    Explained in notebook 04, §KV cache.
     """
 
     def __init__(self) -> None:
@@ -91,7 +91,7 @@ class Attention(nn.Module):
     ``context`` ``(B, Lk, kv_dim)`` (cross-attention) or from ``x`` (self-attention).
     ``kv_heads < heads`` gives grouped-query attention (Llama-2/3), ``rope`` a
     :class:`~vlm_primer.nn.pos.RotaryEmbedding` applied to queries and keys.
-    Explained in notebook 01, §Attention.
+    Explained in notebook 02, §Attention.
     """
 
     def __init__(

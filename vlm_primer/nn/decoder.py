@@ -2,7 +2,7 @@
 Llama style (RMSNorm, RoPE, SwiGLU, no biases, untied head), with optional cross-attention layers,
 next-token loss and KV-cached generation.
 
-Explained in notebook 01, §Language model, and notebook 06 (LLaVA), which loads Llama weights here.
+Explained in notebook 04, §Language model, and notebook 05 (LLaVA), which loads Llama weights here.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class DecoderOutput:
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Next-token cross-entropy: position ``t`` predicts ``labels[t + 1]``; ``ignore_index`` is skipped.
 
-    Averaged over the predicted (non-ignored) tokens, in float32. Explained in notebook 01, §Language model.
+    Averaged over the predicted (non-ignored) tokens, in float32. Explained in notebook 04, §Language model.
     """
     logits = rearrange(logits[:, :-1].float(), "b n v -> (b n) v")
     return F.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=ignore_index)
@@ -97,7 +97,7 @@ def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...], desc
 
 
 class DecoderLM(nn.Module):
-    """Decoder-only transformer language model. Explained in notebook 01, §Language model."""
+    """Decoder-only transformer language model. Explained in notebook 04, §Language model."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -237,7 +237,7 @@ class DecoderLM(nn.Module):
         Returns the prompt ids followed by the new ids, or only the new ids when the prompt was given
         as embeddings.
         With ``use_cache`` each step feeds one token and reuses cached keys/values; the result equals
-        ``use_cache=False`` (recompute everything each step). Explained in notebook 01, §KV cache.
+        ``use_cache=False`` (recompute everything each step). Explained in notebook 04, §KV cache.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")

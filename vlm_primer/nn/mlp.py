@@ -1,6 +1,6 @@
 """The transformer feed-forward block: two layers with GELU & co, or SwiGLU with three.
 
-Explained in notebook 01, §Transformer blocks.
+Explained in notebook 02, §Transformer blocks.
 """
 
 from __future__ import annotations

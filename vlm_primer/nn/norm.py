@@ -1,6 +1,6 @@
 """Normalisation layers: LayerNorm (GPT/CLIP/ViT) and RMSNorm (Llama).
 
-Explained in notebook 01, §Transformer blocks.
+Explained in notebook 02, §Transformer blocks.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Positional encodings: learned tables, 2-D sin-cos (MAE-style) and rotary embeddings (RoPE).
 
-Explained in notebook 01, §Positions.
+Explained in notebook 02, §Positions.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class TextConfig(PresetConfig):
     act: str = "gelu"
     causal: bool = True           # CLIP's text tower is causal; SigLIP's is bidirectional
     pool: str = "eos"             # eos | argmax (legacy CLIP) | last (SigLIP) | cls | mean
-    eos_token_id: int = 2
+    eos_token_id: int = 3         # the project tokenizer's <eos> (vlm_primer.text)
     pad_token_id: int = 0
     eps: float = 1e-5
     final_norm: bool = True

@@ -1,6 +1,6 @@
 """Pre-LN transformer block and a stack of them (encoder, causal decoder, optional cross-attention).
 
-Explained in notebook 01, §Transformer blocks.
+Explained in notebook 02, §Transformer blocks.
 """
 
 from __future__ import annotations

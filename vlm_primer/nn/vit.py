@@ -1,7 +1,7 @@
 """Vision Transformer (Dosovitskiy et al., 2021): patchify, add positions, pre-LN blocks, pool.
 
 One class covers ViT, CLIP's image tower (CLS + ``ln_pre`` + ``ln_post`` on the pooled token) and
-SigLIP's (no CLS, final norm on all tokens, MAP head). Explained in notebook 01, §ViT.
+SigLIP's (no CLS, final norm on all tokens, MAP head). Explained in notebook 02, §ViT.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ViTOutput:
 
 
 class ViT(nn.Module):
-    """Vision Transformer image encoder. Explained in notebook 01, §ViT."""
+    """Vision Transformer image encoder. Explained in notebook 02, §ViT."""
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()

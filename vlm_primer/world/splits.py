@@ -1,6 +1,6 @@
 """Splits: train/val/test disjoint by seed, and a held-out compositional test split.
 
-Explained in notebook 01, §Compositional splits. Scene ``i`` of a split is a pure function of
+Explained in notebook 01, §Splits and compositional generalisation. Scene ``i`` of a split is a pure function of
 ``(seed, split, i)``: its generator is ``numpy.random.default_rng([seed, SPLIT_IDS[split], i])``,
 so the splits draw from disjoint random streams. ``held_out`` (color, shape) pairs never appear
 in ``train``/``val``/``test``; every ``compositional`` scene contains at least one of them.

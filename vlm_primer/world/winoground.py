@@ -1,6 +1,6 @@
 """Winoground-style pairs: two scenes, two captions with the same words in swapped roles.
 
-Explained in notebook 01, §Winoground pairs (evaluated in notebook 07). Caption ``i`` is true of
+Explained in notebook 01, §A Winoground pair (evaluated in notebook 07). Caption ``i`` is true of
 scene ``i`` and false of the other one; both captions are realised with the same template and
 synonym style, so they contain exactly the same multiset of words (Thrush et al., 2022).
 

@@ -1,0 +1,148 @@
+"""Training-step time and memory of our CLIP / SigLIP vs ``transformers``' CLIPModel / SiglipModel.
+
+    python benchmarks/bench_contrastive.py [--threads 1] [--batch 32] [--repeats 10]
+
+Same config and the same weights on both sides (the ``transformers`` model is made from ours with
+``vlm_primer.interop``; it runs with its default attention implementation, SDPA, like ours). One
+training step = forward with the loss + backward + ``AdamW.step()`` + ``zero_grad``. Timing:
+both models step alternately in one process (so background load hits both alike), 3 warm-up
+steps, then the median of ``--repeats`` steps; printed as the ratio ours/theirs (goal <= 1.0).
+Memory: peak resident set size (``resource.getrusage().ru_maxrss``, Linux) of a fresh subprocess
+that imports everything, builds one model and runs 3 steps, minus its RSS just before building the
+model; it counts weights, optimizer state, activations and the allocator's caching. Runs in well under 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build(kind: str, side: str):
+    """(model, step_fn) for kind in {clip, siglip} and side in {ours, theirs} at a small fixed config."""
+    from vlm_primer.contrastive import CLIP, CLIPConfig, SigLIP, SigLIPConfig
+    from vlm_primer.interop.clip import clip_to_hf
+    from vlm_primer.interop.siglip import siglip_to_hf
+
+    torch.manual_seed(0)
+    if kind == "clip":
+        cfg = CLIPConfig.from_preset("tiny", embed_dim=128)
+        cfg = cfg.replace(vision=cfg.vision.replace(dim=128, depth=4, heads=4),
+                          text=cfg.text.replace(dim=128, depth=4, heads=4))
+        ours = CLIP(cfg)
+        model = ours if side == "ours" else clip_to_hf(ours)
+    else:
+        cfg = SigLIPConfig.from_preset("tiny")
+        cfg = cfg.replace(vision=cfg.vision.replace(dim=128, depth=4, heads=4),
+                          text=cfg.text.replace(dim=128, depth=4, heads=4))
+        ours = SigLIP(cfg)
+        model = ours if side == "ours" else siglip_to_hf(ours)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> float:
+        if side == "ours":
+            loss = model(pixels, ids, mask).loss
+        else:
+            loss = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, return_loss=True).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return model, step
+
+
+def batch(kind: str, b: int):
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(b, 3, 64, 64, generator=gen)
+    ids = torch.randint(5, 800, (b, 24), generator=gen)
+    ids[:, -1] = 3  # <eos>
+    # CLIP: a padding mask; SigLIP: full-length captions without a mask, as SigLIP is trained.
+    mask = torch.ones_like(ids) if kind == "clip" else None
+    return pixels, ids, mask
+
+
+def time_pair(kind: str, b: int, repeats: int) -> tuple[float, float]:
+    data = batch(kind, b)
+    steps = {side: build(kind, side)[1] for side in ("ours", "theirs")}
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    for i in range(3 + repeats):
+        for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
+            t = time.perf_counter()
+            steps[side](*data)
+            if i >= 3:
+                times[side].append(time.perf_counter() - t)
+    return statistics.median(times["ours"]), statistics.median(times["theirs"])
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def memory_child(kind: str, side: str, b: int) -> None:
+    import transformers  # noqa: F401  (imports first, so the baseline includes them on both sides)
+
+    import vlm_primer.contrastive  # noqa: F401
+    import vlm_primer.interop.clip  # noqa: F401
+    import vlm_primer.interop.siglip  # noqa: F401
+
+    data = batch(kind, b)
+    before = _rss_kb()
+    _, step = build(kind, side)
+    for _ in range(3):  # the peak is reached once AdamW has allocated its state
+        step(*data)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(f"{(peak - before) / 1024:.1f}")
+
+
+def peak_memory_mb(kind: str, side: str, b: int, threads: int) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, side, "--batch", str(b), "--threads", str(threads)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--child", nargs=2, metavar=("KIND", "SIDE"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.child:
+        memory_child(*a.child, a.batch)
+        return
+    import transformers
+
+    print(f"contrastive training step, CPU, {a.threads} thread(s), batch {a.batch}, 64 px images (8 px patches), "
+          f"24 tokens, towers 4 x 128 wide; torch {torch.__version__}, transformers {transformers.__version__}")
+    header = ("model", "ours ms", "theirs ms", "ratio", "ours MB", "theirs MB", "ratio")
+    print(f"{header[0]:8s} " + " ".join(f"{h:>{w}s}" for h, w in zip(header[1:], (9, 10, 7, 9, 10, 7))))
+    for kind in ("clip", "siglip"):
+        ours_t, theirs_t = time_pair(kind, a.batch, a.repeats)
+        ours_m = peak_memory_mb(kind, "ours", a.batch, a.threads)
+        theirs_m = peak_memory_mb(kind, "theirs", a.batch, a.threads)
+        print(f"{kind:8s} {1e3 * ours_t:9.1f} {1e3 * theirs_t:10.1f} {ours_t / theirs_t:7.2f} "
+              f"{ours_m:9.1f} {theirs_m:10.1f} {ours_m / max(theirs_m, 1e-9):7.2f}")
+    print("time: median step (forward+backward+AdamW); memory: peak RSS increase of a fresh process (MiB)")
+
+
+if __name__ == "__main__":
+    main()
