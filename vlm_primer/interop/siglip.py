@@ -158,76 +158,8 @@ def text_to_hf_siglip_text(model: TextTransformer, head: nn.Linear) -> dict[str,
     return out
 
 
-# --------------------------------------------------------------------------- text tower and the whole model
+# --------------------------------------------------------------------------- the whole model
 # (vlm_primer.contrastive.SigLIP <-> transformers.SiglipModel)
-
-
-def text_config_from_hf_siglip_text(hf_config: Any) -> TextConfig:
-    """``SiglipTextConfig`` -> :class:`TextConfig` (bidirectional, pooled at the last position)."""
-    pad = hf_config.pad_token_id if hf_config.pad_token_id is not None else 0
-    eos = hf_config.eos_token_id if hf_config.eos_token_id is not None else pad
-    return TextConfig(
-        vocab_size=hf_config.vocab_size, context_length=hf_config.max_position_embeddings,
-        dim=hf_config.hidden_size, depth=hf_config.num_hidden_layers, heads=hf_config.num_attention_heads,
-        mlp_dim=hf_config.intermediate_size, act=hf_act_to_ours(hf_config.hidden_act), causal=False, pool="last",
-        eos_token_id=eos, pad_token_id=pad, eps=hf_config.layer_norm_eps, final_norm=True, qkv_bias=True,
-    )
-
-
-def _siglip_text_pairs(cfg: TextConfig) -> list[tuple[str, str]]:
-    pairs = [("tok_emb.weight", "embeddings.token_embedding.weight"),
-             ("pos_emb", "embeddings.position_embedding.weight")]
-    for i in range(cfg.depth):
-        pairs += encoder_block_pairs(f"transformer.blocks.{i}.", f"encoder.layers.{i}.")
-    return pairs + _ln("norm", "final_layer_norm")
-
-
-def text_from_hf_siglip_text(hf_model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
-                             hf_config: Any = None) -> tuple[TextTransformer, nn.Linear]:
-    """Our :class:`TextTransformer` and the projection ``head`` from a ``transformers`` ``SiglipTextModel``.
-
-    SigLIP keeps the head inside the text model; ours lives in :class:`~vlm_primer.contrastive.SigLIP`
-    as ``text_head``, so it is returned separately.
-    """
-    hf_config = hf_config if hf_config is not None else getattr(hf_model_or_state_dict, "config", None)
-    if hf_config is None:
-        raise ValueError("pass hf_config (a SiglipTextConfig) together with a state dict")
-    hf_config = getattr(hf_config, "text_config", hf_config)
-    cfg = text_config_from_hf_siglip_text(hf_config)
-    sd = state_dict_of(hf_model_or_state_dict)
-    prefix = _auto_prefix(sd, "embeddings.token_embedding.weight", ("text_model.",))
-    src = StrictSource(sd, "SigLIP text state dict", prefix=prefix)
-    ours = convert_pairs(src, _siglip_text_pairs(cfg))
-    head_sd = convert_pairs(src, [("weight", "head.weight"), ("bias", "head.bias")])
-    src.finish()
-    head = nn.Linear(cfg.dim, head_sd["weight"].shape[0])
-    load_strict(head, head_sd, "SigLIP text head")
-    return load_strict(TextTransformer(cfg), ours, "TextTransformer (from SigLIP text)"), head
-
-
-def siglip_text_config_from_text(cfg: TextConfig, projection_size: int, **extra: Any):
-    """:class:`TextConfig` -> ``transformers.SiglipTextConfig``."""
-    from transformers import SiglipTextConfig
-
-    _require(not cfg.causal and cfg.pool == "last" and cfg.final_norm and cfg.qkv_bias and cfg.act != "swiglu",
-             "SigLIP's text tower is bidirectional, pooled at the last position, with a final norm, qkv biases "
-             "and a non-gated MLP")
-    return SiglipTextConfig(
-        vocab_size=cfg.vocab_size, max_position_embeddings=cfg.context_length, hidden_size=cfg.dim,
-        intermediate_size=cfg.mlp_dim or int(cfg.dim * cfg.mlp_ratio), num_hidden_layers=cfg.depth,
-        num_attention_heads=cfg.heads, hidden_act=ours_act_to_hf(cfg.act), layer_norm_eps=cfg.eps,
-        pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id, projection_size=projection_size, **extra,
-    )
-
-
-def text_to_hf_siglip_text(model: TextTransformer, head: nn.Linear) -> dict[str, torch.Tensor]:
-    """Our :class:`TextTransformer` plus ``head`` -> a state dict for ``transformers.SiglipTextModel``."""
-    siglip_text_config_from_text(model.cfg, head.out_features)
-    src = StrictSource(model.state_dict(), "TextTransformer state dict")
-    out = convert_pairs(src, [(t, o) for o, t in _siglip_text_pairs(model.cfg)])
-    src.finish()
-    out.update({f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
-    return out
 
 
 def siglip_config_from_hf(hf_config: Any):
