@@ -107,3 +107,14 @@ def test_conversion_errors():
     bad = cfg.replace(vision=cfg.vision.replace(pre_norm=False))
     with pytest.raises(ValueError, match="cannot be written as a transformers checkpoint"):
         clip_config_to_hf(bad)
+
+
+def test_paper_presets_convert_to_transformers_configs():
+    """The base/b32 paper presets describe models transformers can hold (no weights are built)."""
+    from vlm_primer.contrastive import CLIPConfig
+    from vlm_primer.interop.clip import clip_config_to_hf
+
+    for name in ("base", "b32"):
+        hf = clip_config_to_hf(CLIPConfig.from_preset(name))
+        assert hf.text_config.eos_token_id == 49407 and hf.vision_config.hidden_size == 768
+        assert hf.vision_config.patch_size == (16 if name == "base" else 32)

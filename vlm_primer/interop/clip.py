@@ -168,7 +168,7 @@ def clip_text_config_from_text(cfg: TextConfig, **extra: Any):
         vocab_size=cfg.vocab_size, max_position_embeddings=cfg.context_length, hidden_size=cfg.dim,
         intermediate_size=cfg.mlp_dim or int(cfg.dim * cfg.mlp_ratio), num_hidden_layers=cfg.depth,
         num_attention_heads=cfg.heads, hidden_act=ours_act_to_hf(cfg.act), layer_norm_eps=cfg.eps,
-        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, **extra,
+        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, **{"bos_token_id": None, **extra},
     )
 
 

@@ -43,9 +43,10 @@ class TextConfig(PresetConfig):
         "tiny": dict(context_length=32, dim=64, depth=4, heads=4),
         "small": dict(context_length=64, dim=256, depth=6, heads=4),
         "base": dict(vocab_size=49408, context_length=77, dim=512, depth=12, heads=8),
-        # OpenAI CLIP ViT-B text tower (argmax pooling on the end-of-text id, which is the largest id)
+        # OpenAI CLIP ViT-B text tower, pooled at the end-of-text id 49407 (the largest id, so this is
+        # the same position as legacy CLIP's argmax pooling)
         "clip": dict(vocab_size=49408, context_length=77, dim=512, depth=12, heads=8, act="quick_gelu",
-                     pool="argmax", eos_token_id=49407, pad_token_id=49407),
+                     pool="eos", eos_token_id=49407, pad_token_id=49407),
         # SigLIP B/16 text tower (bidirectional, last-token pooling; projection head lives in the model)
         "siglip": dict(vocab_size=32000, context_length=64, dim=768, depth=12, heads=12, act="gelu_tanh",
                        causal=False, pool="last", eos_token_id=1, pad_token_id=1, eps=1e-6),
