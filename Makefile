@@ -27,7 +27,7 @@ book: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m vlm_primer.book check
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
-	$(BIN)/python -m pytest -n 2 --nbval-lax -p no:randomly $$($(BIN)/python -m vlm_primer.book notebooks)
+	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax $$($(BIN)/python -m vlm_primer.book notebooks)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
