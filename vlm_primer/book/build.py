@@ -35,8 +35,8 @@ def execute(path: Path, timeout: int = 600, cwd: Path | None = None):
     start = time.perf_counter()
     try:
         NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd or path.parent)}},
-            store_widget_state=True,
+            nb, timeout=timeout, kernel_name="python3",
+            resources={"metadata": {"path": str(cwd or path.parent)}}, store_widget_state=True,
         ).execute()
     finally:
         if env_before is None:
@@ -112,18 +112,18 @@ def _index_html(book: Book, timings: dict[str, float]) -> str:
 def build(out: str | Path = "_build/html", execute_notebooks: bool = True, book: Book | None = None) -> Path:
     """Execute (or reuse the saved outputs of) every written chapter and write the HTML book; return index.html."""
     import nbformat
-    from tqdm.auto import tqdm
 
     book = book or load_book()
     out = book.root / out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    for ch in tqdm(book.written, desc="chapters", unit="ch"):
+    for i, ch in enumerate(book.written, 1):
         path = book.root / ch.notebook
         if execute_notebooks:
+            print(f"[{i}/{len(book.written)}] executing {ch.notebook} (budget {ch.cpu_budget_s} s) ...", flush=True)
             nb, timings[ch.id] = execute(path)
-            over = " (over its budget!)" if timings[ch.id] > ch.cpu_budget_s else ""
-            tqdm.write(f"  {ch.id} {ch.slug}: executed in {timings[ch.id]:.1f} s, budget {ch.cpu_budget_s} s{over}")
+            over = "  -- OVER ITS BUDGET" if timings[ch.id] > ch.cpu_budget_s else ""
+            print(f"      done in {timings[ch.id]:.1f} s{over}", flush=True)
         else:
             nb = nbformat.read(path, as_version=4)
         (out / f"{ch.slug}.html").write_text(_chapter_html(book, ch, nb), encoding="utf-8")
