@@ -1,9 +1,13 @@
 # The two commands of the README: `make book` (executes every chapter, builds _build/html) and
 # `make test` (everything that checks it). Both create .venv on first use.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# pip's output minus the "Location ... is ignored" noise of this machine's pip config; pip's own exit code counts.
+PIP     = $(BIN)/python -m pip install -q
+QUIET   = 2>&1 | { grep -v "is ignored" || true; }; test $${PIPESTATUS[0]} -eq 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -14,9 +18,9 @@ export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install -q -e ".[all]" 2>&1 | grep -v "is ignored" || true
+	$(PIP) --upgrade pip $(QUIET)
+	$(PIP) torch==2.13.0 $(QUIET)
+	$(PIP) -e ".[all]" $(QUIET)
 	$(BIN)/python -c "import torch, transformers, vlm_primer, nbval, jupytext; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vlm-primer)" >/dev/null
 	touch $(STAMP)
