@@ -40,6 +40,24 @@ def _auto_prefix(sd: Mapping[str, torch.Tensor], first_key: str, candidates: tup
     return ""
 
 
+_TOWERS = {  # sub-config attribute, first weight name, prefix inside a full CLIPModel/SiglipModel
+    "vision": ("vision_config", "embeddings.patch_embedding.weight", "vision_model."),
+    "text": ("text_config", "embeddings.token_embedding.weight", "text_model."),
+}
+
+
+def tower_source(hf_model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], hf_config: Any, tower: str,
+                 config_class: str, name: str) -> tuple[Any, StrictSource]:
+    """The tower's config and a strict reader of its weights, from a tower model, a full model or a state dict."""
+    sub_config, first_key, prefix = _TOWERS[tower]
+    hf_config = hf_config if hf_config is not None else getattr(hf_model_or_state_dict, "config", None)
+    if hf_config is None:
+        raise ValueError(f"pass hf_config (a {config_class}) together with a state dict")
+    sd = state_dict_of(hf_model_or_state_dict)
+    src = StrictSource(sd, f"{name} state dict", prefix=_auto_prefix(sd, first_key, (prefix,)))
+    return getattr(hf_config, sub_config, hf_config), src
+
+
 # --------------------------------------------------------------------------- vision
 
 
@@ -68,14 +86,8 @@ def vit_from_hf_clip_vision(hf_model_or_state_dict: nn.Module | Mapping[str, tor
 
     ``hf_config`` (a ``CLIPVisionConfig``) may be omitted when a model is passed.
     """
-    hf_config = hf_config if hf_config is not None else getattr(hf_model_or_state_dict, "config", None)
-    if hf_config is None:
-        raise ValueError("pass hf_config (a CLIPVisionConfig) together with a state dict")
-    hf_config = getattr(hf_config, "vision_config", hf_config)
+    hf_config, src = tower_source(hf_model_or_state_dict, hf_config, "vision", "CLIPVisionConfig", "CLIP vision")
     cfg = vit_config_from_hf_clip_vision(hf_config)
-    sd = state_dict_of(hf_model_or_state_dict)
-    prefix = _auto_prefix(sd, "embeddings.patch_embedding.weight", ("vision_model.",))
-    src = StrictSource(sd, "CLIP vision state dict", prefix=prefix)
     ours = convert_pairs(src, _clip_vision_pairs(cfg))
     src.finish()
     return load_strict(ViT(cfg), ours, "ViT (from CLIP vision)")
@@ -142,14 +154,8 @@ def _clip_text_pairs(cfg: TextConfig) -> list[tuple[str, str]]:
 def text_from_hf_clip_text(hf_model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
                            hf_config: Any = None) -> TextTransformer:
     """Build our :class:`TextTransformer` with the weights of a ``transformers`` ``CLIPTextModel``."""
-    hf_config = hf_config if hf_config is not None else getattr(hf_model_or_state_dict, "config", None)
-    if hf_config is None:
-        raise ValueError("pass hf_config (a CLIPTextConfig) together with a state dict")
-    hf_config = getattr(hf_config, "text_config", hf_config)
+    hf_config, src = tower_source(hf_model_or_state_dict, hf_config, "text", "CLIPTextConfig", "CLIP text")
     cfg = text_config_from_hf_clip_text(hf_config)
-    sd = state_dict_of(hf_model_or_state_dict)
-    prefix = _auto_prefix(sd, "embeddings.token_embedding.weight", ("text_model.",))
-    src = StrictSource(sd, "CLIP text state dict", prefix=prefix)
     ours = convert_pairs(src, _clip_text_pairs(cfg))
     src.finish()
     return load_strict(TextTransformer(cfg), ours, "TextTransformer (from CLIP text)")

@@ -16,7 +16,7 @@ from torch import nn
 
 from vlm_primer.interop import (StrictSource, convert_pairs, hf_act_to_ours, load_strict, ours_act_to_hf,
                                 state_dict_of)
-from vlm_primer.interop.clip import _auto_prefix, _clip_text_pairs, _ln, _require, encoder_block_pairs
+from vlm_primer.interop.clip import _clip_text_pairs, _ln, _require, encoder_block_pairs, tower_source
 from vlm_primer.nn import TextConfig, TextTransformer, ViT, ViTConfig
 
 
@@ -49,14 +49,8 @@ def _siglip_vision_pairs(cfg: ViTConfig) -> list[tuple[str, str]]:
 def vit_from_hf_siglip_vision(hf_model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
                               hf_config: Any = None) -> ViT:
     """Build our :class:`ViT` with the weights of a ``transformers`` ``SiglipVisionModel``."""
-    hf_config = hf_config if hf_config is not None else getattr(hf_model_or_state_dict, "config", None)
-    if hf_config is None:
-        raise ValueError("pass hf_config (a SiglipVisionConfig) together with a state dict")
-    hf_config = getattr(hf_config, "vision_config", hf_config)
+    hf_config, src = tower_source(hf_model_or_state_dict, hf_config, "vision", "SiglipVisionConfig", "SigLIP vision")
     cfg = vit_config_from_hf_siglip_vision(hf_config)
-    sd = state_dict_of(hf_model_or_state_dict)
-    prefix = _auto_prefix(sd, "embeddings.patch_embedding.weight", ("vision_model.",))
-    src = StrictSource(sd, "SigLIP vision state dict", prefix=prefix)
     ours = convert_pairs(src, _siglip_vision_pairs(cfg))
     if cfg.pool == "map":  # nn.MultiheadAttention packs q, k, v into one projection
         for p in ("weight", "bias"):
@@ -118,14 +112,8 @@ def text_from_hf_siglip_text(hf_model_or_state_dict: nn.Module | Mapping[str, to
 
     ``transformers``' pooled output is ``head(ours(ids).pooled)``.
     """
-    hf_config = hf_config if hf_config is not None else getattr(hf_model_or_state_dict, "config", None)
-    if hf_config is None:
-        raise ValueError("pass hf_config (a SiglipTextConfig) together with a state dict")
-    hf_config = getattr(hf_config, "text_config", hf_config)
+    hf_config, src = tower_source(hf_model_or_state_dict, hf_config, "text", "SiglipTextConfig", "SigLIP text")
     cfg = text_config_from_hf_siglip_text(hf_config)
-    sd = state_dict_of(hf_model_or_state_dict)
-    prefix = _auto_prefix(sd, "embeddings.token_embedding.weight", ("text_model.",))
-    src = StrictSource(sd, "SigLIP text state dict", prefix=prefix)
     ours = convert_pairs(src, _clip_text_pairs(cfg))
     head_sd = convert_pairs(src, [("weight", "head.weight"), ("bias", "head.bias")])
     src.finish()
