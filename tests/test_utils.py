@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlm_primer import default_device, get_scale, seed_everything
+from vlm_primer import default_device, get_scale, get_seed, seed_everything
 from vlm_primer.config import PresetConfig
 from vlm_primer.utils import check_choice, check_images, check_same_batch, check_tokens
 
@@ -38,6 +38,17 @@ def test_scale_knob(monkeypatch):
     monkeypatch.setenv("VLM_PRIMER_SCALE", "huge")
     with pytest.raises(ValueError, match="VLM_PRIMER_SCALE must be one of"):
         get_scale()
+
+
+def test_seed_knob(monkeypatch):
+    monkeypatch.delenv("VLM_PRIMER_SEED", raising=False)
+    assert get_seed() == 0 and get_seed(5) == 5
+    monkeypatch.setenv("VLM_PRIMER_SEED", " 3 ")
+    assert get_seed() == 3
+    for bad in ("-1", "two", "1.5"):
+        monkeypatch.setenv("VLM_PRIMER_SEED", bad)
+        with pytest.raises(ValueError, match="VLM_PRIMER_SEED must be a non-negative integer"):
+            get_seed()
 
 
 def test_presets_and_overrides():

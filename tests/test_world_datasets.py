@@ -68,6 +68,33 @@ def test_single_object_classification():
     assert "label" not in ShapesCaptionDataset("test", 5, num_objects=(1, 2))[0]
 
 
+def test_distinct_blocks_have_no_repeated_composition():
+    block = 40
+    ds = ShapesCaptionDataset("train", 4 * block, num_objects=1, statements=False, distinct=block, seed=2)
+    held = set(DEFAULT_HELD_OUT)
+    blocks = [[ds[b * block + j]["label"] for j in range(block)] for b in range(4)]
+    for labels in blocks:
+        assert len(set(labels)) == block  # no two items of a block share a composition
+        assert not {tuple(lab.split()) for lab in labels} & held
+    assert blocks[0] != blocks[1]  # each block draws its own order
+    # a pure function of (seed, split, index), like every item
+    again = ShapesCaptionDataset("train", 4 * block, num_objects=1, statements=False, distinct=block, seed=2)
+    assert again[57]["scene"] == ds[57]["scene"]
+    # random batches of the same size repeat compositions: that is what `distinct` removes
+    plain = ShapesCaptionDataset("train", block, num_objects=1, statements=False, seed=2)
+    assert len({plain[j]["label"] for j in range(block)}) < block
+    # multi-object scenes: the first objects are distinct; the compositional split draws them from held_out
+    multi = ShapesCaptionDataset("compositional", 12, statements=False, distinct=6)
+    firsts = [multi[j]["scene"][0].composition for j in range(6)]
+    assert set(firsts) == held
+
+
+@pytest.mark.parametrize("distinct", [0, 43, 2.5, True])
+def test_bad_distinct(distinct):
+    with pytest.raises(ValueError, match="distinct"):
+        ShapesCaptionDataset("train", 50, distinct=distinct)
+
+
 def test_collate_tokenises():
     tok = Tokenizer.load()
     ds = ShapesCaptionDataset("train", 8, num_objects=1, negatives=True)

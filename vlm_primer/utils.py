@@ -38,6 +38,19 @@ def get_scale(default: str = "tiny") -> str:
     return scale
 
 
+def get_seed(default: int = 0) -> int:
+    """The book's seed knob: ``VLM_PRIMER_SEED=N`` (default 0), the seed of a chapter's main run.
+
+    ``benchmarks/bench_zeroshot_seeds.py`` sets it to measure how a chapter's result varies by seed.
+    """
+    raw = os.environ.get("VLM_PRIMER_SEED", "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"VLM_PRIMER_SEED must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
 def default_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
     if device is None or device == "auto":

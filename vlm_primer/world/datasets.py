@@ -33,6 +33,13 @@ class ShapesCaptionDataset(Dataset):
     ``caption_kind``: one of ``CAPTION_KINDS`` or ``"random"`` (a random applicable kind per item);
     ``num_objects``: ``n`` or ``(min, max)``; None uses the config's range (``(1, 3)`` by default).
     ``statements=False`` skips the other captions (about a third faster).
+
+    ``distinct=B`` makes every block of ``B`` consecutive items (``0..B-1``, ``B..2B-1``, ...) show
+    ``B`` different (color, shape) compositions (of the first object). Read in order in batches of
+    ``B`` (``ResumableLoader(..., shuffle=False)``), no batch holds two pairs with the same meaning,
+    so a contrastive loss never treats a true match as a negative (explained in notebook 02,
+    §Training a tiny CLIP). ``B`` is at most the split's number of compositions (42 for ``train``
+    with the default held-out pairs).
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class ShapesCaptionDataset(Dataset):
         negatives: bool = False,
         statements: bool = True,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        distinct: int | None = None,
     ) -> None:
         self.split = check_split(split)
         if not isinstance(size, int) or isinstance(size, bool):
@@ -69,6 +77,9 @@ class ShapesCaptionDataset(Dataset):
         )
         self.held_out = check_held_out(held_out)
         split_compositions(self.split, self.config, self.held_out)  # fails early on an empty split
+        if distinct is not None:  # fails early on a block larger than the split's compositions
+            split_scene(self.split, 0, seed, self.config, self.num_objects, self.held_out, distinct)
+        self.distinct = distinct
         self.caption_kind, self.num_paraphrases = caption_kind, num_paraphrases
         self.negatives, self.statements, self.transform = negatives, statements, transform
         self.classnames: list[str] = [f"{c} {s}" for c in self.config.colors for s in self.config.shapes]
@@ -88,7 +99,7 @@ class ShapesCaptionDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of size {self.size}")
         index = int(index) % self.size
         cfg = self.config
-        scene, rng = split_scene(self.split, index, self.seed, cfg, self.num_objects, self.held_out)
+        scene, rng = split_scene(self.split, index, self.seed, cfg, self.num_objects, self.held_out, self.distinct)
         vocab = dict(colors=cfg.colors, shapes=cfg.shapes)
         kind = self.caption_kind
         if kind == "random":

@@ -17,6 +17,7 @@ from vlm_primer.world.vocab import check_color, check_shape
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "compositional")
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2, "compositional": 3}
+DISTINCT_STREAM = 1_000_003  # the 4th seed word of the per-block composition draw of ``distinct``
 # One held-out pair per shape, each with a different color: every color and every shape is still
 # seen in training, only these bindings are new.
 DEFAULT_HELD_OUT: tuple[Composition, ...] = (
@@ -86,9 +87,23 @@ def split_scene(
     config: WorldConfig | None = None,
     num_objects: int | tuple[int, int] | None = None,
     held_out: Iterable[Composition] | None = None,
+    distinct: int | None = None,
 ) -> tuple[Scene, np.random.Generator]:
-    """Scene ``index`` of ``split`` and the generator (positioned after sampling it, for captions)."""
+    """Scene ``index`` of ``split`` and the generator (positioned after sampling it, for captions).
+
+    ``distinct=B``: the scenes of each block of ``B`` consecutive indices (``0..B-1``, ``B..2B-1``,
+    ...) have first objects of ``B`` different (color, shape) compositions; the block's compositions
+    are a random draw without replacement, a pure function of ``(seed, split, block)``.
+    """
     cfg = config if config is not None else WorldConfig()
     allowed, required = split_compositions(split, cfg, held_out)
+    if distinct is not None:
+        pool = sorted(required if required is not None else allowed)
+        if not isinstance(distinct, int) or isinstance(distinct, bool) or not 1 <= distinct <= len(pool):
+            raise ValueError(f"distinct must be an int in [1, {len(pool)}] (the {split!r} split has {len(pool)} "
+                             f"first-object compositions), got {distinct!r}")
+        block, slot = divmod(int(index), distinct)
+        order = np.random.default_rng([int(seed), SPLIT_IDS[split], block, DISTINCT_STREAM]).permutation(len(pool))
+        required = {pool[order[slot]]}
     rng = split_rng(split, index, seed)
     return sample_scene(rng, cfg, num_objects, allowed=allowed, required=required), rng
