@@ -18,7 +18,7 @@ from vlm_primer.world.negatives import hard_negative
 from vlm_primer.world.render import boxes as scene_boxes
 from vlm_primer.world.render import render
 from vlm_primer.world.scene import Composition, WorldConfig, check_num_objects
-from vlm_primer.world.splits import check_held_out, check_split, split_compositions, split_scene
+from vlm_primer.world.splits import check_held_out, check_split, distinct_pool, split_compositions, split_scene
 
 
 class ShapesCaptionDataset(Dataset):
@@ -76,9 +76,9 @@ class ShapesCaptionDataset(Dataset):
             (self.config.min_objects, self.config.max_objects) if num_objects is None else num_objects
         )
         self.held_out = check_held_out(held_out)
-        split_compositions(self.split, self.config, self.held_out)  # fails early on an empty split
+        allowed, required = split_compositions(self.split, self.config, self.held_out)  # fails early on an empty split
         if distinct is not None:  # fails early on a block larger than the split's compositions
-            split_scene(self.split, 0, seed, self.config, self.num_objects, self.held_out, distinct)
+            distinct_pool(self.split, allowed, required, distinct)
         self.distinct = distinct
         self.caption_kind, self.num_paraphrases = caption_kind, num_paraphrases
         self.negatives, self.statements, self.transform = negatives, statements, transform

@@ -80,6 +80,18 @@ def split_compositions(
     return allowed, None
 
 
+def distinct_pool(
+    split: str, allowed: set[Composition], required: set[Composition] | None, distinct: object
+) -> list[Composition]:
+    """The first-object compositions a ``distinct`` block of ``split`` draws from (``required`` if the
+    split has them, else ``allowed``, as ``split_compositions`` returns them); checks ``distinct``."""
+    pool = sorted(required if required is not None else allowed)
+    if not isinstance(distinct, int) or isinstance(distinct, bool) or not 1 <= distinct <= len(pool):
+        raise ValueError(f"distinct must be an int in [1, {len(pool)}] (the {split!r} split has {len(pool)} "
+                         f"first-object compositions), got {distinct!r}")
+    return pool
+
+
 def split_scene(
     split: str,
     index: int,
@@ -98,10 +110,7 @@ def split_scene(
     cfg = config if config is not None else WorldConfig()
     allowed, required = split_compositions(split, cfg, held_out)
     if distinct is not None:
-        pool = sorted(required if required is not None else allowed)
-        if not isinstance(distinct, int) or isinstance(distinct, bool) or not 1 <= distinct <= len(pool):
-            raise ValueError(f"distinct must be an int in [1, {len(pool)}] (the {split!r} split has {len(pool)} "
-                             f"first-object compositions), got {distinct!r}")
+        pool = distinct_pool(split, allowed, required, distinct)
         block, slot = divmod(int(index), distinct)
         order = np.random.default_rng([int(seed), SPLIT_IDS[split], block, DISTINCT_STREAM]).permutation(len(pool))
         required = {pool[order[slot]]}
