@@ -33,8 +33,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax $$($(BIN)/python -m vlm_primer.book notebooks)
 
+# JupyterLab offline and quiet: no news or update check (settings override), the paired .py files hidden.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	mkdir -p $(LAB_SETTINGS) && cp vlm_primer/book/assets/lab-overrides.json $(LAB_SETTINGS)/overrides.json
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks \
+	    --ContentsManager.hide_globs="['__pycache__', '*.pyc', '.ipynb_checkpoints', '*.py']"
 
 # Re-execute every written chapter from its .py and save the .ipynb with outputs (for authors).
 notebooks: $(STAMP)

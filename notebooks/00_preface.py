@@ -14,11 +14,12 @@
 # %% [markdown]
 # # 00 · Preface: what a vision–language model is
 #
-# A **vision–language model (VLM)** maps images (and sometimes video) and text into a shared
+# A {term}`vision–language model <vision-language model>` (**VLM**) maps images (and sometimes video) and text into a shared
 # computation, so that it can *match* a picture with a sentence, *describe* a picture, *answer a
 # question* about it, or *generate* a picture from a sentence. This book builds every major family of
 # VLMs from scratch, following the survey *An Introduction to Vision-Language Modeling*
-# (Bordes et al., 2024) and three landmark papers it builds on: BLIP, BLIP-2 and LLaVA.
+# {cite:p}`bordes2024introduction` and three landmark papers it builds on: BLIP {cite:p}`li2022blip`,
+# BLIP-2 {cite:p}`li2023blip2` and LLaVA {cite:p}`liu2023llava`.
 #
 # Three promises hold in every chapter:
 #
@@ -51,7 +52,8 @@ print(f"VLM_PRIMER_SCALE = {SCALE!r}")
 # ## The four families
 #
 # The survey sorts transformer-era VLMs by their **training objective**. The families are not
-# exclusive — many models mix objectives (BLIP mixes all of the first three) — but each objective
+# exclusive — many models mix objectives (BLIP trains a contrastive loss, an image–text matching
+# loss and a captioning loss, with no masking objective) — but each objective
 # teaches the model something different:
 #
 # | family | the model learns to… | examples | chapter |
@@ -59,7 +61,7 @@ print(f"VLM_PRIMER_SCALE = {SCALE!r}")
 # | **contrastive** | pull matching image/text pairs together and push mismatched ones apart in a shared embedding space | CLIP, SigLIP, Llip | 02 |
 # | **masking** | reconstruct masked image patches or masked words, given the other modality | VisualBERT, FLAVA, MaskVLM | 03 |
 # | **generative** | generate the caption (or the image) token by token | CoCa, BLIP, CM3Leon, Parti, Stable Diffusion | 04 |
-# | **pretrained backbones** | map the features of a frozen vision encoder into a frozen LLM | Frozen, MiniGPT-4, LLaVA, BLIP-2, Flamingo | 05 |
+# | **pretrained backbones** | connect a pretrained vision encoder to a pretrained LLM through a trained {term}`connector`; what stays frozen varies (Frozen trains the vision encoder against a frozen LM; LLaVA's second stage updates the LLM) | Frozen, MiniGPT-4, LLaVA, BLIP-2, Flamingo | 05 |
 #
 # The figure draws the four training setups side by side.
 
@@ -118,10 +120,10 @@ arrow(ax, (0.76, 0.54), (0.76, 0.75))
 ax = axes[3]
 ax.set_title("Pretrained backbones (LLaVA, BLIP-2)")
 box(ax, (0.05, 0.05), 0.38, 0.14, "image", IMG)
-box(ax, (0.05, 0.3), 0.38, 0.16, "frozen vision\nencoder", MOD)
+box(ax, (0.05, 0.3), 0.38, 0.16, "pretrained vision\nencoder", MOD)
 box(ax, (0.05, 0.56), 0.38, 0.13, "projector / Q-Former\n(trained)", "#bbf7d0")
 box(ax, (0.57, 0.05), 0.38, 0.14, "instruction", TXT)
-box(ax, (0.57, 0.4), 0.38, 0.2, "frozen LLM\n(or LoRA)", MOD)
+box(ax, (0.57, 0.4), 0.38, 0.2, "pretrained LLM\n(frozen, LoRA\nor fine-tuned)", MOD)
 box(ax, (0.57, 0.78), 0.38, 0.14, "answer tokens", LOSS)
 arrow(ax, (0.24, 0.19), (0.24, 0.3))
 arrow(ax, (0.24, 0.46), (0.24, 0.56))
@@ -166,7 +168,7 @@ assert all(c.cpu_budget_s <= 120 for c in book.chapters), "every chapter must ru
 #
 # | scale | meant for | typical image size |
 # |---|---|---|
-# | `tiny` (default) | a laptop CPU: each chapter in ≤ 2 minutes | 64×64 |
+# | `tiny` (default) | a laptop CPU: each chapter in ≤ 2 minutes | 32–64 px (chapter 02 trains at 48 px) |
 # | `small` | a single consumer GPU, minutes to an hour | 64–128 px |
 # | `base` | the paper configurations (e.g. ViT-B/16), GPUs | 224×224 |
 #

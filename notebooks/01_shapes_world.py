@@ -24,13 +24,13 @@
 #    2022). With real photos someone has to write and check each negative by hand.
 # 2. **Failures are hard to explain.** When a model fails on a COCO image, did it miss the object or
 #    the relation? Real captions are short, ambiguous and biased ("a cup *on* a table").
-# 3. **Synthetic scenes are controllable.** PUG (Bordes et al., 2023) renders scenes with a game
+# 3. **Synthetic scenes are controllable.** PUG {cite:p}`bordes2023pug` renders scenes with a game
 #    engine and changes one factor at a time — add an animal, move it left or right — and found that
-#    VLMs are at chance on spatial relations. CLEVR (Johnson et al., 2017) did the same for visual
+#    VLMs are at chance on spatial relations. CLEVR {cite:p}`johnson2017clevr` did the same for visual
 #    question answering, with careful rules so that every question has one unambiguous answer.
 #
-# Shapes World is our PUG/CLEVR: a **scene graph** is the single source of truth, and everything
-# else — the image, the boxes, the captions, the hard negatives, the answers — is computed from it.
+# Shapes World is our PUG/CLEVR: a {term}`scene graph` is the single source of truth, and everything
+# else — the image, the boxes, the captions, the {term}`hard negatives <hard negative>`, the answers — is computed from it.
 # Because we know the truth, every caption is checked to be true and every negative to be false.
 # It is also small enough that a model learns it in minutes on a laptop CPU.
 
@@ -225,8 +225,8 @@ assert sum(checked.values()) >= 1500
 # ## Hard negatives
 #
 # A model that only spots *which words* appear in a caption can match "a red circle and a blue
-# square" without seeing which color belongs to which shape — a "bag of words" (Yuksekgonul et al.,
-# 2023). Hard negatives catch it: each one is an edit of the caption's **meaning**, written with the
+# square" without seeing which color belongs to which shape — a "bag of words"
+# {cite:p}`yuksekgonul2023aro`. Hard negatives catch it: each one is an edit of the caption's **meaning**, written with the
 # same template and synonyms, and kept only if it is *false* of the scene.
 #
 # | kind | edit |
@@ -360,7 +360,7 @@ assert max(lengths) <= 32, "every caption fits in a 32-token context"
 # %% [markdown]
 # ## The tokenizer
 #
-# Text models read token ids. Our tokenizer is a **byte-level BPE** (the GPT-2 recipe, built with
+# Text models read token ids. Our tokenizer is a {term}`byte-level BPE` {cite:p}`sennrich2016bpe` (the GPT-2 recipe, built with
 # Hugging Face `tokenizers`) trained on a corpus generated from the grammar, plus question/answer
 # and chat templates the later chapters need. Byte-level means any string can be encoded — nothing
 # is `<unk>` — while the small vocabulary (about 800 tokens) makes every word of the world a single
@@ -422,8 +422,8 @@ assert len(single_obj.classnames) == 48
 # %% [markdown]
 # ## Explore
 #
-# Move the sliders to sample other scenes (in a live Jupyter session). The figure below the controls
-# is drawn once directly so that it also appears when the notebook runs headless.
+# Move the sliders to sample other scenes (in a live Jupyter session; the saved notebook and the HTML
+# book show the controls at their default values).
 
 # %%
 explorer_out = widgets.Output()
@@ -455,7 +455,6 @@ controls = widgets.interactive(
                           description="negatives of"),
 )
 display(controls)
-explore(seed=7, num_objects=4, split="compositional", size=128)
 
 # %% [markdown]
 # ## Summary

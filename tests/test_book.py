@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import re
 import textwrap
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from vlm_primer.book import check_book, load_book
-from vlm_primer.book.build import build
+from vlm_primer.book.execute import Record, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,7 @@ def make_repo(tmp_path: Path, toml: str, notebooks: dict[str, str]) -> Path:
     for stem, code in notebooks.items():
         nb = jupytext.reads(textwrap.dedent(code), fmt="py:percent")
         jupytext.write(nb, nb_dir / f"{stem}.py", fmt="py:percent")
+        stamp(nb, Record.make(tmp_path, f"notebooks/{stem}.py", []))  # as if `make notebooks` had run it
         jupytext.write(nb, nb_dir / f"{stem}.ipynb")
     return tmp_path
 
@@ -114,37 +115,131 @@ def test_drifted_pair_is_flagged(tmp_path):
 
 
 def test_html_book_follows_manifest_order(tmp_path):
+    from vlm_primer.book.site import build
+
     toml = chapter("00", "a") + chapter("01", "b") + chapter("02", "c", status="planned")
-    root = make_repo(tmp_path, toml, {"00_a": SIMPLE, "01_b": SIMPLE.replace("Hello", "World")})
-    index = build("_build/html", execute_notebooks=True, book=load_book(root))
+    plot = "# %%\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.title('a rising line')\nplt.show()\n"
+    root = make_repo(tmp_path, toml, {"00_a": SIMPLE + plot, "01_b": SIMPLE.replace("Hello", "World")})
+    index = build("_build/html", execute=True, book=load_book(root), log=lambda m: None)
     text = index.read_text()
     assert text.index("00_a.html") < text.index("01_b.html")
-    assert "Chapter 02 (planned)" in text
+    assert "Chapter 02" in text and "planned" in text
     page = (root / "_build/html/00_a.html").read_text()
     assert "42" in page, "the executed output must be in the page"
-    assert 'href="01_b.html"' in page and 'class="vp-nav"' in page
+    assert 'href="01_b.html"' in page, "previous/next links"
+    assert 'alt="Figure: a rising line"' in page, "figures take their alt text from their title"
+    assert "https://" not in "".join(re.findall(r'(?:src|href)="([^"]+)"', page)), "nothing loads from the web"
+    assert (root / "_build/html/_static/mathjax/tex-mml-chtml.js").is_file()
+    assert not (root / "_build/html-src/conf.py").read_text().count("http"), "conf.py points at no CDN"
+
+
+def helper_repo(tmp_path):
+    """Chapter a imports lib/helper.py and reads lib/data.txt; chapter b reads neither."""
+    toml = chapter("00", "a") + chapter("01", "b")
+    code = "# %%\nimport sys\nsys.path.insert(0, '../lib')\nimport helper\nprint(helper.VALUE, open('../lib/data.txt').read())\n"
+    root = make_repo(tmp_path, toml, {"00_a": code, "01_b": SIMPLE})
+    (root / "lib").mkdir()
+    (root / "lib/helper.py").write_text("VALUE = 1\n")
+    (root / "lib/data.txt").write_text("first\n")
+    return root
+
+
+def test_execution_cache_follows_what_each_chapter_read(tmp_path):
+    from vlm_primer.book.execute import execute_book
+
+    root = helper_repo(tmp_path)
+    book, cache = load_book(root), root / "_build/cache"
+    first = execute_book(book, cache, jobs=2, log=lambda m: None)
+    assert all(sec is not None for _, sec in first.values()), "a cold cache executes every chapter"
+    again = execute_book(book, cache, jobs=2, log=lambda m: None)
+    assert all(sec is None for _, sec in again.values()), "an unchanged tree executes nothing"
+    (root / "lib/helper.py").write_text("VALUE = 2\n")
+    third = execute_book(book, cache, jobs=2, log=lambda m: None)
+    assert third["00"][1] is not None and third["01"][1] is None, "only the chapter that imports helper re-runs"
+    outputs = "".join(o.get("text", "") for c in third["00"][0].cells for o in c.get("outputs", []))
+    assert "2 first" in outputs
+    (root / "lib/data.txt").write_text("second\n")
+    fourth = execute_book(book, cache, jobs=1, log=lambda m: None)
+    assert fourth["00"][1] is not None and fourth["01"][1] is None, "a data file the chapter opened is an input too"
+
+
+def test_stale_saved_outputs_fail_the_check(tmp_path):
+    from vlm_primer.book.execute import sync
+
+    root = helper_repo(tmp_path)
+    for stem in ("00_a", "01_b"):
+        sync(root / f"notebooks/{stem}.py", root)
+    assert check_book(load_book(root)) == []
+    (root / "lib/helper.py").write_text("VALUE = 3\n")
+    problems = check_book(load_book(root))
+    assert len(problems) == 1 and "00_a.ipynb" in problems[0] and "helper.py changed" in problems[0], problems
+    nb = nbformat.read(root / "notebooks/01_b.ipynb", as_version=4)
+    nb.metadata.pop("vlm_primer")
+    nbformat.write(nb, root / "notebooks/01_b.ipynb")
+    assert any("01_b.ipynb" in p and "records no source hashes" in p for p in check_book(load_book(root)))
 
 
 def test_sync_writes_executed_pair(tmp_path):
-    from vlm_primer.book.build import sync
+    from vlm_primer.book.execute import sync
 
     root = make_repo(tmp_path, chapter("00", "a"), {"00_a": SIMPLE})
     (root / "notebooks/00_a.ipynb").unlink()
-    sync(root / "notebooks/00_a.py")
+    sync(root / "notebooks/00_a.py", root)
     nb = nbformat.read(root / "notebooks/00_a.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("42" in o.get("text", "") for o in outputs)
+    assert nb.metadata.kernelspec.display_name == "Python 3 (vlm-primer)", "the name `make` installs the kernel under"
     assert check_book(load_book(root)) == []
     with pytest.raises(ValueError, match="jupytext .py"):
-        sync(root / "notebooks/00_a.ipynb")
+        sync(root / "notebooks/00_a.ipynb", root)
 
 
 def test_figures_render_inline_even_under_agg(tmp_path, monkeypatch):
-    from vlm_primer.book.build import execute
+    from vlm_primer.book.execute import execute
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
     root = make_repo(tmp_path, chapter("00", "a"), {"00_a": "# %%\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n"})
-    nb, _ = execute(root / "notebooks/00_a.ipynb")
+    nb, _, _ = execute(root / "notebooks/00_a.ipynb", root)
     kinds = [k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})]
     assert "image/png" in kinds
     assert __import__("os").environ["MPLBACKEND"] == "Agg"
+
+
+WIDGETS = """
+# %% [markdown]
+# ## Sliders
+# %%
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from tqdm.auto import tqdm
+
+def draw(k=3):
+    plt.plot(range(k))
+    plt.title(f"k = {k}")
+    plt.show()
+
+widgets.interactive(draw, k=widgets.IntSlider(3, 1, 9, description="k"))
+# %%
+for _ in tqdm(range(5), desc="train"):
+    pass
+"""
+
+
+def test_widgets_become_their_default_state(tmp_path):
+    from vlm_primer.book.execute import execute
+    from vlm_primer.book.static import WIDGET_VIEW, make_static
+
+    root = make_repo(tmp_path, chapter("00", "a"), {"00_a": WIDGETS})
+    nb, _, _ = execute(root / "notebooks/00_a.py", root)
+    assert any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    static = make_static(nb)
+    outs = [o for c in static.cells if c.cell_type == "code" for o in c.outputs]
+    assert not any(WIDGET_VIEW in o.get("data", {}) for o in outs)
+    assert "widgets" not in static.metadata
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outs)
+    assert "JupyterLab" in html and "<code>k</code> = <code>3</code>" in html
+    images = [o for o in outs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 and images[0]["metadata"]["alt"] == "Figure: k = 3", "the default state's figure"
+    text = "".join(o.get("text", "") for o in outs)
+    assert "train" in text and "5/5" in text and "█" * 20 in text, "a finished progress bar, as text"
+    assert make_static(static) == static, "idempotent"

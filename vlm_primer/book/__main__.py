@@ -13,10 +13,12 @@ from vlm_primer.book.manifest import load_book
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlm_primer.book", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("check", help="check book.toml against notebooks/ and the package, and every jupytext pair")
-    b = sub.add_parser("build", help="execute every written chapter and render the HTML book")
+    sub.add_parser("check", help="check book.toml against notebooks/ and the package, every jupytext pair, "
+                                 "and that saved outputs follow from the current sources")
+    b = sub.add_parser("build", help="execute the chapters that changed (in parallel) and build the HTML book")
     b.add_argument("--out", default="_build/html")
-    b.add_argument("--no-execute", action="store_true", help="render the saved outputs instead of executing")
+    b.add_argument("--jobs", type=int, default=None, help="chapters executed at once (default: one per core)")
+    b.add_argument("--no-execute", action="store_true", help="render the saved .ipynb outputs instead of executing")
     s = sub.add_parser("sync", help="execute jupytext .py chapters and write their paired .ipynb with outputs")
     s.add_argument("paths", nargs="*", help="default: every written chapter")
     sub.add_parser("notebooks", help="print the .ipynb of every written chapter")
@@ -34,15 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(c.notebook for c in book.written))
         return 0
     if args.cmd == "sync":
-        from vlm_primer.book.build import sync
+        from vlm_primer.book.execute import sync
 
         paths = [Path(p) for p in args.paths] or [book.root / c.script for c in book.written]
         for p in paths:
-            print(f"{p}: executed in {sync(p):.1f} s -> {p.with_suffix('.ipynb')}")
+            print(f"{p}: executed in {sync(p, book.root):.1f} s -> {p.with_suffix('.ipynb')}", flush=True)
         return 0
-    from vlm_primer.book.build import build
+    from vlm_primer.book.site import build
 
-    index = build(args.out, execute_notebooks=not args.no_execute, book=book)
+    index = build(args.out, execute=not args.no_execute, jobs=args.jobs, book=book,
+                  log=lambda m: print(m, flush=True))
     print(f"The book is at {index}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Consistency checks run by ``make test``: book.toml ⇄ notebooks/ ⇄ vlm_primer, and jupytext pairs."""
+"""Consistency checks run by ``make test``: book.toml ⇄ notebooks/ ⇄ vlm_primer, jupytext pairs, stale outputs."""
 
 from __future__ import annotations
 
@@ -53,4 +53,20 @@ def check_book(book: Book | None = None) -> list[str]:
             problems.append(f"chapter {ch.id} has {ch.notebook} but book.toml marks it planned")
         if ipynb.is_file():
             problems.extend(pair_problems(ipynb))
+        if ch.written and ipynb.is_file():
+            problems.extend(output_problems(ipynb, book.root))
     return problems
+
+
+def output_problems(ipynb: Path, root: Path) -> list[str]:
+    """Saved outputs that did not come from the current ``.py`` and package sources (``make notebooks`` mends it)."""
+    import nbformat
+
+    from vlm_primer.book.execute import stale_reasons
+
+    why = stale_reasons(nbformat.read(ipynb, as_version=4), root)
+    if not why:
+        return []
+    more = f" and {len(why) - 3} more" if len(why) > 3 else ""
+    return [f"{ipynb.relative_to(root)}: saved outputs are stale ({'; '.join(why[:3])}{more}); "
+            f"re-execute with `make notebooks`"]

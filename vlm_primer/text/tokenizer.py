@@ -53,7 +53,8 @@ class Tokenizer:
         path = tokenizer_path() if path is None else Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file at {path}")
-        return cls(HFTokenizer.from_file(str(path)))
+        # Read through Python's open (not Rust's): the book's executor then sees the file as an input.
+        return cls(HFTokenizer.from_str(path.read_text(encoding="utf-8")))
 
     # ------------------------------------------------------------------ ids
     pad_token, unk_token, bos_token, eos_token, mask_token, image_token = SPECIAL_TOKENS[:6]
