@@ -35,6 +35,12 @@
 # into tokens so easily. The survey's central question, which runs through the book, is how to build
 # the bridge between the two — and how to tell whether a model really crossed it (counting, spatial
 # relations, attribute binding and hallucination are where today's VLMs still stumble).
+#
+# **After this chapter you can**
+#
+# * name the four families of VLMs by their training objective, with examples of each;
+# * find your way through the book: its chapters, the package behind them, the scale knob;
+# * check an exercise answer in place with `check`.
 
 # %%
 import os
@@ -161,6 +167,11 @@ assert all(c.cpu_budget_s <= 120 for c in book.chapters), "every chapter must ru
 #   stored as a plain Python file (`NN_slug.py`, jupytext "percent" format) for reading diffs.
 # * **Use the library.** Everything a notebook builds lives in `vlm_primer`, documented and tested. A
 #   notebook may write a piece inline to teach it, then checks that it equals the package version.
+# * **Do the exercises.** Every chapter ends with 4–8 exercises. Write your answer in the notebook and
+#   call `check("NN.k", answer)` from `vlm_primer.exercises`: it runs hidden tests and tells you what
+#   is wrong — a wrong shape, a factor off, a case missed — without giving the answer away.
+# * **Look words up.** Terms link to the book's glossary, which gives each one in English and in
+#   Korean (as the study notes write it); citations link to the bibliography.
 #
 # ### The scale knob
 #
@@ -222,3 +233,47 @@ else:
 # every image: which captions are true, which hard negatives are false, and which attribute–shape
 # combinations a model has never seen. That is what lets a CPU-sized model teach real lessons about
 # contrastive learning, compositionality and hallucination.
+#
+# ## Summary
+#
+# * VLMs fall into four families by training objective — contrastive, masking, generative, and
+#   pretrained backbones joined by a connector — and many models combine objectives.
+# * The book follows the survey's order; `book.toml` lists the chapters, their survey sections and
+#   their CPU budgets, and the table above is read from it.
+# * One knob, `VLM_PRIMER_SCALE`, picks `tiny` (laptop CPU), `small` or `base` (the paper
+#   configurations) for every model; the ViT presets above range from a fraction of a million to 86 M
+#   parameters.
+#
+# ## Exercises
+#
+# 1. **The four families** (`00.1`). Map each of CLIP, SigLIP, Llip, FLAVA, MaskVLM, VisualBERT, CoCa,
+#    Parti, Stable Diffusion, LLaVA, BLIP-2, Flamingo, MiniGPT-4 and Frozen to `"contrastive"`,
+#    `"masking"`, `"generative"` or `"pretrained backbones"`, as in the table above.
+# 2. **Tokens of a ViT** (`00.2`). Write `num_patches(image_size, patch_size)`: how many patch tokens
+#    does a ViT see? How many for ViT-L/14 at 336 px?
+# 3. **Parameters of a ViT** (`00.3`). Write `vit_params(cfg)` from a `ViTConfig` alone: the patch
+#    embedding, positions, class token, and per block two LayerNorms, attention and the MLP. Check it
+#    against the counts printed above.
+# 4. **The memory bill** (`00.4`). Training in fp32 with AdamW keeps, for each parameter, the weight,
+#    its gradient and two moments. Write `training_bytes(n_params)` and evaluate it for ViT-B/16.
+
+# %%
+from vlm_primer.exercises import check
+
+families = {}  # your answer: {"CLIP": "contrastive", ...}
+
+
+def num_patches(image_size, patch_size):
+    raise NotImplementedError  # your code here
+
+
+def vit_params(cfg):
+    raise NotImplementedError
+
+
+def training_bytes(n_params):
+    raise NotImplementedError
+
+
+for exercise_id, answer in [("00.1", families), ("00.2", num_patches), ("00.3", vit_params), ("00.4", training_bytes)]:
+    check(exercise_id, answer)

@@ -33,6 +33,13 @@
 # else — the image, the boxes, the captions, the {term}`hard negatives <hard negative>`, the answers — is computed from it.
 # Because we know the truth, every caption is checked to be true and every negative to be false.
 # It is also small enough that a model learns it in minutes on a laptop CPU.
+#
+# **After this chapter you can**
+#
+# * describe a scene as a scene graph and render it, with its boxes, at any resolution;
+# * generate captions that are true by construction, and hard negatives that are false by construction;
+# * build Winoground pairs and a compositional split of held-out colour–shape pairs;
+# * tokenize the world's text and load it as training batches.
 
 # %%
 import textwrap
@@ -452,7 +459,7 @@ controls = widgets.interactive(
     split=widgets.Dropdown(options=["train", "val", "test", "compositional"], description="split"),
     size=widgets.Dropdown(options=[32, 64, 128], value=64, description="size"),
     kind=widgets.Dropdown(options=["objects", "attribute", "relation", "count", "absent"], value="relation",
-                          description="negatives of"),
+                          description="negatives of", style={"description_width": "initial"}),
 )
 display(controls)
 
@@ -469,3 +476,41 @@ display(controls)
 #
 # Next, chapter 02 trains CLIP and SigLIP on these pairs and asks: can they tell a red circle left of
 # a blue square from a blue circle left of a red square?
+#
+# ## Exercises
+#
+# 1. **Spatial relations** (`01.1`). Write `relation(a, b, rel, margin)`: does object `a` clearly stand
+#    `rel` (`"left"`, `"right"`, `"above"`, `"below"`) of object `b`, by more than `margin` (positions
+#    are fractions of the image side, y pointing down)?
+# 2. **Winoground pairs** (`01.2`). Write `same_words(a, b)`: do two captions use exactly the same words,
+#    each as often, in any order?
+# 3. **A held-out split** (`01.3`). Write `training_compositions(colors, shapes, held_out)`: every
+#    colour–shape pair except the held-out ones. Why must every colour and every shape still occur?
+# 4. **Anti-aliasing** (`01.4`). Write `disc_coverage(cx, cy, r, size)`: a `(size, size)` array with
+#    the coverage $\mathrm{clip}(0.5 - d, 0, 1)$ of each pixel, where $d$ is the signed distance from the
+#    pixel's centre to the circle of centre $(c_x, c_y)$ and radius $r$ (in pixels). Plot it next to a
+#    hard threshold.
+
+# %%
+from vlm_primer.exercises import check
+
+
+def relation(a, b, rel, margin):
+    raise NotImplementedError  # your code here
+
+
+def same_words(a, b):
+    raise NotImplementedError
+
+
+def training_compositions(colors, shapes, held_out):
+    raise NotImplementedError
+
+
+def disc_coverage(cx, cy, r, size):
+    raise NotImplementedError
+
+
+for exercise_id, answer in [("01.1", relation), ("01.2", same_words), ("01.3", training_compositions),
+                            ("01.4", disc_coverage)]:
+    check(exercise_id, answer)

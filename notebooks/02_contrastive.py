@@ -26,6 +26,14 @@
 # compositional reasoning). We derive the losses from the energy-based view, write them in a few lines
 # and check them against the package, train a tiny CLIP live on Shapes World, and then measure what it
 # learned — and what it did not.
+#
+# **After this chapter you can**
+#
+# * derive InfoNCE and SigLIP's sigmoid loss from the energy-based view, and say how they differ;
+# * write both losses in a few lines and match them to a distributed-ready implementation;
+# * train a tiny CLIP on a CPU and measure zero-shot classification and retrieval;
+# * explain why false negatives slow contrastive learning, and build batches without them;
+# * test whether a contrastive model binds attributes to objects, with a control that shows the test works.
 
 # %%
 import math
@@ -945,6 +953,72 @@ assert cli_history and cli_history[-1]["step"] == 3 and math.isfinite(cli_histor
 #   pairs it never saw are much harder.
 # * The same model is a bag of words: it barely distinguishes "a red circle and a blue square" from
 #   "a blue circle and a red square". Chapter 07 returns to this with Winoground- and ARO-style tests.
+#
+# ## Exercises
+#
+# Write each answer in the cell below and run it: `check` runs hidden tests and says what is wrong
+# (a wrong shape, a factor off, a case missed), never what the answer is.
+#
+# 1. **CLIP's loss without false negatives** (`02.1`). When two pairs of a batch share a composition,
+#    InfoNCE pushes an image away from a caption that describes it. Write
+#    `multi_positive_clip_loss(img, txt, logit_scale, labels)` in which every caption with the image's
+#    label counts as a positive: $-\log \sum_{k \in P(i)} p(k \mid i)$, in both directions, averaged.
+#    Show that with distinct labels it is CLIP's loss.
+# 2. **SigLIP's loss from its formula** (`02.2`). Write `siglip_loss(img, txt, t, b)` from the equation
+#    of §SigLIP: the sigmoid loss, without looking at `my_siglip_loss`.
+# 3. **Where the bias −10 comes from** (`02.3`). At initialisation the cosines are near 0, so every
+#    pair has $P(	ext{match}) = \sigma(b)$. Choose $b_0$ so that this equals the fraction of positives
+#    in a row, $1/N$. Write `siglip_bias_init(n)` and evaluate it at the paper's batch of 32,768.
+# 4. **The loss of a model that knows nothing** (`02.4`). Derive CLIP's loss when all similarities are
+#    equal; write `chance_clip_loss(n)`. (Compare with the start of the training curve above.)
+# 5. **False negatives in a random batch** (`02.5`). A batch of $B$ pairs is drawn uniformly from $K$
+#    compositions. Derive the expected number of pairs whose composition already occurred in the batch
+#    (the repeats), and write `expected_repeats(batch, k)`; compare with the count computed in
+#    §Training a tiny CLIP.
+# 6. **Recall@1** (`02.6`). Write `recall_at_1(similarity)` for image → text retrieval with one caption
+#    per image, and check it against `vlm_primer.evaluation.recall_at_k`.
+# 7. **A prompt-ensemble classifier** (`02.7`). Given prompt embeddings of shape (classes, prompts, dim),
+#    return the unit-norm class weights of §Zero-shot classification: `ensemble_weights(prompts)`.
+# 8. **An experiment** (no check: it is yours). Train the tiny CLIP with batches of 24 and of 40 at the
+#    same number of pairs seen, three seeds each, and decide whether the difference exceeds the spread.
+
+# %%
+from vlm_primer.exercises import check
+
+
+def multi_positive_clip_loss(img, txt, logit_scale, labels):
+    raise NotImplementedError  # your code here
+
+
+def siglip_loss(img, txt, t, b):
+    raise NotImplementedError
+
+
+def siglip_bias_init(n):
+    raise NotImplementedError
+
+
+def chance_clip_loss(n):
+    raise NotImplementedError
+
+
+def expected_repeats(batch, k):
+    raise NotImplementedError
+
+
+def recall_at_1(similarity):
+    raise NotImplementedError
+
+
+def ensemble_weights(prompts):
+    raise NotImplementedError
+
+
+for exercise_id, answer in [("02.1", multi_positive_clip_loss), ("02.2", siglip_loss), ("02.3", siglip_bias_init),
+                            ("02.4", chance_clip_loss), ("02.5", expected_repeats), ("02.6", recall_at_1),
+                            ("02.7", ensemble_weights)]:
+    check(exercise_id, answer)
+assert check("02.2", my_siglip_loss, quiet=True), "the chapter's own SigLIP loss passes the check of exercise 2"
 
 # %%
 elapsed = time.time() - T_START

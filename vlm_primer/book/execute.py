@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbclient import NotebookClient
+from traitlets.config import Config
 from nbclient.util import ensure_async, run_sync
 
 from vlm_primer.book.manifest import Book, Chapter
@@ -154,6 +156,9 @@ def execute(path: Path, root: Path, timeout: int = 900):
         client = _RecordingClient(
             nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
             store_widget_state=True,
+            # IPC sockets in a private temporary folder: kernels started at once by parallel processes
+            # can never race for the same TCP ports (and nothing listens on TCP).
+            config=Config(KernelManager={"transport": "ipc", "ip": str(Path(tmp) / "kernel")}),
             prologue=PROLOGUE % {"root": str(root) + os.sep},
             epilogue=EPILOGUE % {"root": str(root), "out": deps_file},
         )
@@ -289,7 +294,9 @@ def execute_book(book: Book, cache_dir: Path, jobs: int | None = None, log=print
     todo.sort(key=lambda c: -_last_seconds(cache_dir, c))  # the longest first, so the others fill in beside it
     log(f"  executing {len(todo)} chapter(s), {jobs} at a time: {', '.join(c.slug for c in todo)}")
     errors = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # spawn, not fork: the caller may have threads (a pytest-xdist worker does), and a forked child
+    # would inherit their locks.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_run_one, ch.notebook, str(book.root), str(cache_dir)): ch for ch in todo}
         for fut in as_completed(futures):
             ch = futures[fut]

@@ -29,10 +29,11 @@ class LivePlot:
     """Training (and eval) curves of a trainer history, redrawn in one notebook output.
 
     ``update(history)`` redraws at most every ``min_interval`` seconds (rendering a PNG costs tens
-    of milliseconds); ``close(history)`` always draws the final state.
+    of milliseconds in the kernel, and decoding it costs the browser as much again on the same
+    machine); ``close(history)`` always draws the final state.
     """
 
-    min_interval: float = 0.5
+    min_interval: float = 2.0
 
     def __init__(self, title: str = "training") -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -263,7 +263,9 @@ class Trainer:
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+            # In a notebook every redraw is a widget message the browser must render: once a second is plenty.
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                       mininterval=1.0 if in_jupyter_kernel() else 0.1)
         plot = None
         if self.is_main and self.step < target and (cfg.live_plot is True or (cfg.live_plot == "auto" and in_jupyter_kernel())):
             plot = LivePlot()

@@ -1,0 +1,107 @@
+"""Worked solutions of the book's exercises (kept out of the package and the notebooks on purpose).
+
+``tests/test_exercises.py`` asserts that each one passes ``vlm_primer.exercises.check``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- chapter 00
+
+BY_FAMILY = {
+    "contrastive": ["CLIP", "SigLIP", "Llip"],
+    "masking": ["FLAVA", "MaskVLM", "VisualBERT"],
+    "generative": ["CoCa", "Parti", "Stable Diffusion"],
+    "pretrained backbones": ["LLaVA", "BLIP-2", "Flamingo", "MiniGPT-4", "Frozen"],
+}
+FAMILIES = {model: family for family, models in BY_FAMILY.items() for model in models}
+
+
+def num_patches(image_size: int, patch_size: int) -> int:
+    return (image_size // patch_size) ** 2
+
+
+def vit_params(cfg) -> int:
+    d, p, c = cfg.dim, cfg.patch_size, cfg.channels
+    hidden = int(cfg.mlp_ratio * d)
+    n = num_patches(cfg.image_size, p) + (1 if cfg.cls_token else 0)
+    total = c * p * p * d + d + n * d + (d if cfg.cls_token else 0)   # patch conv (+bias), positions, class token
+    block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+    total += cfg.depth * block
+    total += 2 * d * (int(cfg.pre_norm) + int(cfg.final_norm))
+    return total
+
+
+def adamw_memory(n_params: int) -> int:
+    return 16 * n_params  # fp32 weights, gradients, and AdamW's two moments: 4 bytes each
+
+
+# ---------------------------------------------------------------- chapter 01
+
+
+def relation(a, b, rel: str, margin: float) -> bool:
+    dx, dy = a.x - b.x, a.y - b.y
+    return {"left": dx < -margin, "right": dx > margin, "above": dy < -margin, "below": dy > margin}[rel]
+
+
+def winoground(a: str, b: str) -> bool:
+    return Counter(a.split()) == Counter(b.split())
+
+
+def held_out(colors, shapes, held):
+    return [(c, s) for c in colors for s in shapes if (c, s) not in set(held)]
+
+
+def coverage(cx: float, cy: float, r: float, size: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    return np.clip(0.5 - (np.hypot(xs - cx, ys - cy) - r), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------- chapter 02
+
+
+def clip_multi_positive(img, txt, logit_scale, labels):
+    logits = logit_scale * img @ txt.t()
+    same = labels[:, None] == labels[None, :]
+    i2t = torch.logsumexp(logits.masked_fill(~same, -math.inf), 1) - torch.logsumexp(logits, 1)
+    t2i = torch.logsumexp(logits.t().masked_fill(~same, -math.inf), 1) - torch.logsumexp(logits.t(), 1)
+    return -(i2t.mean() + t2i.mean()) / 2
+
+
+def siglip(img, txt, t, b):
+    z = 2 * torch.eye(img.shape[0], dtype=img.dtype) - 1
+    return -F.logsigmoid(z * (t * img @ txt.t() + b)).sum() / img.shape[0]
+
+
+def siglip_bias(n: int) -> float:
+    return -math.log(n - 1)  # σ(b) = 1/n exactly: one positive among n candidates at the start
+
+
+def chance_loss(n: int) -> float:
+    return math.log(n)
+
+
+def expected_repeats(batch: int, k: int) -> float:
+    return batch - k * (1 - (1 - 1 / k) ** batch)
+
+
+def recall_at_1(sim: torch.Tensor) -> float:
+    return (sim.argmax(dim=1) == torch.arange(sim.shape[0])).float().mean().item()
+
+
+def ensemble(prompts: torch.Tensor) -> torch.Tensor:
+    return F.normalize(F.normalize(prompts, dim=-1).mean(dim=1), dim=-1)
+
+
+SOLUTIONS = {
+    "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
+    "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage,
+    "02.1": clip_multi_positive, "02.2": siglip, "02.3": siglip_bias, "02.4": chance_loss,
+    "02.5": expected_repeats, "02.6": recall_at_1, "02.7": ensemble,
+}

@@ -1,0 +1,94 @@
+"""Every exercise's worked solution passes its check, and typical wrong answers fail with the right hint."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlm_primer.exercises import EXERCISES, check
+from vlm_primer.book import load_book
+
+from exercise_solutions import SOLUTIONS
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_every_exercise_has_a_solution():
+    assert set(SOLUTIONS) == set(EXERCISES)
+
+
+def test_every_written_chapter_has_4_to_8_exercises():
+    for ch in load_book(ROOT).written:
+        n = sum(1 for k in EXERCISES if k.startswith(f"{ch.id}."))
+        assert 4 <= n <= 8, f"chapter {ch.id} has {n} exercises"
+        text = (ROOT / ch.script).read_text()
+        assert "from vlm_primer.exercises import check" in text, f"{ch.script} never lets a reader check an answer"
+        for k in (k for k in EXERCISES if k.startswith(f"{ch.id}.")):
+            assert f'("{k}", ' in text or f'check("{k}"' in text, f"{ch.script} never lets a reader check exercise {k}"
+
+
+@pytest.mark.parametrize("ex", sorted(EXERCISES))
+def test_solution_passes(ex, capsys):
+    assert check(ex, SOLUTIONS[ex]), capsys.readouterr().out
+    assert "✓" in capsys.readouterr().out
+
+
+def verdict(ex, answer, capsys) -> str:
+    assert not check(ex, answer)
+    return capsys.readouterr().out
+
+
+def not_yet(*args, **kwargs):
+    raise NotImplementedError
+
+
+WRONG = [
+    ("00.2", lambda s, p: s // p, "square grid"),
+    ("00.2", lambda s, p: (s // p) ** 2 + 1, "class token"),
+    ("00.4", lambda n: 12 * n, "add the gradients"),
+    ("01.1", lambda a, b, rel, m: {"left": a.x < b.x - m, "right": a.x > b.x + m,
+                                   "above": a.y > b.y + m, "below": a.y < b.y - m}[rel], "grow downwards"),
+    ("01.2", lambda a, b: set(a.split()) == set(b.split()), "word counts"),
+    ("02.1", lambda i, t, s, lab: F.cross_entropy(s * i @ t.t(), torch.arange(len(i)))
+     / 2 + F.cross_entropy(s * t @ i.t(), torch.arange(len(i))) / 2, "ordinary CLIP loss"),
+    ("02.2", lambda i, t, tt, b: -F.logsigmoid((2 * torch.eye(len(i), dtype=i.dtype) - 1) * (tt * i @ t.t() + b)).sum()
+     / len(i) ** 2, "divides the sum by the number of images"),
+    ("02.4", lambda n: math.log2(n), "natural log"),
+    ("02.5", lambda b, k: k * (1 - (1 - 1 / k) ** b), "*distinct*"),
+    ("02.6", lambda sim: (sim.argmax(0) == torch.arange(len(sim))).float().mean().item(), "text→image"),
+    ("02.7", lambda p: F.normalize(p.mean(1), dim=-1), "normalise each prompt"),
+    ("02.7", lambda p: torch.zeros(5), "expected a (classes, dim)"),
+]
+
+
+@pytest.mark.parametrize("ex, answer, hint", WRONG, ids=[f"{w[0]}-{w[2][:12]}" for w in WRONG])
+def test_wrong_answers_get_a_hint(ex, answer, hint, capsys):
+    out = verdict(ex, answer, capsys)
+    assert hint in out, out
+
+
+def test_unattempted_and_crashing_answers(capsys):
+    assert "not attempted yet" in verdict("02.4", not_yet, capsys)
+    assert "raised ZeroDivisionError" in verdict("02.4", lambda n: 1 / 0, capsys)
+    with pytest.raises(ValueError, match="no exercise '99.1'"):
+        check("99.1", None)
+
+
+def test_recall_case_separates_the_two_directions():
+    from vlm_primer.evaluation.retrieval import recall_at_k
+
+    g = torch.Generator().manual_seed(3)
+    sim = 0.1 * torch.randn(7, 7, generator=g) + 2 * torch.eye(7)
+    sim[1, 4], sim[4, 4] = 9.0, 10.0
+    r = recall_at_k(sim, ks=1)
+    assert r["i2t_R@1"] != r["t2i_R@1"]
+
+
+def test_families_answer_is_checked_per_model(capsys):
+    answer = dict(SOLUTIONS["00.1"], CoCa="contrastive")
+    assert "1 of 14 misplaced, e.g. CoCa" in verdict("00.1", answer, capsys)
+    assert Counter(SOLUTIONS["00.1"].values())["pretrained backbones"] == 5

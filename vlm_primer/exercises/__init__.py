@@ -1,0 +1,78 @@
+"""Exercises with checked answers: ``check("02.1", my_function)`` runs the hidden tests of an exercise.
+
+Each chapter ends with 4-8 exercises. A learner writes an answer (usually a function) in the notebook
+and calls :func:`check`, which runs it on test inputs and says what is wrong (a wrong shape, a result
+off by a factor, a case it misses) without ever printing the expected answer. The checks live in
+``ch00.py``, ``ch01.py``, ... next to this file; the worked solutions live outside the package, in
+``tests/exercise_solutions.py``, and ``make test`` asserts that every one of them passes its check and
+that typical wrong answers fail with the right hint. Explained in notebook 00, §How to use the book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class Wrong(AssertionError):
+    """Raised by a checker: the answer is wrong, and the message says how (never what the answer is)."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str
+    title: str
+    checker: Callable[[Any], str | None]  # raises Wrong, or returns an optional note shown on success
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(id: str, title: str):
+    """Register ``checker`` as the check of exercise ``id`` (``"NN.k"``)."""
+
+    def register(checker: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        if id in EXERCISES:
+            raise ValueError(f"exercise {id} is registered twice")
+        EXERCISES[id] = Exercise(id, title, checker)
+        return checker
+
+    return register
+
+
+def check(id: str, answer: Any, quiet: bool = False) -> bool:
+    """Check ``answer`` to exercise ``id``; print a one-line verdict and return whether it passed."""
+    if id not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES))
+        raise ValueError(f"no exercise {id!r}; the exercises are {known}")
+    ex = EXERCISES[id]
+    try:
+        note = ex.checker(answer)
+    except NotImplementedError:
+        verdict, ok = "not attempted yet: write your answer, then run this check again", False
+    except Wrong as e:
+        verdict, ok = f"not yet: {e}", False
+    except Exception as e:  # noqa: BLE001 - the learner's code failed: say how, briefly
+        verdict, ok = f"your answer raised {type(e).__name__}: {e}", False
+    else:
+        verdict, ok = "correct" + (f" ({note})" if note else ""), True
+    if not quiet:
+        print(f"{'✓' if ok else '✗'} {id} {ex.title}: {verdict}")
+    return ok
+
+
+def close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Raise :class:`Wrong` unless ``got`` equals ``want`` (numbers or tensors) within tolerance."""
+    import torch
+
+    got_t = torch.as_tensor(got, dtype=torch.float64) if not isinstance(got, torch.Tensor) else got.double()
+    want_t = torch.as_tensor(want, dtype=torch.float64) if not isinstance(want, torch.Tensor) else want.double()
+    if got_t.shape != want_t.shape:
+        raise Wrong(f"{what}: expected shape {tuple(want_t.shape)}, got {tuple(got_t.shape)}")
+    if not torch.allclose(got_t, want_t, rtol=rtol, atol=atol):
+        raise Wrong(f"{what}: the value is off")
+
+
+from vlm_primer.exercises import ch00, ch01, ch02  # noqa: E402,F401  (registers the exercises)
+
+__all__ = ["EXERCISES", "Exercise", "Wrong", "check", "close", "exercise"]
