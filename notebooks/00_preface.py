@@ -5,8 +5,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (vlm-primer)
 #     language: python
 #     name: python3
 # ---
@@ -24,8 +26,9 @@
 # Three promises hold in every chapter:
 #
 # 1. **The real thing, small.** A model called CLIP is the real CLIP architecture and loss; only its
-#    size changes. The `tiny` presets train live on a laptop CPU in a minute or two; the `base` presets
-#    are the paper configurations and use the very same code on GPUs.
+#    size changes. The `tiny` presets train live on a laptop CPU, within the time budget each chapter
+#    declares in `book.toml` (`make book` prints each chapter's time beside its budget); the `base`
+#    presets are the paper configurations and use the very same code on GPUs.
 # 2. **Proven equal to the reference.** Each model with a counterpart in Hugging Face `transformers`
 #    is tested weight-for-weight against it, and real checkpoints load through `vlm_primer.interop`.
 # 3. **Numbers are computed, never typed.** When the text says "reaches 90 %", the cell above it
@@ -141,12 +144,74 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Inside a pretrained-backbone VLM
+#
+# The fourth family is the one most assistants belong to, and it has a vocabulary of its own. Three
+# parts: a **vision encoder** (a ViT, usually CLIP's or SigLIP's), a **language model**, and between
+# them a trained {term}`connector` that turns image features into something the LLM can read. The
+# connector is where the models differ most:
+#
+# | connector | what it does | example | chapter |
+# |---|---|---|---|
+# | linear projection | one matrix maps each patch feature to an LLM token | LLaVA {cite:p}`liu2023llava` | 05 |
+# | MLP | a 2-layer MLP per patch, the same number of tokens | LLaVA-1.5 {cite:p}`liu2024llava15` | 05 |
+# | {term}`Q-Former` | a small transformer whose 32 learned queries read the image by cross-attention: a fixed, short token budget | BLIP-2 {cite:p}`li2023blip2` | 05 |
+# | {term}`perceiver resampler` | learned latents cross-attend to the image features, a fixed number of visual tokens | Flamingo {cite:p}`alayrac2022flamingo` | 05 |
+# | cross-attention in the LLM | gated cross-attention layers inserted between the frozen LLM's layers read the visual tokens | Flamingo | 05 |
+#
+# An architecture guide among the study notes sorts whole systems into four types. **A**: a frozen
+# vision encoder and a trained connector feeding the LLM's input (LLaVA, LLaVA-NeXT; the LLM is often
+# trained too). **B**: everything trained end to end. **C**: image information enters *inside* the
+# LLM's layers through cross-attention (Flamingo; the notes also list Qwen-VL, whose cross-attention
+# is a one-layer resampler in its connector rather than inside the LLM). **D**: natively multimodal, images and
+# text as one token sequence in one model. The notes place GPT-4V, Gemini and Claude 3 in B or D;
+# their makers have not published those architectures, so take that placement as a guess. This book
+# builds A and C from scratch, and D's early-fusion idea in its masking and video chapters.
+#
+# Such models are trained in **stages**. (1) **Alignment**: on image–caption pairs, train the
+# connector (sometimes more) so that the LLM can read the visual tokens, with the ordinary
+# next-token loss. (2) **Instruction tuning**: on visual conversations, teach the model to follow
+# requests ({term}`instruction tuning`); LLaVA updates the LLM here. (3) Optionally, **preference alignment** with RLHF or DPO,
+# to prefer helpful and grounded answers. The timeline below places the models this book builds.
+
+# %%
+timeline = [  # (year, month, model, family): the paper's first arXiv version (LLaVA-NeXT: its release post)
+    (2021, 2, "CLIP", "contrastive"), (2021, 6, "Frozen", "pretrained backbones"),
+    (2022, 1, "BLIP", "generative"), (2022, 4, "Flamingo", "pretrained backbones"),
+    (2022, 5, "CoCa", "generative"), (2023, 1, "BLIP-2", "pretrained backbones"),
+    (2023, 3, "SigLIP", "contrastive"), (2023, 4, "LLaVA", "pretrained backbones"),
+    (2023, 10, "LLaVA-1.5", "pretrained backbones"), (2024, 1, "LLaVA-NeXT", "pretrained backbones"),
+    (2024, 5, "Llip", "contrastive"),
+]
+colors = {"contrastive": "#2563eb", "generative": "#d97706", "pretrained backbones": "#059669"}
+fig, ax = plt.subplots(figsize=(10, 3.4))
+for k, (year, month, name, family) in enumerate(timeline):
+    x = year + (month - 1) / 12
+    ax.plot([x, x], [0, 1 if k % 2 else -1], color=colors[family], lw=1)
+    ax.scatter([x], [0], color=colors[family], zorder=3)
+    ax.text(x, 1.15 if k % 2 else -1.45, name, ha="center", fontsize=11, color=colors[family])
+for family, color in colors.items():
+    ax.scatter([], [], color=color, label=family)
+ax.axhline(0, color="#9ca3af", lw=1)
+ax.set_ylim(-1.9, 2.6)
+ax.set_yticks([])
+ax.set_xticks([2021, 2022, 2023, 2024, 2025])
+ax.legend(loc="upper center", fontsize=10, frameon=False, ncol=3)
+ax.set_title("The models this book builds, by date of first publication")
+for side in ("left", "right", "top"):
+    ax.spines[side].set_visible(False)
+plt.tight_layout()
+plt.show()
+assert [t[:2] for t in timeline] == sorted(t[:2] for t in timeline)
+
+# %% [markdown]
 # ## The map of the book
 #
 # The chapter list below is read from `book.toml`, the one manifest of the book (the HTML build and
 # the tests read it too). Each chapter has a notebook, the package modules that back it, the survey
-# section it follows, and a CPU budget: at the `tiny` scale every chapter executes in its budget on a
-# 2-core laptop.
+# section it follows, and a CPU budget: the time a chapter may take at the `tiny` scale on a 2-core
+# laptop. The budgets are targets that `make book` checks, printing each chapter's time beside its
+# budget and flagging a chapter that runs over.
 
 # %%
 from vlm_primer.book import load_book

@@ -5,8 +5,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (vlm-primer)
 #     language: python
 #     name: python3
 # ---
@@ -161,7 +163,7 @@ for a in axes[:2]:
 plt.show()
 
 # %% [markdown]
-# A sample of training scenes at the book's default resolution of 64×64, with boxes and one caption
+# A sample of training scenes at the world's default resolution of 64×64 (chapter 02 trains at 48×48), with boxes and one caption
 # each. The captions below each image come from the grammar of the next section.
 
 # %%
@@ -215,7 +217,8 @@ for cap in captions:
         print(f"{'':>9}  = {p}")
 
 # %% [markdown]
-# Every generated caption is checked against its scene graph. Here we check 2,000 captions:
+# Every generated caption is checked against its scene graph. Here we check every caption of 400
+# random scenes (the count is printed):
 
 # %%
 rng = np.random.default_rng(2)

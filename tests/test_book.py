@@ -12,6 +12,7 @@ import pytest
 
 from vlm_primer.book import check_book, load_book
 from vlm_primer.book.execute import Record, stamp
+from vlm_primer.book.static import WIDGET_STATE, WIDGET_VIEW, make_static
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,41 +206,47 @@ def test_figures_render_inline_even_under_agg(tmp_path, monkeypatch):
     assert __import__("os").environ["MPLBACKEND"] == "Agg"
 
 
-WIDGETS = """
-# %% [markdown]
-# ## Sliders
-# %%
-import ipywidgets as widgets
-import matplotlib.pyplot as plt
-from tqdm.auto import tqdm
+def widget_notebook():
+    """An executed notebook as nbclient stores it: an `interactive` (slider, dropdown, output) and a tqdm bar."""
+    def model(name, **state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
 
-def draw(k=3):
-    plt.plot(range(k))
-    plt.title(f"k = {k}")
-    plt.show()
+    png = {"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"},
+           "metadata": {"alt": "Figure: k = 3"}}
+    state = {
+        "box": model("VBoxModel", children=["IPY_MODEL_k", "IPY_MODEL_mode", "IPY_MODEL_out"], _dom_classes=["widget-interact"]),
+        "k": model("IntSliderModel", description="k", value=3),
+        "mode": model("DropdownModel", description="mode", index=1, _options_labels=["fast", "slow"]),
+        "out": model("OutputModel", outputs=[png]),
+        "bar": model("HBoxModel", children=["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]),
+        "l": model("HTMLModel", value="train: 100%"),
+        "p": model("FloatProgressModel", value=5.0, min=0, max=5.0),
+        "r": model("HTMLModel", value="\u20075/5\u2007[00:01&lt;00:00]"),
+    }
+    view = lambda mid: {"output_type": "display_data", "metadata": {},  # noqa: E731
+                        "data": {WIDGET_VIEW: {"model_id": mid, "version_major": 2, "version_minor": 0},
+                                 "text/plain": "interactive(children=(IntSlider(...)))"}}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## Sliders"), nbformat.v4.new_code_cell("...", outputs=[view("box")]),
+                nbformat.v4.new_code_cell("...", outputs=[view("bar"), {"output_type": "stream", "name": "stdout", "text": "x\n"}]),
+                nbformat.v4.new_code_cell("...", outputs=[dict(png, metadata={})])]
+    nb.metadata["widgets"] = {WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    return nbformat.from_dict(nb)
 
-widgets.interactive(draw, k=widgets.IntSlider(3, 1, 9, description="k"))
-# %%
-for _ in tqdm(range(5), desc="train"):
-    pass
-"""
 
-
-def test_widgets_become_their_default_state(tmp_path):
-    from vlm_primer.book.execute import execute
-    from vlm_primer.book.static import WIDGET_VIEW, make_static
-
-    root = make_repo(tmp_path, chapter("00", "a"), {"00_a": WIDGETS})
-    nb, _, _ = execute(root / "notebooks/00_a.py", root)
-    assert any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+def test_widgets_become_their_default_state():
+    nb = widget_notebook()
     static = make_static(nb)
     outs = [o for c in static.cells if c.cell_type == "code" for o in c.outputs]
     assert not any(WIDGET_VIEW in o.get("data", {}) for o in outs)
-    assert "widgets" not in static.metadata
+    assert "widgets" not in static.metadata, "no widget state: the page loads no widget JavaScript"
     html = "".join(o.get("data", {}).get("text/html", "") for o in outs)
     assert "JupyterLab" in html and "<code>k</code> = <code>3</code>" in html
+    assert "<code>mode</code> = <code>slow</code>" in html, "a dropdown shows its label, not its index"
     images = [o for o in outs if "image/png" in o.get("data", {})]
-    assert len(images) == 1 and images[0]["metadata"]["alt"] == "Figure: k = 3", "the default state's figure"
+    assert images[0]["metadata"]["alt"] == "Figure: k = 3", "the figure the widget drew, with its alt text"
+    assert images[1]["metadata"]["alt"] == "Figure 2, from the code of section “Sliders”", "a fallback alt text"
     text = "".join(o.get("text", "") for o in outs)
-    assert "train" in text and "5/5" in text and "█" * 20 in text, "a finished progress bar, as text"
+    assert "train: 100%" in text and "5/5 [00:01<00:00]" in text and "█" * 20 in text, "a finished bar, as text"
     assert make_static(static) == static, "idempotent"
+    assert nb.metadata.get("widgets"), "the input notebook is left as it was"

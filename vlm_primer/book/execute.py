@@ -30,6 +30,8 @@ from vlm_primer.book.manifest import Book, Chapter
 EXECUTOR_VERSION = "1"
 # Environment knobs that change what a chapter computes.
 ENV_KNOBS = ("VLM_PRIMER_SCALE", "VLM_PRIMER_SEED")
+# The kernel `make` installs into .venv (see the Makefile); saved notebooks name it, so opening one changes nothing.
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (vlm-primer)", "language": "python"}
 SKIP_PARTS = {".venv", ".git", "_build", "__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 
 # Runs silently before the first cell: an audit hook notes every project file opened for reading (and
@@ -150,7 +152,7 @@ def execute(path: Path, root: Path, timeout: int = 900):
 
     path, root = Path(path).resolve(), Path(root).resolve()
     nb = jupytext.read(path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (vlm-primer)", "language": "python"}
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     with tempfile.TemporaryDirectory() as tmp:
         deps_file = str(Path(tmp) / "deps.json")
         client = _RecordingClient(
@@ -159,6 +161,9 @@ def execute(path: Path, root: Path, timeout: int = 900):
             # IPC sockets in a private temporary folder: kernels started at once by parallel processes
             # can never race for the same TCP ports (and nothing listens on TCP).
             config=Config(KernelManager={"transport": "ipc", "ip": str(Path(tmp) / "kernel")}),
+            # jupyter_client interrupts a kernel before shutting it down, which ipykernel logs as an
+            # ERROR; cell errors reach us through the outputs, so the kernel's own log stays quiet.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             prologue=PROLOGUE % {"root": str(root) + os.sep},
             epilogue=EPILOGUE % {"root": str(root), "out": deps_file},
         )
@@ -328,10 +333,19 @@ def sync(py: Path, root: Path) -> float:
         raise ValueError(f"sync takes an existing jupytext .py notebook, got {py}")
     from vlm_primer.book.static import make_static
 
+    # The .py header names the kernel `make` installs, as the .ipynb will (JupyterLab's jupytext refuses
+    # a pair whose files differ while the .ipynb is the newer one).
+    source = jupytext.read(py)
+    source.metadata["kernelspec"] = dict(KERNELSPEC)
+    source.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
+    text = jupytext.writes(source, fmt="py:percent")
+    if text != py.read_text(encoding="utf-8"):
+        py.write_text(text, encoding="utf-8")
     nb, seconds, record = execute(py, root)
     # What a reader opening the saved notebook sees before running it: widgets at their default state.
     nb = make_static(nb)
     stamp(nb, record)
     nb.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
     jupytext.write(nb, py.with_suffix(".ipynb"))
+    os.utime(py)  # the .py stays the newer file of the pair
     return seconds
