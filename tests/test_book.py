@@ -164,6 +164,15 @@ def test_execution_cache_follows_what_each_chapter_read(tmp_path):
     assert fourth["00"][1] is not None and fourth["01"][1] is None, "a data file the chapter opened is an input too"
 
 
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2"])
+def test_bad_jobs_is_a_clear_error(tmp_path, jobs):
+    from vlm_primer.book.execute import execute_book
+
+    root = make_repo(tmp_path, chapter("00", "a"), {"00_a": SIMPLE})
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        execute_book(load_book(root), root / "_build/cache", jobs=jobs, log=lambda m: None)
+
+
 def test_stale_saved_outputs_fail_the_check(tmp_path):
     from vlm_primer.book.execute import sync
 

@@ -76,6 +76,8 @@ def test_unattempted_and_crashing_answers(capsys):
     assert "raised ZeroDivisionError" in verdict("02.4", lambda n: 1 / 0, capsys)
     with pytest.raises(ValueError, match="no exercise '99.1'"):
         check("99.1", None)
+    with pytest.raises(TypeError, match="id must be an exercise id"):
+        check(2.1, None)
 
 
 def test_recall_case_separates_the_two_directions():

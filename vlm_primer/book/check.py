@@ -53,8 +53,8 @@ def check_book(book: Book | None = None) -> list[str]:
             problems.append(f"chapter {ch.id} has {ch.notebook} but book.toml marks it planned")
         if ipynb.is_file():
             problems.extend(pair_problems(ipynb))
-        if ch.written and ipynb.is_file():
-            problems.extend(output_problems(ipynb, book.root))
+            if ch.written:
+                problems.extend(output_problems(ipynb, book.root))
     return problems
 
 

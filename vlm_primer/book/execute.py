@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbclient import NotebookClient
-from traitlets.config import Config
 from nbclient.util import ensure_async, run_sync
+from traitlets.config import Config
 
 from vlm_primer.book.manifest import Book, Chapter
 
@@ -239,27 +239,13 @@ def stale_reasons(nb, root: Path) -> list[str]:
     return record.stale(root)
 
 
-def cached(cache_dir: Path, ch: Chapter, root: Path):
-    """The cached executed notebook of ``ch`` if it is still valid, else ``None``."""
+def cache_entry(cache_dir: Path, ch: Chapter):
+    """The cached executed notebook of ``ch`` (valid or stale), or ``None`` when there is none."""
     import nbformat
 
     path = cache_dir / f"{ch.slug}.ipynb"
-    if not path.is_file():
-        return None
-    nb = nbformat.read(path, as_version=4)
-    return None if stale_reasons(nb, root) else nb
+    return nbformat.read(path, as_version=4) if path.is_file() else None
 
-
-def _last_seconds(cache_dir: Path, ch: Chapter) -> float:
-    """How long the chapter took last time (its cache entry, even a stale one), else its budget."""
-    import nbformat
-
-    path = cache_dir / f"{ch.slug}.ipynb"
-    if path.is_file():
-        seconds = nbformat.read(path, as_version=4).metadata.get("vlm_primer", {}).get("seconds")
-        if seconds:
-            return float(seconds)
-    return float(ch.cpu_budget_s)
 
 
 def _run_one(notebook: str, root: str, cache_dir: str) -> tuple[str, float]:
@@ -284,19 +270,24 @@ def execute_book(book: Book, cache_dir: Path, jobs: int | None = None, log=print
     """
     import nbformat
 
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise ValueError(f"jobs must be a positive integer (chapters executed at once), got {jobs!r}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    results, todo = {}, []
+    results, todo, last = {}, [], {}
     for ch in book.written:
-        nb = cached(cache_dir, ch, book.root)
-        if nb is not None:
+        nb = cache_entry(cache_dir, ch)
+        if nb is not None and not stale_reasons(nb, book.root):
             results[ch.id] = (nb, None)
             log(f"  {ch.slug}: up to date (cached)")
-        else:
-            todo.append(ch)
+            continue
+        todo.append(ch)
+        # How long it took last time (a stale entry still knows), else its budget.
+        seconds = nb.metadata.get("vlm_primer", {}).get("seconds") if nb is not None else None
+        last[ch.id] = seconds or ch.cpu_budget_s
     if not todo:
         return results
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    todo.sort(key=lambda c: -_last_seconds(cache_dir, c))  # the longest first, so the others fill in beside it
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    todo.sort(key=lambda c: -last[c.id])  # the longest first, so the others fill in beside it
     log(f"  executing {len(todo)} chapter(s), {jobs} at a time: {', '.join(c.slug for c in todo)}")
     errors = []
     # spawn, not fork: the caller may have threads (a pytest-xdist worker does), and a forked child
@@ -323,8 +314,9 @@ def sync(py: Path, root: Path) -> float:
     """Execute a chapter's ``.py`` and write the paired ``.ipynb`` with its outputs and its record; return seconds.
 
     Widgets are stored as their default state (see :mod:`vlm_primer.book.static`), so the saved
-    notebook reads well before it is run; running the cell brings the live widget back. The record (the hashes of the ``.py`` and of every project file it read) is how ``book check``
-    later tells that the saved outputs are stale.
+    notebook reads well before it is run; running the cell brings the live widget back. The record
+    (the hashes of the ``.py`` and of every project file it read) is how ``book check`` later tells
+    that the saved outputs are stale.
     """
     import jupytext
 

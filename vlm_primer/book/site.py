@@ -106,8 +106,12 @@ def glossary_page(book: Book, entries: list[dict]) -> str:
              "that teaches it. Chapters link their terms here.", "", "```{glossary}"]
     for e in entries:
         where = e["chapter"]
-        section = f", §[{e['section']}]({slugs.get(where)}.ipynb#{anchor(e['section'])})" if e.get("section") else ""
-        taught = f"{{doc}}`{slugs[where]}`{section}" if where in slugs else f"chapter {where} (planned)"
+        if where in slugs:
+            slug = slugs[where]
+            section = f", §[{e['section']}]({slug}.ipynb#{anchor(e['section'])})" if e.get("section") else ""
+            taught = f"{{doc}}`{slug}`{section}"
+        else:
+            taught = f"chapter {where} (planned)"
         lines += [e["term"], f"  {e['definition']} *Korean:* {e['korean']}. *Taught in* {taught}.", ""]
     return "\n".join(lines + ["```", ""])
 

@@ -42,6 +42,8 @@ def exercise(id: str, title: str):
 
 def check(id: str, answer: Any, quiet: bool = False) -> bool:
     """Check ``answer`` to exercise ``id``; print a one-line verdict and return whether it passed."""
+    if not isinstance(id, str):
+        raise TypeError(f"id must be an exercise id such as \"02.1\", got {type(id).__name__}")
     if id not in EXERCISES:
         known = ", ".join(sorted(EXERCISES))
         raise ValueError(f"no exercise {id!r}; the exercises are {known}")
