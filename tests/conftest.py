@@ -20,3 +20,15 @@ def _seed():
 
     seed_everything(0)
     yield
+
+
+# Property-based tests (tests/test_properties.py): the same examples on every run and machine, a
+# fixed budget so `make test` stays fast, no example database written into the checkout.
+# HYPOTHESIS_PROFILE=thorough searches harder (and randomly) when working on validation.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, max_examples=60, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("thorough", max_examples=2000, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

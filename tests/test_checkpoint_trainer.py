@@ -32,7 +32,7 @@ def test_checkpoint_round_trip_is_safetensors_and_json_only(tmp_path):
     trainer.fit()
     (step, path), = list_checkpoints(tmp_path / "ckpt")
     assert step == 3 and path.name == "step_00000003"
-    assert sorted(os.listdir(path)) == ["model.safetensors", "optimizer.safetensors", "trainer_state.json"]
+    assert sorted(os.listdir(path)) == ["manifest.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["step_00000003"]  # no temporary leftovers
     state = json.loads((path / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["ranks"][0]["batch_in_epoch"] == 3 and len(state["history"]) == 3

@@ -9,7 +9,7 @@ import torch
 
 from vlm_primer import default_device, get_scale, get_seed, seed_everything
 from vlm_primer.config import PresetConfig
-from vlm_primer.utils import check_choice, check_images, check_same_batch, check_tokens
+from vlm_primer.validate import check_choice, check_images, check_same_batch, check_tokens
 
 
 @dataclasses.dataclass

@@ -11,6 +11,10 @@ Every model is a config dataclass plus an ``nn.Module``. A config class lists it
 
     ViTConfig.from_preset("tiny", depth=3)   # preset, then overrides
     ViTConfig.from_preset()                  # the preset named by VLM_PRIMER_SCALE
+
+Every config checks itself when it is built: each field against its annotation and the class's
+``BOUNDS`` (:func:`vlm_primer.validate.check_fields`), then the cross-field rules of ``validate()``
+(divisibility, choices). A bad value fails at once with the class and field in the message.
 """
 
 from __future__ import annotations
@@ -19,11 +23,21 @@ import dataclasses
 from typing import Any, ClassVar
 
 from vlm_primer.utils import get_scale
+from vlm_primer.validate import check_fields
 
 
 @dataclasses.dataclass
 class PresetConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Ranges of numeric fields: ">0", ">=0", "[0, 1)", "[0, 1]", ... (None values are not checked).
+    BOUNDS: ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules that involve several fields (divisibility, choices); subclasses extend it."""
 
     @classmethod
     def presets(cls) -> tuple[str, ...]:

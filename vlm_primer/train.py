@@ -19,6 +19,7 @@ import sys
 from typing import Any, Sequence
 
 from vlm_primer.training import distributed as D
+from vlm_primer.training.config import TrainConfig
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, available_recipes, get_recipe, load_extra_modules
 from vlm_primer.utils import SCALES, seed_everything
 
@@ -94,8 +95,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return []
     if not ns.recipe:
         build_parser().error("a recipe name is required (see --list)")
-    recipe = get_recipe(ns.recipe, ns.recipe_module)
-    D.init_distributed(ns.device or "auto")
+    try:
+        recipe = get_recipe(ns.recipe, ns.recipe_module)
+        TrainConfig(**{k: v for k, v in config_overrides(ns).items() if k != "resume" or v is not True})
+        D.init_distributed(ns.device or "auto")
+    except (ValueError, TypeError) as e:  # a bad flag: one line, the usage, exit code 2
+        build_parser().error(str(e))
     try:
         seed_everything(ns.seed)
         args = RecipeArgs(preset=ns.preset, shards=ns.shards, batch_size=ns.batch_size, seed=ns.seed,

@@ -20,7 +20,7 @@ from torch import nn
 from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import ClipLoss
 from vlm_primer.nn import TextConfig, TextTransformer, ViT, ViTConfig
-from vlm_primer.utils import check_images, check_same_batch, check_tokens
+from vlm_primer.validate import check_images, check_mask, check_same_batch, check_tokens
 
 __all__ = ["CLIP", "CLIPConfig", "CLIPOutput", "SHAPES_SMALL", "SHAPES_TEXT", "check_pair_batch", "tower_configs"]
 
@@ -45,12 +45,17 @@ def tower_configs(cfg: Any) -> None:
 
 
 def check_pair_batch(
-    cfg: Any, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
-) -> int:
-    """Check an (images, captions) training batch against the tower configs; return its size."""
-    check_images(pixel_values, channels=cfg.vision.channels, size=cfg.vision.image_size, name="pixel_values")
-    check_tokens(input_ids, max_len=cfg.text.context_length, vocab_size=cfg.text.vocab_size)
-    return check_same_batch(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+    model: nn.Module, pixel_values: torch.Tensor, input_ids: Any, attention_mask: Any | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Check an (images, captions) batch against ``model.cfg``'s towers; return it as tensors on the model's device."""
+    cfg, device = model.cfg, next(model.parameters()).device
+    check_images(pixel_values, channels=cfg.vision.channels, size=cfg.vision.image_size, name="pixel_values",
+                 device=device)
+    input_ids = check_tokens(input_ids, max_len=cfg.text.context_length, vocab_size=cfg.text.vocab_size, device=device)
+    check_same_batch(pixel_values=pixel_values, input_ids=input_ids)
+    if attention_mask is not None:
+        attention_mask = check_mask(attention_mask, shape=tuple(input_ids.shape), device=device)
+    return pixel_values, input_ids, attention_mask
 
 
 @dataclass
@@ -79,7 +84,9 @@ class CLIPConfig(PresetConfig):
                     embed_dim=512),
     }
 
-    def __post_init__(self) -> None:
+    BOUNDS: ClassVar[dict] = dict(embed_dim=">0", max_logit_scale=">=0")
+
+    def validate(self) -> None:
         tower_configs(self)
         if self.vision.pool == "none":
             raise ValueError("CLIP needs a pooled image embedding: vision.pool must not be 'none'")
@@ -141,7 +148,7 @@ class CLIP(nn.Module):
         return_loss: bool = True,
     ) -> CLIPOutput:
         """Image ``i`` and caption ``i`` are a positive pair; every other pairing is a negative."""
-        check_pair_batch(self.cfg, pixel_values, input_ids, attention_mask)
+        pixel_values, input_ids, attention_mask = check_pair_batch(self, pixel_values, input_ids, attention_mask)
         image_embeds = self.encode_image(pixel_values)
         text_embeds = self.encode_text(input_ids, attention_mask)
         scale = self.logit_scale.exp()

@@ -33,7 +33,7 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.clip import SHAPES_SMALL, SHAPES_TEXT, check_pair_batch, tower_configs
 from vlm_primer.contrastive.losses import all_gather_with_grad, clip_loss, siglip_loss
 from vlm_primer.nn import Attention, TextConfig, TextTransformer, ViT, ViTConfig
-from vlm_primer.utils import check_choice, check_images
+from vlm_primer.validate import check_choice, check_images
 
 __all__ = ["Llip", "LlipConfig", "LlipOutput"]
 
@@ -68,7 +68,10 @@ class LlipConfig(PresetConfig):
                      text=dict(TextConfig.PRESETS["clip"]), embed_dim=512, num_mixture_tokens=32, heads=8),
     }
 
-    def __post_init__(self) -> None:
+    BOUNDS: ClassVar[dict] = dict(embed_dim=">0", num_mixture_tokens=">0", heads=">0", temperature=">0",
+                                  max_logit_scale=">=0")
+
+    def validate(self) -> None:
         tower_configs(self)
         check_choice(self.loss, ("sigmoid", "infonce"), "loss")
         if self.vision.cls_token or self.vision.pool != "none" or self.vision.final_norm_on != "tokens":
@@ -122,7 +125,8 @@ class Llip(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> the K visual mixture tokens ``(B, K, vision.dim)``."""
         vit, k = self.vision, self.cfg.num_mixture_tokens
-        check_images(pixel_values, channels=vit.cfg.channels, size=vit.cfg.image_size, name="pixel_values")
+        check_images(pixel_values, channels=vit.cfg.channels, size=vit.cfg.image_size, name="pixel_values",
+                     device=vit.patch_embed.weight.device)
         x = vit.embed(pixel_values)
         x = torch.cat([x, repeat(self.mixture_tokens, "k d -> b k d", b=x.shape[0]).to(x.dtype)], dim=1)
         x, _ = vit.transformer(x)
@@ -178,7 +182,7 @@ class Llip(nn.Module):
         attention_mask: torch.Tensor | None = None,
         return_loss: bool = True,
     ) -> LlipOutput:
-        check_pair_batch(self.cfg, pixel_values, input_ids, attention_mask)
+        pixel_values, input_ids, attention_mask = check_pair_batch(self, pixel_values, input_ids, attention_mask)
         mix = self.encode_image(pixel_values)
         text = self.encode_text(input_ids, attention_mask)
         logits = self.logits(mix, text)

@@ -23,6 +23,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from vlm_primer.validate import check_finite
+
 __all__ = ["ClipLoss", "SigLipLoss", "all_gather_with_grad", "clip_loss", "siglip_loss"]
 
 
@@ -88,6 +90,14 @@ def _check_features(image_features: torch.Tensor, text_features: torch.Tensor) -
         )
 
 
+def _check_logits(logits: torch.Tensor, name: str) -> None:
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (B_img, B_txt), got "
+                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError(f"{name} must have shape (B_img, B_txt) with both > 0, got {tuple(logits.shape)}")
+
+
 # --------------------------------------------------------------------------- functional forms
 
 
@@ -98,7 +108,10 @@ def clip_loss(logits_per_image: torch.Tensor, labels: torch.Tensor | None = None
     of the image->text cross-entropy over rows and the text->image cross-entropy over columns.
     Explained in notebook 02, §InfoNCE.
     """
+    _check_logits(logits_per_image, "logits_per_image")
     if labels is None:
+        if logits_per_image.shape[0] != logits_per_image.shape[1]:
+            raise ValueError(f"logits_per_image {tuple(logits_per_image.shape)} is not square: pass labels")
         labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
     return 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels))
 
@@ -111,8 +124,12 @@ def siglip_loss(logits: torch.Tensor, positive: torch.Tensor | None = None) -> t
     classification, normalised by the number of images as in the paper.
     Explained in notebook 02, §Sigmoid loss.
     """
+    _check_logits(logits, "logits")
     if positive is None:
         positive = torch.eye(*logits.shape, dtype=torch.bool, device=logits.device)
+    elif not isinstance(positive, torch.Tensor) or positive.shape != logits.shape:
+        raise ValueError(f"positive must be a tensor of the logits' shape {tuple(logits.shape)}, "
+                         f"got {tuple(getattr(positive, 'shape', ()))}")
     z = positive.to(logits.dtype) * 2 - 1
     return -F.logsigmoid(z * logits).sum() / logits.shape[0]
 
@@ -142,6 +159,7 @@ class ClipLoss(nn.Module):
         self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float
     ) -> torch.Tensor:
         _check_features(image_features, text_features)
+        check_finite(logit_scale, "logit_scale")
         rank, world = _world()
         if world == 1:
             return clip_loss(logit_scale * image_features @ text_features.t())
@@ -190,6 +208,8 @@ class SigLipLoss(nn.Module):
         logit_bias: torch.Tensor | float = 0.0,
     ) -> torch.Tensor:
         _check_features(image_features, text_features)
+        check_finite(logit_scale, "logit_scale")
+        check_finite(logit_bias, "logit_bias")
         rank, world = _world()
         b = image_features.shape[0]
         local = siglip_loss(logit_scale * image_features @ text_features.t() + logit_bias)

@@ -55,7 +55,7 @@ class SigLIPConfig(PresetConfig):
         "base": dict(vision=dict(ViTConfig.PRESETS["siglip_b16"]), text=dict(TextConfig.PRESETS["siglip"])),
     }
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         tower_configs(self)
         if self.vision.pool == "none":
             raise ValueError("SigLIP needs a pooled image embedding: vision.pool must not be 'none' (use 'map')")
@@ -117,7 +117,7 @@ class SigLIP(nn.Module):
         attention_mask: torch.Tensor | None = None,
         return_loss: bool = True,
     ) -> SigLIPOutput:
-        check_pair_batch(self.cfg, pixel_values, input_ids, attention_mask)
+        pixel_values, input_ids, attention_mask = check_pair_batch(self, pixel_values, input_ids, attention_mask)
         image_embeds = self.encode_image(pixel_values)
         text_embeds = self.encode_text(input_ids, attention_mask)
         scale = self.logit_scale.exp()

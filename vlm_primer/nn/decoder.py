@@ -20,7 +20,8 @@ from vlm_primer.nn.attention import KVCache
 from vlm_primer.nn.norm import make_norm
 from vlm_primer.nn.pos import RotaryEmbedding, learned_positions
 from vlm_primer.nn.transformer import Transformer, init_weights
-from vlm_primer.utils import check_choice, check_same_batch, check_tokens
+from vlm_primer.validate import (check_choice, check_mlp_width, check_finite, check_labels, check_mask, check_same_batch, check_tokens,
+                                 value_checks_enabled)
 
 
 @dataclass
@@ -60,13 +61,28 @@ class DecoderConfig(PresetConfig):
                          eps=1e-5, bos_token_id=1, eos_token_id=2),  # Llama-2 / Vicuna-7B shapes
     }
 
-    def __post_init__(self) -> None:
+    BOUNDS: ClassVar[dict] = dict(vocab_size=">0", context_length=">0", dim=">0", depth=">0", heads=">0",
+                                  kv_heads=">0", dim_head=">0", mlp_ratio="(0, 64]", mlp_dim=">0", rope_theta=">0",
+                                  eps=">0", dropout="[0, 1)", cross_attn_every=">=0", context_dim=">0",
+                                  pad_token_id=">=0")
+
+    def validate(self) -> None:
+        check_mlp_width(self)
         check_choice(self.norm, ("layernorm", "rmsnorm"), "norm")
         check_choice(self.pos_emb, ("learned", "rope"), "pos_emb")
         if self.dim_head is None and self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
         if self.kv_heads is not None and self.heads % self.kv_heads:
             raise ValueError(f"heads={self.heads} must be a multiple of kv_heads={self.kv_heads}")
+        if self.pos_emb == "rope" and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head dimension, got {self.head_dim}")
+        if self.cross_attn_every > self.depth:
+            raise ValueError(f"cross_attn_every={self.cross_attn_every} exceeds depth={self.depth}: no block would "
+                             "get cross-attention")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            v = getattr(self, name)
+            if v is not None and v >= self.vocab_size:
+                raise ValueError(f"{name}={v} is outside the vocabulary [0, {self.vocab_size})")
 
     @property
     def head_dim(self) -> int:
@@ -131,15 +147,17 @@ class DecoderLM(nn.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            check_tokens(input_ids, vocab_size=self.cfg.vocab_size)
-            return self.tok_emb(input_ids)
+            return self.tok_emb(check_tokens(input_ids, vocab_size=self.cfg.vocab_size, device=self.tok_emb.weight.device))
         if not isinstance(inputs_embeds, torch.Tensor):
             raise TypeError(f"inputs_embeds must be a torch.Tensor, got {type(inputs_embeds).__name__}")
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.cfg.dim:
             raise ValueError(f"inputs_embeds must have shape (B, L, {self.cfg.dim}), "
                              f"got {tuple(inputs_embeds.shape)}")
-        if inputs_embeds.shape[0] == 0:
-            raise ValueError(f"inputs_embeds is an empty batch (shape {tuple(inputs_embeds.shape)})")
+        if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
+            raise ValueError(f"inputs_embeds is empty (shape {tuple(inputs_embeds.shape)}): it needs at least one "
+                             "sequence of at least one token")
+        if not inputs_embeds.is_floating_point():
+            raise TypeError(f"inputs_embeds must be a floating-point tensor, got dtype {inputs_embeds.dtype}")
         return inputs_embeds
 
     def forward(
@@ -165,20 +183,31 @@ class DecoderLM(nn.Module):
         cfg = self.cfg
         x = self.embed(input_ids, inputs_embeds)
         b, n = x.shape[:2]
-        check_same_batch(inputs=x, attention_mask=attention_mask, labels=labels, position_ids=position_ids)
         if past_key_values is not None and len(past_key_values) != cfg.depth:
             raise ValueError(f"past_key_values must hold {cfg.depth} caches (one per block), "
                              f"got {len(past_key_values)}")
         past = len(past_key_values[0]) if past_key_values is not None else 0
         if past + n > cfg.context_length:
-            raise ValueError(f"sequence of {past + n} tokens ({past} cached + {n} new) is longer than the "
-                             f"model's context of {cfg.context_length} tokens")
-        _check_shape("attention_mask", attention_mask, (b, past + n), "(B, past + L)")
-        _check_shape("labels", labels, (b, n), "(B, L)")
-        _check_shape("position_ids", position_ids, (b, n), "(B, L)")
-        if position_ids is None:
+            name = "input_ids" if input_ids is not None else "inputs_embeds"
+            raise ValueError(f"{name}: a sequence of {past + n} tokens ({past} cached + {n} new) is longer than "
+                             f"the model's context of {cfg.context_length} tokens")
+        if attention_mask is not None:
+            attention_mask = check_mask(attention_mask, shape=(b, past + n), like="inputs", desc="(B, past + L)",
+                                        device=x.device)
+        if labels is not None:
+            labels = check_labels(labels, shape=(b, n), vocab_size=cfg.vocab_size, device=x.device)
+            # Position t predicts labels[t + 1]: with nothing to predict the mean loss would be NaN.
+            if n < 2 or (value_checks_enabled() and not bool((labels[:, 1:] != -100).any())):
+                raise ValueError("labels leave no token to predict (a sequence of one token, or every target "
+                                 "after the first position is -100): the loss would be NaN")
+        if position_ids is not None:
+            if not isinstance(position_ids, torch.Tensor) or position_ids.dtype.is_floating_point:
+                raise TypeError(f"position_ids must be an integer tensor (B, L), got {type(position_ids).__name__}")
+            check_same_batch(inputs=x, position_ids=position_ids)
+            _check_shape("position_ids", position_ids, (b, n), "(B, L)")
+        else:
             position_ids = torch.arange(past, past + n, device=x.device).expand(b, -1)
-        if self.pos_emb is not None:
+        if self.pos_emb is not None and value_checks_enabled():
             if int(position_ids.max()) >= cfg.context_length or int(position_ids.min()) < 0:
                 raise ValueError(f"position_ids must lie in [0, {cfg.context_length}), got min "
                                  f"{int(position_ids.min())}, max {int(position_ids.max())}")
@@ -186,7 +215,7 @@ class DecoderLM(nn.Module):
         caches = past_key_values if past_key_values is not None else (self.new_cache() if use_cache else None)
         x, hidden = self.transformer(
             self.drop(x), context=context, context_mask=context_mask,
-            key_padding_mask=attention_mask.bool() if attention_mask is not None else None,
+            key_padding_mask=attention_mask,
             kv_caches=caches, position_ids=position_ids, output_hidden_states=output_hidden_states,
         )
         x = self.norm(x)
@@ -199,14 +228,15 @@ class DecoderLM(nn.Module):
     def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Next token ids ``(B,)`` from logits ``(B, V)``: greedy for ``temperature == 0``."""
+        check_finite(temperature, "temperature")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if temperature == 0:
             return logits.argmax(dim=-1)
         logits = logits.float() / temperature
         if top_k is not None:
-            if top_k < 1:
-                raise ValueError(f"top_k must be >= 1, got {top_k}")
+            if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+                raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
             kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = logits.softmax(dim=-1)
@@ -241,20 +271,22 @@ class DecoderLM(nn.Module):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
         if input_ids is not None:
-            check_tokens(input_ids, vocab_size=self.cfg.vocab_size)
+            input_ids = check_tokens(input_ids, vocab_size=self.cfg.vocab_size, device=self.tok_emb.weight.device)
+        else:
+            inputs_embeds = self.embed(inputs_embeds=inputs_embeds)
         prompt = input_ids if input_ids is not None else inputs_embeds
         b, n = prompt.shape[:2]
         device = prompt.device
         if n + max_new_tokens > self.cfg.context_length:
             raise ValueError(f"prompt of {n} tokens + max_new_tokens={max_new_tokens} exceeds the model's "
                              f"context of {self.cfg.context_length} tokens")
-        mask = torch.ones(b, n, dtype=torch.long, device=device) if attention_mask is None else attention_mask.long()
-        check_same_batch(prompt=prompt, attention_mask=mask)
-        if mask.shape != (b, n):
-            raise ValueError(f"attention_mask must have shape {(b, n)}, got {tuple(mask.shape)}")
+        if attention_mask is None:
+            mask = torch.ones(b, n, dtype=torch.long, device=device)
+        else:
+            mask = check_mask(attention_mask, shape=(b, n), like="prompt", device=device).long()
         eos = self.cfg.eos_token_id if eos_token_id is None else eos_token_id
         eos = None if eos is not None and eos < 0 else eos
         was_training = self.training

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm_primer.utils import check_choice
+from vlm_primer.validate import check_choice
 
 ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh", "relu", "silu", "swiglu")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlm_primer.utils import check_choice
+from vlm_primer.validate import check_choice
 
 NORMS = ("layernorm", "rmsnorm")
 

@@ -15,7 +15,7 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.nn.pooling import masked_mean
 from vlm_primer.nn.pos import learned_positions
 from vlm_primer.nn.transformer import Transformer, init_weights
-from vlm_primer.utils import check_choice, check_same_batch, check_tokens
+from vlm_primer.validate import check_choice, check_mlp_width, check_mask, check_tokens
 
 TEXT_POOLS = ("eos", "argmax", "last", "cls", "mean")
 
@@ -52,7 +52,12 @@ class TextConfig(PresetConfig):
                        causal=False, pool="last", eos_token_id=1, pad_token_id=1, eps=1e-6),
     }
 
-    def __post_init__(self) -> None:
+    BOUNDS: ClassVar[dict] = dict(vocab_size=">0", context_length=">0", dim=">0", depth=">0", heads=">0",
+                                  mlp_ratio="(0, 64]", mlp_dim=">0", eps=">0", dropout="[0, 1)",
+                                  eos_token_id=">=0", pad_token_id=">=0")
+
+    def validate(self) -> None:
+        check_mlp_width(self)
         check_choice(self.pool, TEXT_POOLS, "pool")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
@@ -105,15 +110,14 @@ class TextTransformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False) -> TextOutput:
-        """``input_ids`` ``(B, L)`` with ``L <= context_length``; ``attention_mask`` ``(B, L)``, 1 = real token."""
-        cfg = self.cfg
-        check_tokens(input_ids, max_len=cfg.context_length, vocab_size=cfg.vocab_size)
+        """``input_ids`` ``(B, L)`` with ``L <= context_length``; ``attention_mask`` ``(B, L)``, 1 = real token.
+
+        Both may be tensors or array-likes; ids of any integer dtype (see :mod:`vlm_primer.validate`).
+        """
+        cfg, device = self.cfg, self.tok_emb.weight.device
+        input_ids = check_tokens(input_ids, max_len=cfg.context_length, vocab_size=cfg.vocab_size, device=device)
         if attention_mask is not None:
-            check_same_batch(input_ids=input_ids, attention_mask=attention_mask)
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
-                                 f"got {tuple(attention_mask.shape)}")
-            attention_mask = attention_mask.bool()
+            attention_mask = check_mask(attention_mask, shape=tuple(input_ids.shape), device=device)
         x = self.tok_emb(input_ids) + self.pos_emb[: input_ids.shape[1]]
         x, hidden = self.transformer(x, key_padding_mask=attention_mask, output_hidden_states=output_hidden_states)
         if self.norm is not None:

@@ -17,7 +17,7 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.nn.pooling import AttentionPool
 from vlm_primer.nn.pos import learned_positions, sincos_2d
 from vlm_primer.nn.transformer import Transformer, init_weights
-from vlm_primer.utils import check_choice, check_images
+from vlm_primer.validate import check_choice, check_mlp_width, check_images
 
 
 @dataclass
@@ -55,7 +55,11 @@ class ViTConfig(PresetConfig):
                            cls_token=False, pool="map", eps=1e-6),
     }
 
-    def __post_init__(self) -> None:
+    BOUNDS: ClassVar[dict] = dict(image_size=">0", patch_size=">0", channels=">0", dim=">0", depth=">0",
+                                  heads=">0", mlp_ratio="(0, 64]", mlp_dim=">0", eps=">0", dropout="[0, 1)")
+
+    def validate(self) -> None:
+        check_mlp_width(self)
         check_choice(self.pos_emb, ("learned", "sincos"), "pos_emb")
         check_choice(self.pool, ("cls", "mean", "map", "none"), "pool")
         check_choice(self.final_norm_on, ("tokens", "pooled"), "final_norm_on")
@@ -136,7 +140,8 @@ class ViT(nn.Module):
         ``transformers`` (LLaVA takes the penultimate one).
         """
         cfg = self.cfg
-        check_images(pixel_values, channels=cfg.channels, size=cfg.image_size, name="pixel_values")
+        check_images(pixel_values, channels=cfg.channels, size=cfg.image_size, name="pixel_values",
+                     device=self.patch_embed.weight.device)
         x = self.embed(pixel_values)
         x, hidden = self.transformer(x, output_hidden_states=output_hidden_states)
         if self.norm is not None and cfg.final_norm_on == "tokens":

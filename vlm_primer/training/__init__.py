@@ -9,7 +9,8 @@
 - :mod:`~vlm_primer.training.recipes`: recipes for ``python -m vlm_primer.train``.
 """
 
-from vlm_primer.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_weights, save_checkpoint
+from vlm_primer.training.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                           load_weights, save_checkpoint, verify_checkpoint)
 from vlm_primer.training.config import TrainConfig
 from vlm_primer.training.data import ResumableLoader, ResumableSampler
 from vlm_primer.training.distributed import (
@@ -23,11 +24,12 @@ from vlm_primer.training.distributed import (
 from vlm_primer.training.optim import CosineWarmup, build_optimizer, param_groups
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 from vlm_primer.training.shards import ShardLoader, shard_loader, write_shards
-from vlm_primer.training.trainer import Trainer
+from vlm_primer.training.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
-    "CosineWarmup", "RecipeArgs", "ResumableLoader", "ResumableSampler", "ShardLoader", "TrainConfig",
+    "CheckpointError", "CosineWarmup", "NonFiniteLossError", "RecipeArgs", "ResumableLoader", "ResumableSampler", "ShardLoader", "TrainConfig",
     "TrainJob", "Trainer", "build_optimizer", "cleanup", "init_distributed", "is_distributed",
     "is_main_process", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_weights",
-    "param_groups", "rank", "register_recipe", "save_checkpoint", "shard_loader", "world_size", "write_shards",
+    "param_groups", "rank", "register_recipe", "save_checkpoint", "shard_loader", "verify_checkpoint", "world_size",
+    "write_shards",
 ]

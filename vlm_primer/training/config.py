@@ -7,11 +7,17 @@ global batch of one optimizer step is ``batch_size * grad_accum_steps * world_si
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, ClassVar
 
+import torch
+
 from vlm_primer.config import PresetConfig
+from vlm_primer.validate import check_choice, check_device
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NONFINITE = ("raise", "skip")
+VALIDATE_INPUTS = ("first_step", "always", "never")
 
 
 @dataclasses.dataclass
@@ -27,6 +33,13 @@ class TrainConfig(PresetConfig):
     checkpoints), ``True`` (continue from the latest one; error if there is none), ``"auto"``
     (continue if there is one) or the path of one checkpoint directory. ``live_plot="auto"`` draws
     the loss curve only inside a Jupyter kernel.
+
+    Guards: a NaN or infinite loss (or gradient norm) stops training with an error naming the step,
+    and no checkpoint is written after it (``on_nonfinite="raise"``); ``"skip"`` drops that update
+    and goes on (it reads the loss every step, a GPU synchronisation). ``validate_inputs`` says
+    when the models check the values of their inputs (ids in range, masks of 0/1): on the first
+    step only (the default: a bad dataset fails at once, later steps run without the
+    synchronisations those checks cost on a GPU), on every step, or never.
     """
 
     max_steps: int = 1000
@@ -42,17 +55,19 @@ class TrainConfig(PresetConfig):
     precision: str = "auto"
     compile: bool = False
     find_unused_parameters: bool = False
-    device: str = "auto"
+    device: str | torch.device = "auto"
     num_workers: int = 0
     log_every: int = 10
     eval_every: int | None = None
-    ckpt_dir: str | None = None
+    ckpt_dir: str | os.PathLike | None = None
     ckpt_every: int | None = None
     keep_last: int | None = None
-    resume: bool | str = False
+    resume: bool | str | os.PathLike = False
     seed: int = 0
     progress: bool = True
     live_plot: bool | str = "auto"
+    on_nonfinite: str = "raise"
+    validate_inputs: str = "first_step"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(max_steps=300, batch_size=32, warmup_steps=20, log_every=10),
@@ -60,43 +75,24 @@ class TrainConfig(PresetConfig):
         "base": dict(max_steps=30000, batch_size=256, warmup_steps=2000, log_every=100),
     }
 
-    def __post_init__(self) -> None:
-        def positive_int(name: str, allow_none: bool = False, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-                raise ValueError(f"TrainConfig.{name} must be an int >= {minimum}, got {v!r}")
+    BOUNDS: ClassVar[dict[str, str]] = dict(
+        max_steps=">0", batch_size=">0", grad_accum_steps=">0", log_every=">0", eval_every=">0", ckpt_every=">0",
+        keep_last=">0", warmup_steps=">=0", num_workers=">=0", lr=">0", weight_decay=">=0", betas="[0, 1)",
+        eps=">0", min_lr_ratio="[0, 1]", grad_clip=">0",
+    )
 
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
-            positive_int(name)
-        for name in ("eval_every", "ckpt_every", "keep_last"):
-            positive_int(name, allow_none=True)
-        positive_int("warmup_steps", minimum=0)
-        positive_int("num_workers", minimum=0)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise TypeError(f"TrainConfig.seed must be an int, got {self.seed!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        betas = tuple(self.betas)
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None (off), got {self.grad_clip!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+    def validate(self) -> None:
+        check_choice(self.precision, PRECISIONS, "TrainConfig.precision")
+        check_choice(self.on_nonfinite, NONFINITE, "TrainConfig.on_nonfinite")
+        check_choice(self.validate_inputs, VALIDATE_INPUTS, "TrainConfig.validate_inputs")
+        self.device = str(check_device(self.device, "TrainConfig.device"))
+        if self.ckpt_dir is not None:
+            self.ckpt_dir = os.fspath(self.ckpt_dir)
+        if isinstance(self.resume, os.PathLike):
+            self.resume = os.fspath(self.resume)
         if self.live_plot not in (True, False, "auto"):
             raise ValueError(f"TrainConfig.live_plot must be True, False or 'auto', got {self.live_plot!r}")
-        if not (self.resume in (True, False, "auto") or isinstance(self.resume, str)):
-            raise ValueError(
-                f"TrainConfig.resume must be False, True, 'auto' or a checkpoint path, got {self.resume!r}"
-            )
-        if isinstance(self.resume, str) and self.resume != "auto" and not self.resume:
+        if self.resume == "":
             raise ValueError("TrainConfig.resume is an empty path")
 
     @property

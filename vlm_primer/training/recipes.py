@@ -97,7 +97,12 @@ def load_extra_modules(extra: list[str] | tuple[str, ...] = ()) -> None:
     """Import ``extra`` and the ``VLM_PRIMER_RECIPE_MODULES`` modules (which must exist)."""
     env = [m.strip() for m in os.environ.get("VLM_PRIMER_RECIPE_MODULES", "").split(",") if m.strip()]
     for name in [*env, *extra]:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name.split(".")[0] and e.name != name:
+                raise  # the module exists but imports something missing: show where
+            raise ValueError(f"recipe module {name!r} cannot be imported ({e}); is its folder on PYTHONPATH?") from None
 
 
 def load_recipe_modules(extra: list[str] | tuple[str, ...] = ()) -> None:

@@ -21,6 +21,12 @@ Resumption restores weights, optimizer, schedule, gradient scaler, step, data po
 rank's RNG states and the history, so ``N`` steps in one go and ``k`` steps + resume to ``N``
 give bit-identical weights on the same machine. Checkpoints are only written between optimizer
 steps, so no partial gradient accumulation is ever lost.
+
+A NaN or infinite loss stops training with :class:`NonFiniteLossError` (naming the step and the
+last finite loss) before any checkpoint is written after it, so the latest checkpoint on disk is
+the last good one; ``TrainConfig.on_nonfinite="skip"`` drops such updates instead. On the CPU the
+check runs every step, before the update; on a GPU, to keep the step free of synchronisations,
+it runs whenever the trainer reads values anyway (logging, evaluation, checkpoints, end of ``fit``).
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ from vlm_primer.training.data import ResumableLoader
 from vlm_primer.training.optim import build_optimizer, cosine_warmup_scheduler
 from vlm_primer.training.plot import LivePlot, in_jupyter_kernel
 from vlm_primer.utils import seed_everything
+from vlm_primer.validate import validation, value_checks_enabled
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss (or gradient norm) and ``on_nonfinite="raise"``."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -176,6 +187,11 @@ class Trainer:
         self._last_saved: int | None = None
         self._step_lr = config.lr
         self._window_sum, self._window_count = torch.zeros((), device=self.device), 0
+        self.skipped = 0  # updates dropped for a non-finite loss (on_nonfinite="skip")
+        # Non-finite guard, kept on the device: step of the first bad loss (-1: none), last finite loss and its step.
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._last_finite = torch.full((2,), float("nan"), device=self.device)
+        self._inputs_checked = False
 
     # ------------------------------------------------------------------ data
 
@@ -202,27 +218,44 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
+    def _check_inputs_now(self) -> bool:
+        """Whether the models check input values in this step (``TrainConfig.validate_inputs``)."""
+        mode = self.config.validate_inputs
+        if mode == "first_step":
+            return value_checks_enabled() and not self._inputs_checked
+        return mode == "always"
+
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step over ``grad_accum_steps`` micro-batches; (mean loss, grad norm)."""
         cfg = self.config
         self.train_model.train()
         total = torch.zeros((), device=self.device)
-        for micro in range(cfg.grad_accum_steps):
-            batch = self._next_batch()
-            last = micro == cfg.grad_accum_steps - 1
-            sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
-            with sync:
-                with self._autocast():
-                    loss = _loss_of(self.train_model(**batch))
-                self.scaler.scale(loss.float() / cfg.grad_accum_steps).backward()
-            total += loss.detach().float()
+        with validation(self._check_inputs_now()):
+            for micro in range(cfg.grad_accum_steps):
+                batch = self._next_batch()
+                last = micro == cfg.grad_accum_steps - 1
+                sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
+                with sync:
+                    with self._autocast():
+                        loss = _loss_of(self.train_model(**batch))
+                    self.scaler.scale(loss.float() / cfg.grad_accum_steps).backward()
+                total += loss.detach().float()
+        self._inputs_checked = True
+        mean = total / cfg.grad_accum_steps
         grad_norm = None
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self._step_lr = self.optimizer.param_groups[0]["lr"]
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self._guard(mean, grad_norm):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self._window_sum += mean
+            self._window_count += 1
+        else:  # on_nonfinite="skip": drop this update, keep the schedule and the data moving
+            self.skipped += 1
+            if self.scaler.is_enabled():
+                self.scaler.update(self.scaler.get_scale())
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # fp16 skips steps on overflow; the schedule still advances
             warnings.simplefilter("ignore", UserWarning)
@@ -230,7 +263,47 @@ class Trainer:
         if hasattr(self.model, "post_step"):
             self.model.post_step()
         self.step += 1
-        return total / cfg.grad_accum_steps, grad_norm
+        return mean, grad_norm
+
+    # ------------------------------------------------------------------ non-finite guard
+
+    def _guard(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
+        """Record a non-finite loss or gradient norm; ``False`` if this update must be dropped."""
+        bad = ~torch.isfinite(loss)
+        if grad_norm is not None and not self.scaler.is_enabled():  # fp16 overflow is the scaler's job
+            bad = bad | ~torch.isfinite(grad_norm)
+        if self.config.on_nonfinite == "skip":
+            if bool(D.all_reduce_mean(bad.float()) > 0):  # the same decision on every rank
+                return False
+            self._last_finite = torch.stack([torch.tensor(float(self.step + 1), device=self.device), loss])
+            return True
+        fresh = self._first_bad < 0
+        step = torch.full((), self.step + 1, dtype=torch.long, device=self.device)
+        good = torch.stack([step.float(), loss])
+        self._last_finite = torch.where(fresh & ~bad, good, self._last_finite)
+        self._first_bad = torch.where(fresh & bad, step, self._first_bad)
+        if self.device.type == "cpu":  # free here: stop before the bad update touches the weights
+            try:
+                self.raise_if_nonfinite()
+            except NonFiniteLossError:
+                self.optimizer.zero_grad(set_to_none=True)
+                raise
+        return True
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a step since the start had a non-finite loss (``raise`` mode)."""
+        if self.config.on_nonfinite != "raise" or not bool(D.all_reduce_mean((self._first_bad >= 0).float()) > 0):
+            return
+        bad, (last_step, last_loss) = int(self._first_bad), self._last_finite.tolist()
+        where = (f"the last finite loss was {last_loss:.4g} at step {int(last_step)}" if last_step == last_step
+                 else "no finite loss was seen since this Trainer started")
+        saved = list_checkpoints(self.config.ckpt_dir) if self.config.ckpt_dir is not None else []
+        disk = (f"The latest checkpoint, {saved[-1][1]}, is from before it and was kept. " if saved else "")
+        raise NonFiniteLossError(
+            f"the loss (or gradient norm) is not finite at step {bad}; {where}. Training stopped and nothing "
+            f"was saved after it. {disk}Lower TrainConfig.lr, keep grad_clip on, check the batch, or set "
+            "on_nonfinite='skip' to drop such updates."
+        )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -271,14 +344,13 @@ class Trainer:
             plot = LivePlot()
         try:
             while self.step < target:
-                loss, grad_norm = self.train_step()
-                self._window_sum += loss
-                self._window_count += 1
+                _, grad_norm = self.train_step()
                 s = self.step
                 do_eval = self.eval_fn is not None and (
                     s == cfg.max_steps or (cfg.eval_every is not None and s % cfg.eval_every == 0)
                 )
                 if s % cfg.log_every == 0 or do_eval or s == cfg.max_steps:
+                    self.raise_if_nonfinite()
                     record = self._record(grad_norm)
                     if do_eval:
                         record.update(self.evaluate())
@@ -292,6 +364,7 @@ class Trainer:
                     bar.update(1)
                 if cfg.ckpt_dir is not None and cfg.ckpt_every is not None and s % cfg.ckpt_every == 0:
                     self.save_checkpoint()
+            self.raise_if_nonfinite()
             if cfg.ckpt_dir is not None and self._last_saved != self.step and self.step > 0:
                 self.save_checkpoint()
         finally:
@@ -302,10 +375,14 @@ class Trainer:
         return self.history
 
     def _record(self, grad_norm: torch.Tensor | None) -> dict[str, Any]:
-        mean = D.all_reduce_mean(self._window_sum / max(1, self._window_count))
+        # A window whose updates were all skipped has no loss to report: NaN, not a made-up 0.
+        mean = D.all_reduce_mean(self._window_sum / self._window_count if self._window_count
+                                 else torch.full((), float("nan"), device=self.device))
         record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "loss": mean.item(), "lr": self._step_lr}
         if grad_norm is not None:
             record["grad_norm"] = float(grad_norm)
+        if self.skipped:
+            record["skipped"] = self.skipped
         self._window_sum.zero_()
         self._window_count = 0
         return record
@@ -345,11 +422,16 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "window_sum": self._window_sum.item(),
             "window_count": self._window_count,
+            "skipped": self.skipped,
         }
 
-    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write a checkpoint (rank 0 writes; every rank must call). Default: ``ckpt_dir/step_N``."""
+    def save_checkpoint(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path | None:
+        """Write a checkpoint (rank 0 writes; every rank must call). Default: ``ckpt_dir/step_N``.
+
+        An existing checkpoint at that path is kept (``FileExistsError``) unless ``overwrite=True``.
+        """
         cfg = self.config
+        self.raise_if_nonfinite()  # never write weights that a NaN has reached
         if path is None:
             if cfg.ckpt_dir is None:
                 raise ValueError("save_checkpoint() needs a path or config.ckpt_dir")
@@ -366,7 +448,7 @@ class Trainer:
                 "history": self.history,
                 "config": cfg.to_dict(),
             }
-            out = save_checkpoint(path, model=self.model, optimizer=self.optimizer, state=state)
+            out = save_checkpoint(path, model=self.model, optimizer=self.optimizer, state=state, overwrite=overwrite)
             if cfg.keep_last is not None and cfg.ckpt_dir is not None:
                 rotate_checkpoints(cfg.ckpt_dir, cfg.keep_last)
         D.barrier()
@@ -375,7 +457,8 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
         """Restore everything from a checkpoint directory written by :meth:`save_checkpoint`."""
-        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer)
+        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer,
+                                require=("step", "ranks", "scheduler", "history"))
         # The schedule's shape (warmup, max_steps, min ratio) follows the current config, so a run
         # can be extended; with an unchanged config the LR is recomputed to the very same floats.
         sched = dict(state["scheduler"], lr_lambdas=[None] * len(self.scheduler.lr_lambdas))
@@ -398,6 +481,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch = mine["epoch"], mine["batch_in_epoch"]
         self._window_sum = torch.tensor(mine["window_sum"], dtype=torch.float32, device=self.device)
         self._window_count = mine["window_count"]
+        self.skipped = mine.get("skipped", 0)
         self._iter = None
         set_rng_state(mine["rng"])
         self._started, self._last_saved = True, self.step

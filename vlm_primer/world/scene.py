@@ -143,12 +143,12 @@ class WorldConfig(PresetConfig):
         "base": dict(image_size=128, max_objects=6),
     }
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool):
-            raise TypeError(f"image_size must be an int, got {type(self.image_size).__name__}")
-        if not 16 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be in [16, 1024] pixels, got {self.image_size}")
-        check_num_objects((self.min_objects, self.max_objects))
+    BOUNDS: ClassVar[dict] = dict(image_size="[16, 1024]", min_objects="[1, 8]", max_objects="[1, 8]",
+                                  margin="[0, 0.5)", spacing=">0", min_visible="[0, 1]", max_tries=">0")
+
+    def validate(self) -> None:
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"WorldConfig.min_objects={self.min_objects} is larger than max_objects={self.max_objects}")
         for name, check in (("colors", check_color), ("shapes", check_shape), ("sizes", check_size),
                             ("textures", check_texture)):
             values = getattr(self, name)
@@ -160,14 +160,6 @@ class WorldConfig(PresetConfig):
             for v in values:
                 check(v)
             object.__setattr__(self, name, values)
-        if not 0.0 <= self.margin < 0.5:
-            raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
-        if not 0.0 < self.spacing:
-            raise ValueError(f"spacing must be > 0, got {self.spacing}")
-        if not 0.0 <= self.min_visible <= 1.0:
-            raise ValueError(f"min_visible must be in [0, 1], got {self.min_visible}")
-        if self.max_tries < 1:
-            raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
 
 
 def check_num_objects(num_objects: int | tuple[int, int]) -> tuple[int, int]:

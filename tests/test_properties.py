@@ -1,0 +1,316 @@
+"""Property-based checks of the public surface (hypothesis, fixed seed and example budget).
+
+The property, for random shapes, dtypes and values: an entry point either returns a correct, finite
+result or raises ValueError/TypeError whose message names the argument at fault. Never another
+exception type, never a non-finite output from finite input. Later chapters add their entry points
+here (one ``@given`` test per model family).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from vlm_primer.contrastive import CLIP, CLIPConfig, Llip, LlipConfig, SigLIP, SigLIPConfig
+from vlm_primer.contrastive.losses import ClipLoss, SigLipLoss
+from vlm_primer.nn import DecoderConfig, DecoderLM, TextConfig, TextTransformer, ViT, ViTConfig
+from vlm_primer.text import Tokenizer
+from vlm_primer.training import TrainConfig
+from vlm_primer.world import WorldConfig, caption_scene, render, sample_scene
+
+INT_DTYPES = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]
+ANY_DTYPES = INT_DTYPES + [torch.float32, torch.bool]
+
+
+def clear_or_ok(fn, *names):
+    """Run ``fn``; a ValueError/TypeError must name one of ``names``. Returns the result or None."""
+    try:
+        out = fn()
+    except (ValueError, TypeError) as e:
+        assert any(n in str(e) for n in names), f"the message does not name any of {names}: {e}"
+        event(f"refused: {type(e).__name__}")  # --hypothesis-show-statistics shows the mix
+        return None
+    event("accepted")
+    return out
+
+
+def finite(*tensors):
+    for t in tensors:
+        assert torch.isfinite(t).all(), "non-finite output from finite input"
+
+
+def _fit(values, dtype):
+    """Values as a tensor of ``dtype``, wrapped to its range the way NumPy would store them."""
+    if dtype == torch.bool:
+        return torch.tensor(values, dtype=torch.long).remainder(2).bool()
+    if dtype.is_floating_point:
+        return torch.tensor(values, dtype=dtype)
+    info = torch.iinfo(dtype)
+    return torch.tensor(values, dtype=torch.long).clamp(info.min, info.max).to(dtype)
+
+
+@st.composite
+def token_batches(draw, vocab, max_len, b=None):
+    """Mostly valid ids (so the models' answers get checked too), sometimes broken in one way."""
+    b = draw(st.sampled_from([1, 2, 3, 0])) if b is None else b
+    n = draw(st.one_of(st.integers(1, max_len), st.integers(1, max_len), st.sampled_from([0, max_len + 1])))
+    dtype = draw(st.sampled_from(INT_DTYPES * 2 + [torch.float32, torch.bool]))
+    values = draw(st.lists(st.integers(0, vocab - 1), min_size=b * n, max_size=b * n))
+    if values and draw(st.integers(0, 3)) == 0:  # one id out of range
+        values[draw(st.integers(0, len(values) - 1))] = draw(st.sampled_from([-1, -3, vocab, vocab + 3, 255]))
+    ids = _fit(values, dtype).reshape(b, n)
+    return draw(st.sampled_from(["tensor", "tensor", "numpy", "list"])), ids
+
+
+@st.composite
+def masks(draw, b, n):
+    rows, cols = draw(st.sampled_from([b, b, b, b + 1])), draw(st.sampled_from([n, n, n, max(n - 1, 0), n + 1]))
+    dtype = draw(st.sampled_from([torch.bool, torch.int64, torch.uint8, torch.float32]))
+    values = draw(st.lists(st.sampled_from([0, 1, 1, 1, 2, -1]), min_size=rows * cols, max_size=rows * cols))
+    mask = torch.tensor(values, dtype=torch.float32).reshape(rows, cols)
+    if draw(st.integers(0, 3)):
+        mask = mask.clamp(0, 1)
+        if mask.numel() and draw(st.booleans()):
+            mask[:, 0] = 1  # every row keeps a real token
+    if dtype != torch.float32 and draw(st.booleans()):
+        mask = _fit(mask.long().tolist(), dtype)
+    return draw(st.sampled_from(["tensor", "numpy", "list"])), mask
+
+
+@st.composite
+def valid_tokens(draw, vocab, max_len, b):
+    """Valid ids in any integer dtype that holds them, as a tensor, array or list; and the int64 reference."""
+    n = draw(st.integers(1, max_len))
+    values = draw(st.lists(st.integers(0, vocab - 1), min_size=b * n, max_size=b * n))
+    fits = [d for d in INT_DTYPES if torch.iinfo(d).max >= max(values)]
+    ids = torch.tensor(values, dtype=draw(st.sampled_from(fits))).reshape(b, n)
+    return as_form(draw(st.sampled_from(["tensor", "numpy", "list"])), ids), ids.long()
+
+
+@st.composite
+def valid_masks(draw, b, n):
+    """A 0/1 mask with a real token in every row, as bool, int or float, tensor, array or list; and the bool reference."""
+    bits = torch.tensor(draw(st.lists(st.booleans(), min_size=b * n, max_size=b * n))).reshape(b, n)
+    bits[torch.arange(b), torch.tensor(draw(st.lists(st.integers(0, n - 1), min_size=b, max_size=b)))] = True
+    mask = bits.to(draw(st.sampled_from([torch.bool, torch.int64, torch.uint8, torch.float32])))
+    return as_form(draw(st.sampled_from(["tensor", "numpy", "list"])), mask), bits
+
+
+def as_form(form, t):
+    return t if form == "tensor" else t.numpy() if form == "numpy" else t.tolist()
+
+
+@st.composite
+def images(draw, size, b=None):
+    b = draw(st.sampled_from([1, 2, 2, 0])) if b is None else b
+    c = draw(st.sampled_from([3] * 6 + [1, 4]))
+    hw = draw(st.sampled_from([size] * 6 + [size // 2, size + 1]))
+    dtype = draw(st.sampled_from([torch.float32] * 6 + [torch.float16, torch.uint8, torch.int64]))
+    x = torch.rand(b, c, hw, hw, generator=torch.Generator().manual_seed(draw(st.integers(0, 9))))
+    return (x * draw(st.sampled_from([1.0, 255.0, -3.0]))).to(dtype)
+
+
+# --------------------------------------------------------------------------- models
+
+TEXT = TextTransformer(TextConfig.from_preset("tiny", depth=1, context_length=8)).eval()
+LM = DecoderLM(DecoderConfig.from_preset("tiny", depth=1, context_length=12, vocab_size=100)).eval()
+VIT = ViT(ViTConfig.from_preset("tiny", depth=1, image_size=16)).eval()
+
+
+def _pair_model(model_cls, cfg_cls):
+    tiny = cfg_cls.from_preset("tiny")
+    torch.manual_seed(0)
+    return model_cls(cfg_cls.from_preset("tiny", vision=tiny.vision.replace(depth=1, image_size=16),
+                                         text=tiny.text.replace(depth=1, context_length=8))).eval()
+
+
+PAIR_MODELS = {"clip": _pair_model(CLIP, CLIPConfig), "siglip": _pair_model(SigLIP, SigLIPConfig),
+               "llip": _pair_model(Llip, LlipConfig)}
+
+
+@given(st.integers(1, 3), st.data())
+def test_text_tower_valid_input(b, data):
+    """Any integer dtype, tensor or array-like, any 0/1 mask: the same answer as int64 ids and a bool mask."""
+    ids, ref_ids = data.draw(valid_tokens(1024, 8, b))
+    mask, ref_mask = data.draw(valid_masks(*ref_ids.shape))
+    with torch.no_grad():
+        out, ref = TEXT(ids, mask), TEXT(ref_ids, ref_mask)
+    finite(out.pooled)
+    assert torch.equal(out.pooled, ref.pooled)
+    event("accepted")
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_MODELS))
+@given(b=st.integers(1, 3), data=st.data())
+def test_contrastive_models_valid_input(name, b, data):
+    ids, ref_ids = data.draw(valid_tokens(1024, 8, b))
+    mask, ref_mask = data.draw(valid_masks(*ref_ids.shape))
+    pixels = torch.rand(b, 3, 16, 16, generator=torch.Generator().manual_seed(data.draw(st.integers(0, 99))))
+    with torch.no_grad():
+        out, ref = PAIR_MODELS[name](pixels, ids, mask), PAIR_MODELS[name](pixels, ref_ids, ref_mask)
+    finite(out.loss, out.logits_per_image)
+    assert torch.equal(out.logits_per_image, ref.logits_per_image)
+
+
+@given(token_batches(1024, 8), st.data())
+def test_text_tower(batch, data):
+    form, ids = batch
+    mask = None
+    if data.draw(st.booleans()):
+        mform, mask = data.draw(masks(*ids.shape))
+        mask = as_form(mform, mask)
+    with torch.no_grad():
+        out = clear_or_ok(lambda: TEXT(as_form(form, ids), mask), "input_ids", "attention_mask")
+    if out is not None:
+        finite(out.pooled, out.last_hidden_state)
+        assert out.pooled.shape == (ids.shape[0], 64)
+
+
+@given(token_batches(100, 12), st.data())
+def test_decoder_forward_and_generate(batch, data):
+    form, ids = batch
+    labels = None
+    if data.draw(st.booleans()) and ids.numel():
+        labels = ids.long().clone()
+        labels[:, 0] = data.draw(st.sampled_from([-100, 5, 100, -1]))
+    with torch.no_grad():
+        out = clear_or_ok(lambda: LM(as_form(form, ids), labels=labels), "input_ids", "labels")
+        if out is not None:
+            finite(out.logits)
+            if labels is not None:
+                finite(out.loss)
+        new = data.draw(st.integers(0, 4))
+        gen = clear_or_ok(lambda: LM.generate(as_form(form, ids), new), "input_ids", "max_new_tokens")
+    if gen is not None:
+        assert gen.shape[0] == ids.shape[0] and ids.shape[1] <= gen.shape[1] <= ids.shape[1] + new
+
+
+@given(images(16))
+def test_vit(pixels):
+    with torch.no_grad():
+        out = clear_or_ok(lambda: VIT(pixels), "pixel_values")
+    if out is not None:
+        finite(out.pooled)
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_MODELS))
+@given(data=st.data())
+def test_contrastive_models(name, data):
+    b = data.draw(st.sampled_from([1, 2, 3, 0]))
+    pixels = data.draw(images(16, b=data.draw(st.sampled_from([b, b, b, b + 1]))))
+    form, ids = data.draw(token_batches(1024, 8, b=b))
+    mask = None
+    if data.draw(st.booleans()):
+        mform, mask = data.draw(masks(*ids.shape))
+        mask = as_form(mform, mask)
+    with torch.no_grad():
+        out = clear_or_ok(lambda: PAIR_MODELS[name](pixels, as_form(form, ids), mask),
+                          "pixel_values", "input_ids", "attention_mask", "batch")
+    if out is not None:
+        finite(out.loss, out.logits_per_image)
+
+
+@given(st.integers(0, 4), st.integers(1, 8), st.sampled_from([1.0, 0.0, -1.0, math.nan, math.inf, 1e30]),
+       st.sampled_from([0.0, -10.0, math.nan, -math.inf]))
+def test_contrastive_losses(b, d, scale, bias):
+    x = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
+    for fn in (lambda: ClipLoss()(x, x, scale), lambda: SigLipLoss()(x, x, scale, bias)):
+        loss = clear_or_ok(fn, "image_features", "logit_scale", "logit_bias")
+        if loss is not None and abs(scale) < 1e6:
+            finite(loss)
+
+
+# --------------------------------------------------------------------------- configs
+
+WILD = st.one_of(
+    st.integers(-2, 9), st.floats(allow_nan=True, allow_infinity=True, width=32), st.none(), st.booleans(),
+    st.text(max_size=3), st.sampled_from(["gelu", "swiglu", "mean", "cls", "rope", "rmsnorm", "map", "none"]),
+)
+PLAUSIBLE = {int: st.integers(1, 8), float: st.floats(0.01, 0.9), bool: st.booleans(),
+             str: st.sampled_from(["gelu", "swiglu", "quick_gelu", "mean", "cls", "eos", "last", "rope", "learned",
+                                   "rmsnorm", "layernorm", "map", "none", "sincos", "tokens", "pooled", "cpu",
+                                   "skip", "fp32", "always"])}
+
+
+@st.composite
+def config_kwargs(draw, cls, skip=()):
+    """1-3 fields set to a plausible value of their type (2 times in 3) or to anything at all."""
+    hints = {f.name: f.type for f in dataclasses.fields(cls) if f.name not in skip}
+    names = draw(st.lists(st.sampled_from(sorted(hints)), min_size=1, max_size=3, unique=True))
+    kinds = {"int": int, "float": float, "bool": bool, "str": str}
+    out = {}
+    for n in names:
+        plausible = PLAUSIBLE.get(kinds.get(str(hints[n]).split(" |")[0]))
+        out[n] = draw(WILD if plausible is None or draw(st.integers(0, 2)) == 0 else plausible)
+    return out
+
+
+def _build_and_run(cls, cfg):
+    """A config that constructs must give a model that runs on valid input (finite output)."""
+    if cls is ViTConfig:
+        out = ViT(cfg).eval()(torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size))
+        finite(out.last_hidden_state)
+    elif cls is TextConfig:
+        ids = torch.randint(0, cfg.vocab_size, (2, min(cfg.context_length, 5)))
+        finite(TextTransformer(cfg).eval()(ids).pooled)
+    else:
+        ids = torch.randint(0, cfg.vocab_size, (2, min(cfg.context_length, 5)))
+        context = torch.randn(2, 3, cfg.context_dim or cfg.dim) if cfg.cross_attn_every else None
+        out = DecoderLM(cfg).eval()(ids, labels=ids if ids.shape[1] > 1 else None, context=context)
+        finite(out.logits if out.loss is None else out.loss)
+
+
+@pytest.mark.parametrize("cls", [ViTConfig, TextConfig, DecoderConfig])
+@given(data=st.data())
+def test_tower_configs(cls, data):
+    kw = data.draw(config_kwargs(cls))
+    base = dict(dim=16, heads=2, depth=1, image_size=16, patch_size=8) if cls is ViTConfig else \
+        dict(dim=16, heads=2, depth=1, vocab_size=50, context_length=8, eos_token_id=3, pad_token_id=0)
+    if cls is DecoderConfig:
+        base.pop("eos_token_id")
+    cfg = clear_or_ok(lambda: cls(**{**base, **kw}), cls.__name__, *kw)
+    if cfg is not None:
+        with torch.no_grad():
+            clear_or_ok(lambda: _build_and_run(cls, cfg), *kw)
+
+
+@pytest.mark.parametrize("cls", [CLIPConfig, SigLIPConfig, LlipConfig, WorldConfig, TrainConfig])
+@given(data=st.data())
+def test_other_configs(cls, data):
+    kw = data.draw(config_kwargs(cls, skip=("vision", "text")))
+    clear_or_ok(lambda: cls(**kw), cls.__name__, *kw)
+
+
+# --------------------------------------------------------------------------- text and world
+
+TOK = Tokenizer.load()
+
+
+@given(st.one_of(st.text(max_size=40), st.text(alphabet="abcdefghij <>image", max_size=40), st.integers(),
+                 st.none(), st.lists(st.integers(), max_size=3)),
+       st.booleans(), st.booleans())
+def test_tokenizer(text, add_bos, add_eos):
+    ids = clear_or_ok(lambda: TOK.encode(text, add_bos=add_bos, add_eos=add_eos), "text")
+    if ids is not None:
+        assert all(0 <= i < TOK.vocab_size for i in ids)
+        assert isinstance(TOK.decode(ids), str)
+
+
+@given(st.integers(0, 2**32), st.one_of(st.integers(-1, 9), st.tuples(st.integers(-1, 9), st.integers(-1, 9)),
+                                        st.none(), st.text(max_size=2)),
+       st.sampled_from([16, 32, 64, 13, 0, -4]), st.sampled_from(["objects", "relation", "count", "bogus", 3]))
+def test_world_generator(seed, num_objects, size, kind):
+    rng = np.random.default_rng(seed)
+    scene = clear_or_ok(lambda: sample_scene(rng, WorldConfig(max_objects=4), num_objects=num_objects), "num_objects")
+    if scene is None:
+        return
+    image = clear_or_ok(lambda: render(scene, size=size), "size")
+    if image is not None:
+        assert image.shape == (3, size, size) and 0 <= float(image.min()) <= float(image.max()) <= 1
+    clear_or_ok(lambda: caption_scene(scene, rng, kind=kind), "kind")
