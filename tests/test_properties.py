@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from vlm_primer.contrastive import CLIP, CLIPConfig, Llip, LlipConfig, SigLIP, SigLIPConfig
 from vlm_primer.contrastive.losses import ClipLoss, SigLipLoss
+from vlm_primer.evaluation import recall_at_k
 from vlm_primer.nn import DecoderConfig, DecoderLM, TextConfig, TextTransformer, ViT, ViTConfig
 from vlm_primer.text import Tokenizer
 from vlm_primer.training import TrainConfig
-from vlm_primer.world import WorldConfig, caption_scene, render, sample_scene
+from vlm_primer.world import ShapesCaptionDataset, WorldConfig, caption_scene, render, sample_scene
 
 INT_DTYPES = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]
 ANY_DTYPES = INT_DTYPES + [torch.float32, torch.bool]
@@ -314,3 +315,27 @@ def test_world_generator(seed, num_objects, size, kind):
     if image is not None:
         assert image.shape == (3, size, size) and 0 <= float(image.min()) <= float(image.max()) <= 1
     clear_or_ok(lambda: caption_scene(scene, rng, kind=kind), "kind")
+
+
+@given(st.sampled_from(["train", "val", "test", "bogus", 3]), st.sampled_from([1, 5, 0, -2, 2.5]),
+       st.one_of(st.integers(1, 4), st.tuples(st.integers(0, 4), st.integers(0, 9))),
+       st.sampled_from(["objects", "random", "relation", "nope"]), st.sampled_from([None, 1, 4, 100, 0]))
+def test_caption_dataset(split, size, num_objects, kind, distinct):
+    ds = clear_or_ok(lambda: ShapesCaptionDataset(split, size=size, num_objects=num_objects, caption_kind=kind,
+                                                  distinct=distinct, statements=False),
+                     "split", "size", "num_objects", "caption_kind", "distinct", "compositions")
+    if ds is not None:
+        item = ds[len(ds) - 1]
+        assert item["image"].shape == (3, 64, 64) and isinstance(item["caption"], str)
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.sampled_from([None, "short", "floats", "out_of_range", "ok"]),
+       st.sampled_from([1.0, math.nan, math.inf]), st.sampled_from([1, (1, 5), 0, (2, "a")]))
+def test_recall_at_k(n_img, n_txt, mapping, poison, ks):
+    sim = torch.randn(n_img, n_txt)
+    sim[0, 0] *= poison
+    t2i = {None: None, "short": [0] * max(n_txt - 1, 0), "floats": [0.5] * n_txt, "out_of_range": [n_img] * n_txt,
+           "ok": [j % n_img for j in range(n_txt)]}[mapping]
+    out = clear_or_ok(lambda: recall_at_k(sim, t2i, ks), "similarity", "text_to_image", "K", "images", "ks")
+    if out is not None:
+        assert all(0.0 <= v <= 1.0 for v in out.values())

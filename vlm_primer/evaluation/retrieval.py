@@ -26,6 +26,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from vlm_primer.validate import as_tensor, check_finite
+
 __all__ = ["first_hit_rank", "recall_at_k", "retrieval_metrics"]
 
 
@@ -74,6 +76,7 @@ def recall_at_k(
     n_img, n_txt = similarity.shape
     if n_img == 0 or n_txt == 0:
         raise ValueError(f"similarity is empty: shape {(n_img, n_txt)}")
+    check_finite(similarity, "similarity")  # a NaN score would count as a hit
     if text_to_image is None:
         if n_img != n_txt:
             raise ValueError(
@@ -81,7 +84,7 @@ def recall_at_k(
                 "(the image index of each caption)"
             )
         text_to_image = torch.arange(n_txt)
-    text_to_image = torch.as_tensor(text_to_image, device=similarity.device)
+    text_to_image = as_tensor(text_to_image, "text_to_image", "a (N_txt,) tensor of image indices").to(similarity.device)
     if text_to_image.shape != (n_txt,):
         raise ValueError(
             f"text_to_image must have shape ({n_txt},) (one entry per caption), got {tuple(text_to_image.shape)}"
