@@ -41,7 +41,9 @@
 # * describe a scene as a scene graph and render it, with its boxes, at any resolution;
 # * generate captions that are true by construction, and hard negatives that are false by construction;
 # * build Winoground pairs and a compositional split of held-out colour–shape pairs;
-# * tokenize the world's text and load it as training batches.
+# * tokenize the world's text and load it as training batches;
+# * generate balanced questions, POPE probes and LLaVA-style instruction data, and measure what a
+#   blind baseline gets from the question text alone.
 
 # %%
 import textwrap
@@ -62,7 +64,7 @@ SCALE = get_scale()
 print(f"VLM_PRIMER_SCALE = {SCALE!r}")
 
 # %%
-from vlm_primer.text import Tokenizer, format_chat
+from vlm_primer.text import Tokenizer, encode_chat, format_chat
 from vlm_primer.world import (
     COLORS,
     DEFAULT_HELD_OUT,
@@ -430,6 +432,142 @@ print(len(single_obj.classnames), "classes, e.g.", single_obj.classnames[:4], "|
 assert len(single_obj.classnames) == 48
 
 # %% [markdown]
+# ## Questions, probes and instructions
+#
+# Chapters 04–08 need more than captions: questions with answers (visual question answering),
+# hallucination probes, and the instruction conversations that LLaVA trains on
+# {cite:p}`liu2023llava`. All of them are read off the scene graph, so every answer is true by
+# construction (the tests check each one against the graph).
+#
+# **Questions** come in eight types: three yes/no types (*exist*: "is there a red circle in the
+# image?", *attribute*: "is the star small?", *relation_yn*: "is the square above the disk?"),
+# four that name an attribute (*color*, *shape*, *size*, and *relation*: "is the circle left, right,
+# above or below the star?") and *count*. VQAv2 {cite:p}`goyal2017vqav2` showed why they must be
+# **balanced**: in the first VQA dataset a model that never looked at the image answered "yes" to
+# "is there a …?" and "2" to "how many …?" often enough to score well. So a yes/no answer is drawn
+# first (yes or no, half each), and a count is drawn uniformly among the counts the scene allows.
+# Each question carries VQAv2's ten reference answers (the canonical word seven times and a synonym
+# three times: `purple`/`violet`, `two`/`2`), so VQAv2's official soft accuracy applies to our models.
+
+# %%
+from vlm_primer.world import (QUESTION_TYPES, PopeStats, ShapesInstructDataset, ShapesPOPEDataset,
+                              ShapesVQADataset, accuracy_by_type, blind_prior, parse_box, pope_probes)
+
+vqa_val = ShapesVQADataset("val", 1500, config=config)
+examples = {}
+for i in range(200):
+    q = vqa_val.question(i)
+    examples.setdefault(q.qtype, (i, q))
+fig, axes = plt.subplots(1, 4, figsize=(11, 3.2))
+for ax, qtype in zip(axes, ("relation_yn", "count", "color", "relation")):
+    i, q = examples[qtype]
+    show(ax, vqa_val[i]["image"], f"{q.question} → {q.answer}")
+fig.suptitle("Four of the eight question types, with the answer read off the scene graph")
+plt.show()
+for qtype in QUESTION_TYPES:
+    i, q = examples[qtype]
+    print(f"{qtype:>11} | {q.question:<52} | {q.answer:<6} | {q.sentence}")
+
+# %% [markdown]
+# ### The control: a blind baseline
+#
+# Before any model answers these questions we need to know what the question *text* alone gives
+# away. The {term}`blind baseline` never sees the image: for each question it predicts the answer
+# most often given to the same question text in training (falling back to the most frequent answer
+# of its type). Every VQA number in this book is printed beside it.
+
+# %%
+vqa_train = ShapesVQADataset("train", 3000, config=config)
+train_qs = [vqa_train.question(i) for i in range(len(vqa_train))]
+val_qs = [vqa_val.question(i) for i in range(len(vqa_val))]
+prior = blind_prior(train_qs)
+blind = accuracy_by_type(val_qs, [prior.predict(q) for q in val_qs])
+answers_per_type = {t: len({q.answer for q in train_qs if q.qtype == t}) for t in QUESTION_TYPES}
+print(f"{'type':>11}  {'questions':>9}  {'blind':>6}  {'chance':>6}")
+for t in QUESTION_TYPES:
+    n = sum(q.qtype == t for q in val_qs)
+    print(f"{t:>11}  {n:>9}  {blind[t]:>6.1%}  {1 / answers_per_type[t]:>6.1%}")
+print(f"{'all':>11}  {len(val_qs):>9}  {blind['all']:>6.1%}")
+assert blind["all"] < 0.5
+assert all(abs(blind[t] - 0.5) < 0.1 for t in ("exist", "attribute", "relation_yn"))
+assert blind["count"] > 1.5 / answers_per_type["count"]  # the control can see a bias where there is one
+
+# %% [markdown]
+# The balanced yes/no types sit at a coin flip, and colour, shape and size at chance. The baseline
+# is not broken, though (the control works): where the text does give the answer away, it finds it.
+# "How many red circles are there?" is usually *zero* or *one* in scenes of one to three objects, so
+# on *count* it scores about twice chance. A model's count accuracy means something only above the
+# blind row, not above chance.
+#
+# ### POPE: probing object hallucination
+#
+# POPE {cite:p}`li2023pope` measures {term}`object hallucination` with yes/no probes, "is there a
+# ⟨object⟩ in the image?": half name objects that are present, half name absent ones, drawn at
+# *random*, among the objects most frequent in the training data (*popular*), or among those that
+# co-occur most with the objects present (*adversarial*). On COCO the adversarial probes are the
+# hardest, because models learn which objects go together. Here an object is a colour–shape pair.
+
+# %%
+stats = PopeStats.from_scenes(split_scene("train", i, 0, config)[0] for i in range(2000))
+scene0, _ = split_scene("val", 3, 0, config)
+print("objects:", ", ".join(o.describe() for o in scene0.objects))
+for setting in ("random", "popular", "adversarial"):
+    probes = pope_probes(scene0, np.random.default_rng(0), setting, 3, stats)
+    print(f"{setting:>11}: " + "; ".join(f"{q.question[9:-14]} → {q.answer}" for q in probes))
+
+neg_freq = {}
+for setting in ("random", "popular", "adversarial"):
+    pope = ShapesPOPEDataset("val", 200, config=config, setting=setting)
+    yes = np.mean([q.answer == "yes" for _, q in pope.probes])
+    negs = [q.meaning.np for _, q in pope.probes if q.answer == "no"]
+    neg_freq[setting] = np.mean([stats.frequency[(n.color, n.shape)] for n in negs])
+    print(f"{setting:>11}: {len(pope)} probes, {yes:.0%} yes; mean training frequency of the negatives "
+          f"{neg_freq[setting]:.1f}")
+    assert yes == 0.5
+assert neg_freq["popular"] >= neg_freq["random"]
+
+# %% [markdown]
+# What the toy can and cannot show: Shapes World samples colour–shape pairs uniformly, so the
+# popular negatives are only slightly more frequent than random ones and co-occurrence is nearly
+# flat. POPE's gap between random and adversarial probes comes from skewed co-occurrence in real
+# data; chapter 06 samples skewed worlds to create it, and chapter 07 measures models on all three.
+#
+# ### Instruction data, as LLaVA made it
+#
+# LLaVA gave a text-only GPT-4 the captions and boxes of a COCO image and asked for three kinds of
+# data: a multi-turn *conversation*, a *detailed description* and *complex reasoning*. Our teacher
+# reads the scene graph instead and writes the same three kinds, plus *grounding* (a referring
+# expression answered with a box, `<box>x1,y1,x2,y2</box>` in hundredths of the image side). Each
+# sample is a list of chat messages; the first user turn starts with `<image>`, where a VLM splices
+# in the image tokens, and `encode_chat` marks only the assistant's tokens as training targets.
+
+# %%
+instruct = ShapesInstructDataset("val", 200, config=config)
+seen = {}
+for i in range(len(instruct)):
+    item = instruct[i]
+    seen.setdefault(item["kind"], item)
+for kind in ("conversation", "detail", "reasoning", "grounding"):
+    print(f"--- {kind}")
+    for m in seen[kind]["messages"]:
+        print(f"{m['role']:>9}: {textwrap.fill(m['content'], 100, subsequent_indent=' ' * 11)}")
+
+ids, target = encode_chat(tok, seen["conversation"]["messages"])
+print(f"\nconversation: {len(ids)} tokens, {sum(target)} of them trained (the assistant's answers)")
+assert 0 < sum(target) < len(ids)
+
+item = seen["grounding"]
+x0, y0, x1, y1 = (v / 100 * config.image_size for v in parse_box(item["messages"][1]["content"]))
+fig, ax = plt.subplots(figsize=(3, 3))
+show(ax, item["image"], item["messages"][0]["content"].removeprefix("<image>"), torch.tensor([[x0, y0, x1, y1]]))
+plt.show()
+
+# %% [markdown]
+# All three datasets are `torch` datasets like `ShapesCaptionDataset`, deterministic by seed, with
+# the held-out compositions kept out of `train`; `export_webdataset(dataset, folder)` writes any of
+# them as WebDataset shards for training at scale.
+
+# %% [markdown]
 # ## Explore
 #
 # Move the sliders to sample other scenes (in a live Jupyter session; the saved notebook and the HTML
@@ -476,6 +614,8 @@ display(controls)
 #   are checked false; **Winoground pairs** reuse the same words in swapped roles.
 # * Held-out compositions give a **compositional** test split; the ordinary splits are disjoint by seed.
 # * A byte-level BPE keeps every world word one token, with stable special and chat tokens.
+# * **Questions** are balanced so that the **blind baseline** stays near chance on yes/no (about 40 %
+#   over all types); **POPE** probes and **instruction data** are read off the same scene graph.
 #
 # Next, chapter 02 trains CLIP and SigLIP on these pairs and asks: can they tell a red circle left of
 # a blue square from a blue circle left of a red square?
@@ -493,6 +633,10 @@ display(controls)
 #    the coverage $\mathrm{clip}(0.5 - d, 0, 1)$ of each pixel, where $d$ is the signed distance from the
 #    pixel's centre to the circle of centre $(c_x, c_y)$ and radius $r$ (in pixels). Plot it next to a
 #    hard threshold.
+# 5. **A blind baseline** (`01.5`). Write `blind_accuracy(train, test)`: `train` and `test` are lists of
+#    `(question, answer)` pairs. Predict for each test question the answer most often given to the same
+#    question text in `train` (the most frequent answer overall for a question never seen) and return
+#    the accuracy. Why does it beat chance on *count* questions but not on *exist* questions?
 
 # %%
 from vlm_primer.exercises import check
@@ -514,6 +658,10 @@ def disc_coverage(cx, cy, r, size):
     raise NotImplementedError
 
 
+def blind_accuracy(train, test):
+    raise NotImplementedError
+
+
 for exercise_id, answer in [("01.1", relation), ("01.2", same_words), ("01.3", training_compositions),
-                            ("01.4", disc_coverage)]:
+                            ("01.4", disc_coverage), ("01.5", blind_accuracy)]:
     check(exercise_id, answer)

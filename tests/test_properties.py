@@ -339,3 +339,24 @@ def test_recall_at_k(n_img, n_txt, mapping, poison, ks):
     out = clear_or_ok(lambda: recall_at_k(sim, t2i, ks), "similarity", "text_to_image", "K", "images", "ks")
     if out is not None:
         assert all(0.0 <= v <= 1.0 for v in out.values())
+
+
+@given(st.sampled_from(["vqa", "pope", "instruct"]), st.sampled_from(["train", "val", "compositional", "nope"]),
+       st.sampled_from([1, 3, 0, "2"]), st.sampled_from([None, (1, 1), (2, 4), 0]),
+       st.sampled_from([None, ["color"], ["count", "relation"], [], ["mood"], "color"]))
+def test_question_and_instruction_datasets(kind, split, size, num_objects, types):
+    from vlm_primer.world import ShapesInstructDataset, ShapesPOPEDataset, ShapesVQADataset
+
+    def build():
+        if kind == "vqa":
+            return ShapesVQADataset(split, size, num_objects=num_objects, **({} if types is None else {"qtypes": types}))
+        if kind == "pope":
+            return ShapesPOPEDataset(split, size, num_objects=num_objects, setting="popular", stats_size=50)
+        return ShapesInstructDataset(split, size, num_objects=num_objects,
+                                     **({} if types is None else {"kinds": types}))
+
+    ds = clear_or_ok(build, "split", "size", "num_objects", "qtypes", "kinds", "compositions")
+    if ds is not None and len(ds):
+        item = ds[len(ds) - 1]
+        assert item["image"].shape == (3, 64, 64)
+        assert isinstance(item.get("question", item.get("text")), str)

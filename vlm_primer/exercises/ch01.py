@@ -78,3 +78,24 @@ def coverage(fn) -> None:
             raise Wrong("pixel (i, j) covers [j, j+1) × [i, i+1): measure from its centre, (j + 0.5, i + 0.5)")
         if not np.allclose(got, want, atol=1e-6):
             raise Wrong(f"disc at ({cx}, {cy}), radius {r}, in a {size}x{size} image: the coverage is off")
+
+
+@exercise("01.5", "A blind baseline for visual questions")
+def blind_baseline(fn) -> str:
+    from vlm_primer.world import ShapesVQADataset, blind_prior
+
+    train = [ShapesVQADataset("train", 1500).question(i) for i in range(1500)]
+    test = [ShapesVQADataset("val", 600).question(i) for i in range(600)]
+    prior = blind_prior([q.__class__(q.question, q.answer, q.answers, "any", q.sentence) for q in train])
+    want = sum(prior.predict(q.__class__(q.question, q.answer, q.answers, "any", q.sentence)) == q.answer
+               for q in test) / len(test)
+    got = fn([(q.question, q.answer) for q in train], [(q.question, q.answer) for q in test])
+    if not isinstance(got, (float, int, np.floating)) or not 0.0 <= got <= 1.0:
+        raise Wrong(f"return the accuracy as a number in [0, 1], got {got!r}")
+    overall = max(set(a for _, a in [(q.question, q.answer) for q in train]),
+                  key=[q.answer for q in train].count)
+    if abs(got - np.mean([q.answer == overall for q in test])) < 1e-9 and abs(got - want) > 0.01:
+        raise Wrong("that is the most frequent answer overall: use the answers seen for the same question text")
+    if abs(got - want) > 0.01:
+        raise Wrong(f"expected an accuracy of about {want:.3f}, got {got:.3f}")
+    return f"{got:.1%} without looking at a single image"

@@ -6,7 +6,8 @@ anti-aliased images and boxes, write captions that are true by construction (and
 color-shape compositions can test compositional generalisation. Explained in notebook 01.
 """
 
-from vlm_primer.world.datasets import ShapesCaptionDataset, make_collate
+from vlm_primer.world.datasets import SceneDataset, ShapesCaptionDataset, make_collate
+from vlm_primer.world.instruct import INSTRUCTION_KINDS, box_text, grounded_caption, instruction, parse_box
 from vlm_primer.world.language import (
     CAPTION_KINDS,
     NP,
@@ -26,10 +27,16 @@ from vlm_primer.world.negatives import NEGATIVE_KINDS, hard_negative, hard_negat
 from vlm_primer.world.render import boxes, object_coverage, render, render_batch, render_numpy, visible_fractions
 from vlm_primer.world.scene import Obj, Scene, WorldConfig, clear_relations, relation_holds, sample_scene
 from vlm_primer.world.splits import DEFAULT_HELD_OUT, SPLITS, split_rng, split_scene
+from vlm_primer.world.tasks import ShapesInstructDataset, ShapesPOPEDataset, ShapesVQADataset, export_webdataset
 from vlm_primer.world.vocab import COLORS, RELATIONS, SHAPES, SIZES, TEXTURES, world_words
+from vlm_primer.world.vqa import (POPE_SETTINGS, QUESTION_TYPES, BlindPrior, PopeStats, Question, accuracy_by_type, ask,
+                                  ask_any, blind_prior, pope_probes)
 from vlm_primer.world.winoground import WinogroundPair, same_words, winoground_pair
 
 __all__ = [
+    "INSTRUCTION_KINDS", "POPE_SETTINGS", "QUESTION_TYPES", "BlindPrior", "PopeStats", "Question", "SceneDataset",
+    "ShapesInstructDataset", "ShapesPOPEDataset", "ShapesVQADataset", "accuracy_by_type", "ask", "ask_any",
+    "blind_prior", "box_text", "export_webdataset", "grounded_caption", "instruction", "parse_box", "pope_probes",
     "CAPTION_KINDS", "COLORS", "DEFAULT_HELD_OUT", "NEGATIVE_KINDS", "NP", "RELATIONS", "SHAPES", "SIZES",
     "SPLITS", "TEXTURES", "Absent", "Caption", "Count", "Exists", "Obj", "Relation", "Scene",
     "ShapesCaptionDataset", "WinogroundPair", "WorldConfig", "boxes", "caption_scene", "clear_relations",

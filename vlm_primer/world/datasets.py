@@ -17,11 +17,66 @@ from vlm_primer.world.language import CAPTION_KINDS, Caption, caption_scene, des
 from vlm_primer.world.negatives import hard_negative
 from vlm_primer.world.render import boxes as scene_boxes
 from vlm_primer.world.render import render
-from vlm_primer.world.scene import Composition, WorldConfig, check_num_objects
+from vlm_primer.world.scene import Composition, Scene, WorldConfig, check_num_objects
 from vlm_primer.world.splits import check_held_out, check_split, distinct_pool, split_compositions, split_scene
 
 
-class ShapesCaptionDataset(Dataset):
+class SceneDataset(Dataset):
+    """The scenes of one split, generated on the fly: what every Shapes World dataset shares.
+
+    Scene ``i`` is a pure function of ``(seed, split, i)`` (see ``splits.py``); ``num_objects`` is
+    ``n`` or ``(min, max)`` (None: the config's range), ``held_out`` the (color, shape) pairs kept
+    for the ``compositional`` split, ``distinct=B`` gives every block of ``B`` consecutive scenes
+    first objects of ``B`` different compositions. Subclasses turn :meth:`scene` into items.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 1000,
+        config: WorldConfig | None = None,
+        seed: int = 0,
+        num_objects: int | tuple[int, int] | None = None,
+        held_out: Iterable[Composition] | None = None,
+        distinct: int | None = None,
+    ) -> None:
+        self.split = check_split(split)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"size must be an int number of items, got {type(size).__name__}")
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.config = config if config is not None else WorldConfig()
+        if not isinstance(self.config, WorldConfig):
+            raise TypeError(f"config must be a WorldConfig, got {type(self.config).__name__}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.size, self.seed = size, seed
+        self.num_objects = check_num_objects(
+            (self.config.min_objects, self.config.max_objects) if num_objects is None else num_objects
+        )
+        self.held_out = check_held_out(held_out)
+        allowed, required = split_compositions(self.split, self.config, self.held_out)  # fails early on an empty split
+        if distinct is not None:  # fails early on a block larger than the split's compositions
+            distinct_pool(self.split, allowed, required, distinct)
+        self.distinct = distinct
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _index(self, index: int) -> int:
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if not -self.size <= index < self.size:
+            raise IndexError(f"index {index} out of range for a dataset of size {self.size}")
+        return int(index) % self.size
+
+    def scene(self, index: int) -> tuple[Scene, np.random.Generator]:
+        """Scene ``index`` and its generator (positioned after sampling it, for captions and questions)."""
+        return split_scene(self.split, self._index(index), self.seed, self.config, self.num_objects, self.held_out,
+                           self.distinct)
+
+
+class ShapesCaptionDataset(SceneDataset):
     """Image-caption pairs from Shapes World (explained in notebook 01, §Datasets).
 
     Each item is a dict with ``image`` ``(3, H, W)`` float in ``[0, 1]``, ``caption`` (str, of
@@ -57,29 +112,11 @@ class ShapesCaptionDataset(Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         distinct: int | None = None,
     ) -> None:
-        self.split = check_split(split)
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise TypeError(f"size must be an int number of items, got {type(size).__name__}")
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
-        self.config = config if config is not None else WorldConfig()
-        if not isinstance(self.config, WorldConfig):
-            raise TypeError(f"config must be a WorldConfig, got {type(self.config).__name__}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        super().__init__(split, size, config, seed, num_objects, held_out, distinct)
         if caption_kind not in CAPTION_KINDS + ("random",):
             raise ValueError(f"unknown caption_kind {caption_kind!r}; choose one of {CAPTION_KINDS + ('random',)}")
         if num_paraphrases < 1:
             raise ValueError(f"num_paraphrases must be >= 1, got {num_paraphrases}")
-        self.size, self.seed = size, seed
-        self.num_objects = check_num_objects(
-            (self.config.min_objects, self.config.max_objects) if num_objects is None else num_objects
-        )
-        self.held_out = check_held_out(held_out)
-        allowed, required = split_compositions(self.split, self.config, self.held_out)  # fails early on an empty split
-        if distinct is not None:  # fails early on a block larger than the split's compositions
-            distinct_pool(self.split, allowed, required, distinct)
-        self.distinct = distinct
         self.caption_kind, self.num_paraphrases = caption_kind, num_paraphrases
         self.negatives, self.statements, self.transform = negatives, statements, transform
         self.classnames: list[str] = [f"{c} {s}" for c in self.config.colors for s in self.config.shapes]
@@ -89,17 +126,10 @@ class ShapesCaptionDataset(Dataset):
     def single_object(self) -> bool:
         return self.num_objects == (1, 1)
 
-    def __len__(self) -> int:
-        return self.size
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        if not -self.size <= index < self.size:
-            raise IndexError(f"index {index} out of range for a dataset of size {self.size}")
-        index = int(index) % self.size
+        index = self._index(index)
         cfg = self.config
-        scene, rng = split_scene(self.split, index, self.seed, cfg, self.num_objects, self.held_out, self.distinct)
+        scene, rng = self.scene(index)
         vocab = dict(colors=cfg.colors, shapes=cfg.shapes)
         kind = self.caption_kind
         if kind == "random":
