@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: book test lab notebooks data bench clean
+.PHONY: book test lab notebooks data zoo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ notebooks: $(STAMP)
 
 data: $(STAMP)
 	$(BIN)/python -m vlm_primer.text.build
+
+# Retrain every zoo model from scratch (data/zoo/*.safetensors + cards); about 15 minutes on 2 CPU cores.
+zoo: $(STAMP)
+	$(BIN)/python -m vlm_primer.zoo build all --overwrite
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -48,6 +48,8 @@
 # %%
 import os
 
+import time
+
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -289,6 +291,31 @@ except ValueError as err:
     print("ValueError:", err)
 else:
     raise AssertionError("an unknown preset must raise")
+
+# %% [markdown]
+# ### The zoo
+#
+# Later chapters start from pretrained parts — a vision tower that already tells a red circle from a
+# blue square, a language model that already speaks the world's language — rather than training them
+# inside their two-minute budget. `vlm_primer.zoo` keeps them as small fp16 safetensors files in
+# `data/zoo/`, each with a **card**: the config, the recipe and a hash of its source, the exact
+# command that rebuilds it on a laptop (`python -m vlm_primer.zoo build NAME --overwrite`, or
+# `make zoo` for all), and its quality measured on a fixed evaluation set. The tests re-measure every
+# card from its file, so a card cannot drift from the weights it describes. `python -m vlm_primer.zoo
+# export NAME DIR` writes a model as its `transformers` class (`CLIPModel`, `SiglipModel`,
+# `LlamaForCausalLM`), so the ecosystem's tools run on it.
+
+# %%
+from vlm_primer.zoo import MODELS, card, load
+
+for name in MODELS:
+    c = card(name)
+    print(f"{name:<12} {c['model']:<9} {c['params'] / 1e6:5.2f} M params, {c['bytes'] / 1e6:4.1f} MB  "
+          f"{c['quality']}  trained in {c['train_seconds'] / 60:.1f} min:  {c['command']}")
+start = time.perf_counter()
+clip_tiny = load("clip-tiny")
+print(f"load('clip-tiny') took {1000 * (time.perf_counter() - start):.0f} ms (verified against its card's SHA-256)")
+assert card("clip-tiny")["quality"]["zero_shot_top1"] >= 0.85
 
 # %% [markdown]
 # ## What comes next

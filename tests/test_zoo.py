@@ -1,0 +1,102 @@
+"""The zoo: every card matches its file and its recipe, every model reproduces its card's quality from
+the saved file, the recipes run, and each model exports to its ``transformers`` class."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from vlm_primer.text import Tokenizer
+from vlm_primer.zoo import MODELS, ZOO_DIR, build, card, export, load, measure, recipe_hash
+from vlm_primer.zoo.recipes import _zero_shot_set
+
+# What each card must claim at least (the chapters that use these models rely on it).
+BOUNDS = {"clip-tiny": ("zero_shot_top1", ">=", 0.85), "siglip-tiny": ("zero_shot_top1", ">=", 0.80),
+          "lm-tiny": ("val_perplexity", "<=", 3.0)}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_card_matches_its_file_and_its_recipe(name):
+    c = card(name)
+    path = ZOO_DIR / f"{name}.safetensors"
+    assert path.stat().st_size == c["bytes"] and c["dtype"] == "float16"
+    assert c["recipe"]["source"] == recipe_hash(name), (
+        f"zoo/recipes.py changed since {name} was built: rebuild it with `{c['command']}` (or `make zoo`)")
+    assert c["recipe"]["steps"] is None, "the committed file must come from the full recipe"
+    assert c["command"].startswith(f"python -m vlm_primer.zoo build {name}")
+    load(name)  # verifies the SHA-256
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_reproduces_its_card(name):
+    c = card(name)
+    key, op, bound = BOUNDS[name]
+    got = measure(name)[key]
+    assert got == pytest.approx(c["quality"][key], abs=2.5e-3, rel=1e-3)
+    assert (got >= bound) if op == ">=" else (got <= bound), f"{name}: {key} = {got}, the card promises {op} {bound}"
+
+
+def test_recipes_run_and_cards_are_complete(tmp_path):
+    meta = build("lm-tiny", tmp_path, steps=3, progress=False)
+    assert json.loads((tmp_path / "lm-tiny.json").read_text()) == meta
+    assert meta["recipe"]["steps"] == 3 and "--steps 3" in meta["command"]
+    assert isinstance(load("lm-tiny", tmp_path), torch.nn.Module)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build("lm-tiny", tmp_path, steps=3, progress=False)
+    meta = build("siglip-tiny", tmp_path, steps=2, progress=False)
+    assert 0.0 <= meta["quality"]["zero_shot_top1"] <= 1.0
+
+
+def test_damaged_or_unknown_models_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown zoo model 'gpt-9'"):
+        load("gpt-9")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(ZOO_DIR / f"clip-tiny{suffix}", tmp_path / f"clip-tiny{suffix}")
+    data = bytearray((tmp_path / "clip-tiny.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (tmp_path / "clip-tiny.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the SHA-256 on its card.*zoo build clip-tiny"):
+        load("clip-tiny", tmp_path)
+    (tmp_path / "clip-tiny.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="zoo build clip-tiny"):
+        load("clip-tiny", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["clip-tiny", "siglip-tiny"])
+def test_contrastive_export_loads_in_transformers(name, tmp_path):
+    from transformers import AutoModel
+
+    ours = load(name)
+    export(name, tmp_path / "hf")
+    hf = AutoModel.from_pretrained(tmp_path / "hf", local_files_only=True, attn_implementation="eager").eval()
+    tok = Tokenizer.load()
+    images = _zero_shot_set(4)[0]
+    enc = tok(["a red circle", "there is a small blue star", "a green square", "no yellow disks"], max_length=32)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        want = ours(images, ids, mask).logits_per_image
+        got = hf(input_ids=ids, attention_mask=mask, pixel_values=images).logits_per_image
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    with pytest.raises(FileExistsError):
+        export(name, tmp_path / "hf")
+
+
+def test_lm_export_loads_in_transformers(tmp_path):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    ours = load("lm-tiny")
+    export("lm-tiny", tmp_path / "hf")
+    hf = LlamaForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True, attn_implementation="eager").eval()
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    tok = Tokenizer.load()
+    text = "<|user|><image>how many circles are there?<|end|><|assistant|>"
+    ids = torch.tensor([[tok.bos_id] + tok.encode(text, add_eos=False)])
+    assert hf_tok(text, add_special_tokens=False)["input_ids"] == ids[0, 1:].tolist()
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, ours(ids).logits, atol=1e-4)
+    # the language model speaks the world's language: greedy decoding answers in a sentence
+    out = tok.decode(ours.generate(ids, 12, eos_token_id=tok.end_id)[0, ids.shape[1]:])
+    assert out.startswith("there"), out

@@ -1,0 +1,199 @@
+"""The zoo: small pretrained checkpoints that load in milliseconds, each with the command that rebuilds it.
+
+Explained in notebook 00, §The zoo. Later chapters start from pretrained parts (a vision tower that
+already tells a red circle from a blue square, a language model that already speaks the world's
+language) instead of training them inside their two-minute budget. Each entry is two files in
+``data/zoo/``: ``NAME.safetensors`` (fp16 weights) and ``NAME.json``, its card: the model config,
+the recipe (function, steps, a hash of its source), the command that rebuilds it, the measured
+quality on a fixed evaluation set, the file's size and SHA-256 and the training time.
+
+    from vlm_primer.zoo import load, card
+    clip = load("clip-tiny")          # our CLIP, fp32, eval mode, verified against the card's hash
+    card("clip-tiny")["quality"]      # {"zero_shot_top1": ...}
+
+``python -m vlm_primer.zoo build NAME`` (or ``make zoo``) retrains one from scratch;
+``python -m vlm_primer.zoo export NAME DIR`` writes it as a ``transformers`` model
+(``CLIPModel`` / ``SiglipModel`` / ``LlamaForCausalLM`` plus the tokenizer) that
+``from_pretrained(DIR)`` loads offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
+MODELS: dict[str, str] = {"clip-tiny": "CLIP", "siglip-tiny": "SigLIP", "lm-tiny": "DecoderLM"}
+
+
+def _check_name(name: str) -> str:
+    if name not in MODELS:
+        raise ValueError(f"unknown zoo model {name!r}; choose one of {tuple(MODELS)}")
+    return name
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recipe_hash(name: str) -> str:
+    """SHA-256 of the recipe's source code (and of the helpers it calls in ``zoo/recipes.py``)."""
+    from vlm_primer.zoo import recipes
+
+    return hashlib.sha256(inspect.getsource(recipes).encode()).hexdigest()[:16] + ":" + _check_name(name)
+
+
+def card(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The card of a zoo model (a dict, from ``NAME.json``)."""
+    path = Path(root or ZOO_DIR) / f"{_check_name(name)}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m vlm_primer.zoo build {name}`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rebuild it with `python -m vlm_primer.zoo build {name}`")
+
+
+def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
+    kind = MODELS[name]
+    if kind == "CLIP":
+        from vlm_primer.contrastive import CLIP, CLIPConfig
+        return CLIP(CLIPConfig(**config))
+    if kind == "SigLIP":
+        from vlm_primer.contrastive import SigLIP, SigLIPConfig
+        return SigLIP(SigLIPConfig(**config))
+    from vlm_primer.nn import DecoderConfig, DecoderLM
+    return DecoderLM(DecoderConfig(**config))
+
+
+def load(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> nn.Module:
+    """Our model with the zoo weights (fp32, eval mode). ``verify`` checks the file against the card's SHA-256."""
+    meta = card(name, root)
+    path = Path(root or ZOO_DIR) / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m vlm_primer.zoo build {name}`")
+    if verify and _sha256(path) != meta["sha256"]:
+        raise ValueError(f"{path} does not match the SHA-256 on its card: the file is corrupt or stale; rebuild it "
+                         f"with `python -m vlm_primer.zoo build {name}`")
+    model = _model_from_config(name, meta["config"])
+    tensors = safetensors.torch.load_file(str(path))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    tied = {"lm_head.weight"} if getattr(getattr(model, "cfg", None), "tie_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{path} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.float().eval()
+
+
+def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None = None,
+          progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``name`` with its recipe and write ``NAME.safetensors`` + ``NAME.json``; return the card.
+
+    Refuses to replace existing files unless ``overwrite`` (``make zoo`` passes it).
+    """
+    from vlm_primer.zoo.recipes import RECIPES
+
+    root = Path(root or ZOO_DIR)
+    weights, meta_path = root / f"{_check_name(name)}.safetensors", root / f"{name}.json"
+    if (weights.exists() or meta_path.exists()) and not overwrite:
+        raise FileExistsError(f"{weights} already exists; pass overwrite=True (--overwrite) to rebuild it")
+    start = time.perf_counter()
+    model, quality = RECIPES[name](steps=steps, progress=progress)
+    seconds = time.perf_counter() - start
+    model = model.float().eval()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(weights.name + ".tmp")
+    half = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
+            if not (k == "lm_head.weight" and model.cfg.__dict__.get("tie_embeddings"))}
+    safetensors.torch.save_file(half, str(tmp))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, weights)
+    # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
+    reloaded = _model_from_config(name, model.cfg.to_dict())
+    reloaded.load_state_dict({k: v.float() for k, v in half.items()}, strict=False)
+    quality_fp16 = _measure(name, reloaded)
+    meta = {
+        "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
+        "recipe": {"function": f"vlm_primer.zoo.recipes.{RECIPES[name].__name__}", "steps": steps,
+                   "source": recipe_hash(name), "doc": inspect.getdoc(RECIPES[name])},
+        "command": f"python -m vlm_primer.zoo build {name} --overwrite" + (f" --steps {steps}" if steps else ""),
+        "data_seed": 0, "quality": quality_fp16, "quality_fp32": quality, "preprocess": _preprocess_card(name),
+        "params": sum(p.numel() for p in model.parameters()), "dtype": "float16",
+        "bytes": weights.stat().st_size, "sha256": _sha256(weights), "train_seconds": round(seconds, 1),
+        "trained_on": "CPU, " + (os.uname().machine if hasattr(os, "uname") else "unknown"),
+    }
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, meta_path)
+    return meta
+
+
+def _preprocess_card(name: str) -> dict[str, Any] | None:
+    """What an image must go through before the vision tower (size and normalisation), or None for text models."""
+    from vlm_primer.zoo import recipes
+
+    if MODELS[name] == "DecoderLM":
+        return None
+    mean, std = recipes.pixel_stats()
+    return {"image_size": recipes.WORLD["image_size"], "mean": mean, "std": std, "world": recipes.WORLD}
+
+
+def preprocess(name: str, root: str | os.PathLike | None = None):
+    """The transform a zoo vision tower expects, ``(3, H, W)`` in ``[0, 1]`` -> normalised (from the card)."""
+    from vlm_primer.zoo.recipes import normalizer
+
+    pre = card(name, root).get("preprocess")
+    if not pre:
+        raise ValueError(f"{name} takes no images")
+    return normalizer(pre["mean"], pre["std"])
+
+
+def _measure(name: str, model: nn.Module) -> dict[str, float]:
+    from vlm_primer.zoo import recipes
+
+    if MODELS[name] == "DecoderLM":
+        return {"val_perplexity": recipes.perplexity(model, recipes.lm_eval_docs())}
+    return {"zero_shot_top1": recipes.zero_shot_top1(model)}
+
+
+def measure(name: str, root: str | os.PathLike | None = None) -> dict[str, float]:
+    """Re-measure the card's quality figure from the saved file (what the tests compare with the card)."""
+    return _measure(name, load(name, root))
+
+
+def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Write ``name`` as a ``transformers`` model plus the tokenizer into ``out_dir`` (``save_pretrained``)."""
+    from vlm_primer.text import Tokenizer
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; refusing to overwrite it")
+    model = load(name, root)
+    kind = MODELS[name]
+    if kind == "CLIP":
+        from vlm_primer.interop.clip import clip_to_hf
+        hf = clip_to_hf(model)
+    elif kind == "SigLIP":
+        from vlm_primer.interop.siglip import siglip_to_hf
+        hf = siglip_to_hf(model)
+    else:
+        from transformers import LlamaForCausalLM
+
+        from vlm_primer.interop import load_strict
+        from vlm_primer.interop.llama import decoder_to_hf_llama, llama_config_from_decoder
+        hf = load_strict(LlamaForCausalLM(llama_config_from_decoder(model.cfg)), decoder_to_hf_llama(model),
+                         "LlamaForCausalLM (from the zoo)").eval()
+    hf.save_pretrained(str(out))
+    Tokenizer.load().to_hf().save_pretrained(str(out))
+    return out
+
+
+__all__ = ["MODELS", "ZOO_DIR", "build", "card", "export", "load", "measure", "preprocess", "recipe_hash"]
