@@ -310,8 +310,9 @@ from vlm_primer.zoo import MODELS, card, load
 
 for name in MODELS:
     c = card(name)
-    print(f"{name:<12} {c['model']:<9} {c['params'] / 1e6:5.2f} M params, {c['bytes'] / 1e6:4.1f} MB  "
-          f"{c['quality']}  trained in {c['train_seconds'] / 60:.1f} min:  {c['command']}")
+    quality = ", ".join(f"{k} {v:.4g}" for k, v in c["quality"].items())
+    print(f"{name:<12} {c['model']:<9} {c['params'] / 1e6:4.2f} M params, {c['bytes'] / 1e6:3.1f} MB, {quality}\n"
+          f"{'':<12} rebuilt in {c['train_seconds'] / 60:.1f} min by: {c['command']}")
 start = time.perf_counter()
 clip_tiny = load("clip-tiny")
 print(f"load('clip-tiny') took {1000 * (time.perf_counter() - start):.0f} ms (verified against its card's SHA-256)")
@@ -332,6 +333,8 @@ assert card("clip-tiny")["quality"]["zero_shot_top1"] >= 0.85
 #   pretrained backbones joined by a connector — and many models combine objectives.
 # * The book follows the survey's order; `book.toml` lists the chapters, their survey sections and
 #   their CPU budgets, and the table above is read from it.
+# * Pretrained parts come from the **zoo** (`vlm_primer.zoo.load`), each with a card and the command
+#   that rebuilds it; the tests re-measure every card.
 # * One knob, `VLM_PRIMER_SCALE`, picks `tiny` (laptop CPU), `small` or `base` (the paper
 #   configurations) for every model; the ViT presets above range from a fraction of a million to 86 M
 #   parameters.
