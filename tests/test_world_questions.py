@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vlm_primer.text import Tokenizer, encode_chat
-from vlm_primer.world import (DEFAULT_HELD_OUT, NP, QUESTION_TYPES, PopeStats, ShapesInstructDataset,
+from vlm_primer.world import (DEFAULT_HELD_OUT, QUESTION_TYPES, PopeStats, ShapesInstructDataset,
                               ShapesPOPEDataset, ShapesVQADataset, accuracy_by_type, ask, blind_prior,
                               export_webdataset, holds, parse_box, pope_probes, split_scene)
 from vlm_primer.world.instruct import box_text, complex_reasoning, conversation, detailed_description, grounding
