@@ -13,18 +13,12 @@ import safetensors.torch
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
-from toy_training import ToyClassifier, ToyDataset, ToyOutput  # noqa: E402
+from toy_training import ToyClassifier, ToyDataset, ToyOutput, checkpoint_config as cfg  # noqa: E402
 
-from vlm_primer.training import (CheckpointError, NonFiniteLossError, TrainConfig, Trainer,  # noqa: E402
+from vlm_primer.training import (CheckpointError, NonFiniteLossError, Trainer,  # noqa: E402
                                  latest_checkpoint, list_checkpoints, load_checkpoint, load_weights, save_checkpoint)
-from vlm_primer.training.checkpoint import MANIFEST_FILE, MODEL_FILE, OPTIM_FILE, STATE_FILE, _sha256  # noqa: E402
+from vlm_primer.training.checkpoint import MANIFEST_FILE, MODEL_FILE, OPTIM_FILE, STATE_FILE, file_sha256  # noqa: E402
 from vlm_primer.training.optim import build_optimizer  # noqa: E402
-
-
-def cfg(tmp_path, **kw):
-    base = dict(max_steps=3, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, progress=False,
-                live_plot=False, ckpt_dir=str(tmp_path / "ckpt"))
-    return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def reseal(path):
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     for name in manifest["files"]:
         f = path / name
-        manifest["files"][name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        manifest["files"][name] = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 

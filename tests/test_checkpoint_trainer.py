@@ -12,17 +12,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
-from toy_training import ToyClassifier, ToyDataset  # noqa: E402
+from toy_training import ToyClassifier, ToyDataset, checkpoint_config as cfg  # noqa: E402
 
-from vlm_primer.training import TrainConfig, Trainer, list_checkpoints, load_checkpoint, load_weights, save_checkpoint  # noqa: E402
+from vlm_primer.training import Trainer, list_checkpoints, load_checkpoint, load_weights, save_checkpoint  # noqa: E402
 from vlm_primer.training.checkpoint import rng_state, set_rng_state  # noqa: E402
 from vlm_primer.training.optim import CosineWarmup, build_optimizer  # noqa: E402
-
-
-def cfg(tmp_path, **kw):
-    base = dict(max_steps=3, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, progress=False,
-                live_plot=False, ckpt_dir=str(tmp_path / "ckpt"))
-    return TrainConfig(**{**base, **kw})
 
 
 def test_checkpoint_round_trip_is_safetensors_and_json_only(tmp_path):

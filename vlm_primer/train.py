@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         build_parser().error("a recipe name is required (see --list)")
     try:
         recipe = get_recipe(ns.recipe, ns.recipe_module)
-        TrainConfig(**{k: v for k, v in config_overrides(ns).items() if k != "resume" or v is not True})
+        TrainConfig(**config_overrides(ns))  # bad flags fail here, before the recipe builds its data
         D.init_distributed(ns.device or "auto")
     except (ValueError, TypeError) as e:  # a bad flag: one line, the usage, exit code 2
         build_parser().error(str(e))

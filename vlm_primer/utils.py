@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+
 import numpy as np
 import torch
 
@@ -50,20 +51,22 @@ def get_seed(default: int = 0) -> int:
     return int(raw)
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def default_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda[:N]`` and ``mps`` must be available."""
     device = "auto" if device is None else check_device(device)
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if _mps_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} asked for, but no CUDA GPU is available here; use 'auto' or 'cpu'")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device.type == "mps" and not _mps_available():
         raise ValueError("device 'mps' asked for, but Apple's MPS backend is not available here; use 'auto' or 'cpu'")
     return device

@@ -40,6 +40,13 @@ class ToyClassifier(nn.Module):
         self.post_steps += 1
 
 
+def checkpoint_config(tmp_path, **kw) -> TrainConfig:
+    """A 3-step run of the toy classifier that checkpoints into ``tmp_path/ckpt`` (the checkpoint tests)."""
+    base = dict(max_steps=3, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, progress=False,
+                live_plot=False, ckpt_dir=str(tmp_path / "ckpt"))
+    return TrainConfig(**{**base, **kw})
+
+
 class ToyDataset(torch.utils.data.Dataset):
     """``n`` Gaussian points labelled by the argmax of a fixed random projection (learnable)."""
 

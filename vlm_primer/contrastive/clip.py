@@ -20,7 +20,7 @@ from torch import nn
 from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import ClipLoss
 from vlm_primer.nn import TextConfig, TextTransformer, ViT, ViTConfig
-from vlm_primer.validate import check_images, check_mask, check_same_batch, check_tokens
+from vlm_primer.validate import check_images, check_same_batch, check_tokens
 
 __all__ = ["CLIP", "CLIPConfig", "CLIPOutput", "SHAPES_SMALL", "SHAPES_TEXT", "check_pair_batch", "tower_configs"]
 
@@ -47,14 +47,16 @@ def tower_configs(cfg: Any) -> None:
 def check_pair_batch(
     model: nn.Module, pixel_values: torch.Tensor, input_ids: Any, attention_mask: Any | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Check an (images, captions) batch against ``model.cfg``'s towers; return it as tensors on the model's device."""
+    """Check that images and captions form one batch; return the ids as a tensor on the model's device.
+
+    Only what the pair adds is checked here (matching batch sizes); each tower checks its own input
+    in full (ids in range, the mask) when it runs, so no value is read twice.
+    """
     cfg, device = model.cfg, next(model.parameters()).device
     check_images(pixel_values, channels=cfg.vision.channels, size=cfg.vision.image_size, name="pixel_values",
                  device=device)
-    input_ids = check_tokens(input_ids, max_len=cfg.text.context_length, vocab_size=cfg.text.vocab_size, device=device)
+    input_ids = check_tokens(input_ids, max_len=cfg.text.context_length, device=device)
     check_same_batch(pixel_values=pixel_values, input_ids=input_ids)
-    if attention_mask is not None:
-        attention_mask = check_mask(attention_mask, shape=tuple(input_ids.shape), device=device)
     return pixel_values, input_ids, attention_mask
 
 

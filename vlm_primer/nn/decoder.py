@@ -20,8 +20,8 @@ from vlm_primer.nn.attention import KVCache
 from vlm_primer.nn.norm import make_norm
 from vlm_primer.nn.pos import RotaryEmbedding, learned_positions
 from vlm_primer.nn.transformer import Transformer, init_weights
-from vlm_primer.validate import (check_choice, check_mlp_width, check_finite, check_labels, check_mask, check_same_batch, check_tokens,
-                                 value_checks_enabled)
+from vlm_primer.validate import (check_choice, check_finite, check_labels, check_mask, check_mlp_width,
+                                 check_same_batch, check_tokens, validation, value_checks_enabled)
 
 
 @dataclass
@@ -295,25 +295,28 @@ class DecoderLM(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=device)
         caches = self.new_cache() if use_cache else None
         kw = dict(context=context, context_mask=context_mask)
-        for step in range(max_new_tokens):
-            positions = (mask.cumsum(-1) - 1).clamp_min(0)
-            if use_cache and step > 0:
-                out = self(input_ids=new[:, -1:], attention_mask=mask, past_key_values=caches,
-                           position_ids=positions[:, -1:], **kw)
-            elif input_ids is not None:
-                out = self(input_ids=torch.cat([input_ids, new], dim=1), attention_mask=mask,
-                           past_key_values=caches, position_ids=positions, **kw)
-            else:
-                embeds = torch.cat([inputs_embeds, self.tok_emb(new)], dim=1)
-                out = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=caches,
-                           position_ids=positions, **kw)
-            token = self.sample(out.logits[:, -1], temperature, top_k, generator)
-            if eos is not None:
-                token = token.masked_fill(done, self.cfg.pad_token_id)
-                done = done | (token == eos)
-            new = torch.cat([new, token[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], dim=1)
-            if eos is not None and bool(done.all()):
-                break
+        # The prompt and its mask were checked above; what the loop feeds back is valid by construction,
+        # so the per-step forward skips the value checks (no device sync per token for them).
+        with validation(False):
+            for step in range(max_new_tokens):
+                positions = (mask.cumsum(-1) - 1).clamp_min(0)
+                if use_cache and step > 0:
+                    out = self(input_ids=new[:, -1:], attention_mask=mask, past_key_values=caches,
+                               position_ids=positions[:, -1:], **kw)
+                elif input_ids is not None:
+                    out = self(input_ids=torch.cat([input_ids, new], dim=1), attention_mask=mask,
+                               past_key_values=caches, position_ids=positions, **kw)
+                else:
+                    embeds = torch.cat([inputs_embeds, self.tok_emb(new)], dim=1)
+                    out = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=caches,
+                               position_ids=positions, **kw)
+                token = self.sample(out.logits[:, -1], temperature, top_k, generator)
+                if eos is not None:
+                    token = token.masked_fill(done, self.cfg.pad_token_id)
+                    done = done | (token == eos)
+                new = torch.cat([new, token[:, None]], dim=1)
+                mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], dim=1)
+                if eos is not None and bool(done.all()):
+                    break
         self.train(was_training)
         return torch.cat([input_ids, new], dim=1) if input_ids is not None else new

@@ -147,7 +147,8 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(file: Path) -> str:
+def file_sha256(file: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (the manifest's and the zoo cards' hash)."""
     h = hashlib.sha256()
     with open(file, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -156,7 +157,7 @@ def _sha256(file: Path) -> str:
 
 
 def _write_manifest(folder: Path) -> None:
-    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(folder.iterdir()) if f.is_file()}
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in sorted(folder.iterdir()) if f.is_file()}
     _write_json(folder / MANIFEST_FILE, {"format_version": FORMAT_VERSION, "files": files})
 
 
@@ -248,7 +249,7 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if file.stat().st_size != meta.get("bytes"):
             raise CheckpointError(f"{file} has {file.stat().st_size} bytes, the manifest says {meta.get('bytes')}: "
                                   "the file is truncated or was changed")
-        if _sha256(file) != meta.get("sha256"):
+        if file_sha256(file) != meta.get("sha256"):
             raise CheckpointError(f"{file} does not match its SHA-256 in the manifest: the file is corrupt or "
                                   "was changed")
     state = _read_json(path / STATE_FILE)
@@ -258,7 +259,7 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def _alias_groups(sd: dict[str, torch.Tensor]) -> list[list[str]]:
+def alias_groups(sd: dict[str, torch.Tensor]) -> list[list[str]]:
     """State-dict names grouped by the tensor they share (tied weights are saved once)."""
     groups: dict[Any, list[str]] = {}
     for name, t in sd.items():
@@ -270,7 +271,7 @@ def _alias_groups(sd: dict[str, torch.Tensor]) -> list[list[str]]:
 def _weights_for(model: nn.Module, tensors: dict[str, torch.Tensor], file: Path, strict: bool) -> dict[str, torch.Tensor]:
     """The ``load_state_dict`` input for ``model`` from a file's tensors, every name and shape checked."""
     expected = model.state_dict()
-    groups = _alias_groups(expected)
+    groups = alias_groups(expected)
     missing = [g[0] for g in groups if not any(k in tensors for k in g)]
     unexpected = sorted(set(tensors) - set(expected))
     if strict and (missing or unexpected):

@@ -188,7 +188,8 @@ class Trainer:
         self._step_lr = config.lr
         self._window_sum, self._window_count = torch.zeros((), device=self.device), 0
         self.skipped = 0  # updates dropped for a non-finite loss (on_nonfinite="skip")
-        # Non-finite guard, kept on the device: step of the first bad loss (-1: none), last finite loss and its step.
+        # Non-finite guard ("raise" mode), kept on the device: step of the first bad loss (-1: none), and the
+        # step and value of the last finite loss before it.
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._last_finite = torch.full((2,), float("nan"), device=self.device)
         self._inputs_checked = False
@@ -272,11 +273,8 @@ class Trainer:
         bad = ~torch.isfinite(loss)
         if grad_norm is not None and not self.scaler.is_enabled():  # fp16 overflow is the scaler's job
             bad = bad | ~torch.isfinite(grad_norm)
-        if self.config.on_nonfinite == "skip":
-            if bool(D.all_reduce_mean(bad.float()) > 0):  # the same decision on every rank
-                return False
-            self._last_finite = torch.stack([torch.tensor(float(self.step + 1), device=self.device), loss])
-            return True
+        if self.config.on_nonfinite == "skip":  # the same decision on every rank
+            return not bool(D.all_reduce_mean(bad.float()) > 0)
         fresh = self._first_bad < 0
         step = torch.full((), self.step + 1, dtype=torch.long, device=self.device)
         good = torch.stack([step.float(), loss])

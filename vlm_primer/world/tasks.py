@@ -44,18 +44,19 @@ class ShapesVQADataset(SceneDataset):
         super().__init__(split, size, **scene_kw)
         self.qtypes = _check_subset(qtypes, QUESTION_TYPES, "qtypes")
 
-    def question(self, index: int) -> Question:
-        """The question of item ``index`` without rendering its image (fast: for priors and statistics)."""
-        scene, rng = self.scene(index)
+    def _ask(self, scene, rng) -> Question:
         cfg = self.config
         return ask_any(scene, rng, self.qtypes, margin=cfg.margin, colors=cfg.colors, shapes=cfg.shapes)
+
+    def question(self, index: int) -> Question:
+        """The question of item ``index`` without rendering its image (fast: for priors and statistics)."""
+        return self._ask(*self.scene(index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._index(index)
         scene, rng = self.scene(index)
-        cfg = self.config
-        q = ask_any(scene, rng, self.qtypes, margin=cfg.margin, colors=cfg.colors, shapes=cfg.shapes)
-        return {"image": render(scene, cfg.image_size), **_question_item(q), "scene": scene, "index": index}
+        q = self._ask(scene, rng)
+        return {"image": render(scene, self.config.image_size), **_question_item(q), "scene": scene, "index": index}
 
 
 class ShapesPOPEDataset(SceneDataset):
@@ -78,9 +79,11 @@ class ShapesPOPEDataset(SceneDataset):
             train = SceneDataset("train", stats_size, self.config, self.seed, self.num_objects, self.held_out)
             stats = PopeStats.from_scenes(train.scene(i)[0] for i in range(stats_size))
         self.probes: list[tuple[int, Question]] = []
+        self.scenes = []  # sampled once here; items only render
         cfg = self.config
         for i in range(size):
             scene, rng = self.scene(i)
+            self.scenes.append(scene)
             for q in pope_probes(scene, rng, setting, k, stats, colors=cfg.colors, shapes=cfg.shapes):
                 self.probes.append((i, q))
 
@@ -91,7 +94,7 @@ class ShapesPOPEDataset(SceneDataset):
         if not -len(self.probes) <= index < len(self.probes):
             raise IndexError(f"index {index} out of range for {len(self.probes)} probes")
         image_index, q = self.probes[index]
-        scene, _ = self.scene(image_index)
+        scene = self.scenes[image_index]
         return {"image": render(scene, self.config.image_size), **_question_item(q), "image_index": image_index,
                 "scene": scene, "index": int(index) % len(self.probes)}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -154,7 +155,7 @@ def ask(
             words = COLOR_WORDS if attr == "color" else SIZE_WORDS
             ans = "yes" if asked == value else "no"
             sentence = f"{ans}, {_the(ref, style)} is {value}."
-            asked_np = NP(**{**_fields(ref), attr: asked})
+            asked_np = dataclasses.replace(ref, **{attr: asked})
             return Question(f"is {_the(ref, style)} {_choice(rng, words[asked])}?", ans, ten_answers(ans), qtype,
                             sentence, (i,), Exists((asked_np,)) if ans == "yes" else Absent(asked_np))
         if qtype == "color":
@@ -202,10 +203,6 @@ def ask(
     sentence = f"{ans}, {_the(a, style)} is {phrase(rel)} {_the(b, style)}."
     return Question(f"is {_the(a, style)} {phrase(asked)} {_the(b, style)}?", ans, ten_answers(ans), qtype, sentence,
                     (i, j), Relation(a, asked, b))
-
-
-def _fields(np_: NP) -> dict[str, str | None]:
-    return {"shape": np_.shape, "color": np_.color, "size": np_.size}
 
 
 def ask_any(scene: Scene, rng: np.random.Generator, qtypes: Sequence[str] = QUESTION_TYPES, **kw) -> Question:

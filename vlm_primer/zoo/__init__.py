@@ -31,6 +31,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weights
+
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "siglip-tiny": "SigLIP", "lm-tiny": "DecoderLM"}
 
@@ -41,12 +43,8 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def recipe_hash(name: str) -> str:
-    """SHA-256 of the recipe's source code (and of the helpers it calls in ``zoo/recipes.py``)."""
+    """A hash of ``zoo/recipes.py``, the source every recipe and its helpers live in, tagged with ``name``."""
     from vlm_primer.zoo import recipes
 
     return hashlib.sha256(inspect.getsource(recipes).encode()).hexdigest()[:16] + ":" + _check_name(name)
@@ -81,16 +79,11 @@ def load(name: str, root: str | os.PathLike | None = None, verify: bool = True) 
     path = Path(root or ZOO_DIR) / f"{name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m vlm_primer.zoo build {name}`")
-    if verify and _sha256(path) != meta["sha256"]:
+    if verify and file_sha256(path) != meta["sha256"]:
         raise ValueError(f"{path} does not match the SHA-256 on its card: the file is corrupt or stale; rebuild it "
                          f"with `python -m vlm_primer.zoo build {name}`")
-    model = _model_from_config(name, meta["config"])
-    tensors = safetensors.torch.load_file(str(path))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
-    tied = {"lm_head.weight"} if getattr(getattr(model, "cfg", None), "tie_embeddings", False) else set()
-    if set(missing) - tied or unexpected:
-        raise ValueError(f"{path} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.float().eval()
+    # Names and shapes are checked (tied weights are stored once); the fp16 values are copied into fp32.
+    return load_weights(_model_from_config(name, meta["config"]), path).float().eval()
 
 
 def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None = None,
@@ -111,15 +104,13 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
     model = model.float().eval()
     root.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
-    half = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
-            if not (k == "lm_head.weight" and model.cfg.__dict__.get("tie_embeddings"))}
+    sd = model.state_dict()
+    half = {group[0]: sd[group[0]].detach().to(torch.float16).contiguous() for group in alias_groups(sd)}
     safetensors.torch.save_file(half, str(tmp))
     os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
-    reloaded = _model_from_config(name, model.cfg.to_dict())
-    reloaded.load_state_dict({k: v.float() for k, v in half.items()}, strict=False)
-    quality_fp16 = _measure(name, reloaded)
+    quality_fp16 = _measure(name, load_weights(_model_from_config(name, model.cfg.to_dict()), weights))
     meta = {
         "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
         "recipe": {"function": f"vlm_primer.zoo.recipes.{RECIPES[name].__name__}", "steps": steps,
@@ -127,7 +118,7 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
         "command": f"python -m vlm_primer.zoo build {name} --overwrite" + (f" --steps {steps}" if steps else ""),
         "data_seed": 0, "quality": quality_fp16, "quality_fp32": quality, "preprocess": _preprocess_card(name),
         "params": sum(p.numel() for p in model.parameters()), "dtype": "float16",
-        "bytes": weights.stat().st_size, "sha256": _sha256(weights), "train_seconds": round(seconds, 1),
+        "bytes": weights.stat().st_size, "sha256": file_sha256(weights), "train_seconds": round(seconds, 1),
         "trained_on": "CPU, " + (os.uname().machine if hasattr(os, "uname") else "unknown"),
     }
     tmp = meta_path.with_name(meta_path.name + ".tmp")
