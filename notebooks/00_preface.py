@@ -311,8 +311,8 @@ from vlm_primer.zoo import MODELS, card, load
 for name in MODELS:
     c = card(name)
     quality = ", ".join(f"{k} {v:.4g}" for k, v in c["quality"].items())
-    print(f"{name:<12} {c['model']:<9} {c['params'] / 1e6:4.2f} M params, {c['bytes'] / 1e6:3.1f} MB, {quality}\n"
-          f"{'':<12} rebuilt in {c['train_seconds'] / 60:.1f} min by: {c['command']}")
+    print(f"{name:<16} {c['model']:<9} {c['params'] / 1e6:4.2f} M params, {c['bytes'] / 1e6:3.1f} MB, "
+          f"rebuilt in {c['train_seconds'] / 60:.1f} min\n{'':<16} {quality}\n{'':<16} {c['command']}")
 start = time.perf_counter()
 clip_tiny = load("clip-tiny")
 print(f"load('clip-tiny') took {1000 * (time.perf_counter() - start):.0f} ms (verified against its card's SHA-256)")

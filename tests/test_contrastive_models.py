@@ -117,6 +117,11 @@ def test_llip_contextualize_matches_per_pair_attention():
     attn = torch.softmax(torch.einsum("hd,hkd->hk", q, k) / (0.25 * 4.0), dim=-1)
     ref = model.mixer.out(torch.einsum("hk,hkd->hd", attn, v).reshape(64))
     torch.testing.assert_close(model.contextualize(mix, text)[2, 1], ref, atol=1e-5, rtol=1e-5)
+    # Llip.attention gives the same weights, for every (image, caption) pair at once.
+    weights = model.attention(mix, text)
+    assert weights.shape == (B, 4, B, 8)
+    torch.testing.assert_close(weights[2, :, 1], attn, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, 4, B))
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "infonce"])

@@ -41,7 +41,8 @@ def get_scale(default: str = "tiny") -> str:
 def get_seed(default: int = 0) -> int:
     """The book's seed knob: ``VLM_PRIMER_SEED=N`` (default 0), the seed of a chapter's main run.
 
-    ``benchmarks/bench_zeroshot_seeds.py`` sets it to measure how a chapter's result varies by seed.
+    A reader sets it to rerun a chapter's live run at another seed; the seed spreads a chapter quotes
+    come from ``benchmarks/`` (e.g. ``bench_contrastive_seeds.py`` for notebook 02).
     """
     raw = os.environ.get("VLM_PRIMER_SEED", "").strip()
     if not raw:

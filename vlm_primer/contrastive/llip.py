@@ -164,6 +164,15 @@ class Llip(nn.Module):
         z = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B_img, h, B_txt, d)
         return m.out(rearrange(z, "i h t d -> i t (h d)"))
 
+    def attention(self, mixture_tokens: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The weights of :meth:`contextualize`'s attention, ``(B_img, heads, B_txt, K)``: how much caption
+        ``j`` draws on each of image ``i``'s mixture tokens (written out; ``contextualize`` fuses it)."""
+        m, h = self.mixer, self.cfg.heads
+        q = rearrange(m.q(F.normalize(text_embeds, dim=-1)), "t (h d) -> h t d", h=h)
+        k = rearrange(m.k(mixture_tokens), "i n (h d) -> i h n d", h=h)
+        scores = torch.einsum("htd,ihnd->ihtn", q, k) / (self.cfg.temperature * math.sqrt(q.shape[-1]))
+        return scores.softmax(dim=-1)
+
     def similarity(self, mixture_tokens: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """Cosine ``(B_img, B_txt)`` between each image's caption-conditioned embedding and the caption."""
         z = F.normalize(self.contextualize(mixture_tokens, text_embeds), dim=-1)

@@ -1,4 +1,4 @@
-"""Contrastive losses: CLIP's symmetric InfoNCE and SigLIP's pairwise sigmoid loss.
+"""Contrastive losses: CLIP's symmetric InfoNCE, SigLIP's pairwise sigmoid loss and SimCLR's NT-Xent.
 
 Explained in notebook 02, §InfoNCE and §Sigmoid loss. Small modules in the style of open_clip's
 ``loss.py``: each takes L2-normalised image and text features plus the (log) temperature, and
@@ -25,7 +25,7 @@ from torch import nn
 
 from vlm_primer.validate import check_finite
 
-__all__ = ["ClipLoss", "SigLipLoss", "all_gather_with_grad", "clip_loss", "siglip_loss"]
+__all__ = ["ClipLoss", "SigLipLoss", "all_gather_with_grad", "clip_loss", "nt_xent_loss", "siglip_loss"]
 
 
 # --------------------------------------------------------------------------- distributed helpers
@@ -132,6 +132,25 @@ def siglip_loss(logits: torch.Tensor, positive: torch.Tensor | None = None) -> t
                          f"got {tuple(getattr(positive, 'shape', ()))}")
     z = positive.to(logits.dtype) * 2 - 1
     return -F.logsigmoid(z * logits).sum() / logits.shape[0]
+
+
+def nt_xent_loss(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020): InfoNCE between two augmented views of the same ``B`` images.
+
+    ``view1[i]`` and ``view2[i]`` (``(B, D)``, normalised here) are positives; each of the ``2B`` views
+    is classified against the other ``2B - 1``, so both views of every other image are its negatives
+    (CLIP's negatives come only from the other modality). Mean over the ``2B`` rows.
+    Explained in notebook 02, §SimCLR. One process: gather the views first to use it across ranks.
+    """
+    _check_features(view1, view2)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    b = view1.shape[0]
+    z = F.normalize(torch.cat([view1, view2]), dim=-1)
+    self_pairs = torch.eye(2 * b, dtype=torch.bool, device=z.device)
+    logits = (z @ z.t() / temperature).masked_fill(self_pairs, float("-inf"))  # a view is not its own negative
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(z.device)
+    return F.cross_entropy(logits, targets)
 
 
 # --------------------------------------------------------------------------- modules

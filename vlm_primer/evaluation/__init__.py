@@ -1,9 +1,11 @@
-"""Evaluation: zero-shot classification and retrieval (notebook 02), reused by the evaluation chapter (07)."""
+"""Evaluation: zero-shot classification, retrieval and caption probes (notebook 02), reused by chapter 07."""
 
+from vlm_primer.evaluation.probes import PROBE_KINDS, CaptionProbe, caption_probe, pair_similarity, probe_scores
 from vlm_primer.evaluation.retrieval import first_hit_rank, recall_at_k, retrieval_metrics
 from vlm_primer.evaluation.zeroshot import build_classifier, zero_shot_accuracy, zero_shot_classify
 
 __all__ = [
+    "PROBE_KINDS", "CaptionProbe", "caption_probe", "pair_similarity", "probe_scores",
     "build_classifier", "first_hit_rank", "recall_at_k", "retrieval_metrics", "zero_shot_accuracy",
     "zero_shot_classify",
 ]

@@ -34,7 +34,8 @@ from torch import nn
 from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weights
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
-MODELS: dict[str, str] = {"clip-tiny": "CLIP", "siglip-tiny": "SigLIP", "lm-tiny": "DecoderLM"}
+MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
+                          "lm-tiny": "DecoderLM"}
 
 
 def _check_name(name: str) -> str:
@@ -92,6 +93,7 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
 
     Refuses to replace existing files unless ``overwrite`` (``make zoo`` passes it).
     """
+    from vlm_primer.zoo import recipes
     from vlm_primer.zoo.recipes import RECIPES
 
     root = Path(root or ZOO_DIR)
@@ -110,7 +112,7 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
     os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
-    quality_fp16 = _measure(name, load_weights(_model_from_config(name, model.cfg.to_dict()), weights))
+    quality_fp16 = recipes.measure(name, load_weights(_model_from_config(name, model.cfg.to_dict()), weights))
     meta = {
         "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
         "recipe": {"function": f"vlm_primer.zoo.recipes.{RECIPES[name].__name__}", "steps": steps,
@@ -147,17 +149,11 @@ def preprocess(name: str, root: str | os.PathLike | None = None):
     return normalizer(pre["mean"], pre["std"])
 
 
-def _measure(name: str, model: nn.Module) -> dict[str, float]:
-    from vlm_primer.zoo import recipes
-
-    if MODELS[name] == "DecoderLM":
-        return {"val_perplexity": recipes.perplexity(model, recipes.lm_eval_docs())}
-    return {"zero_shot_top1": recipes.zero_shot_top1(model)}
-
-
 def measure(name: str, root: str | os.PathLike | None = None) -> dict[str, float]:
     """Re-measure the card's quality figure from the saved file (what the tests compare with the card)."""
-    return _measure(name, load(name, root))
+    from vlm_primer.zoo import recipes
+
+    return recipes.measure(name, load(name, root))
 
 
 def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:

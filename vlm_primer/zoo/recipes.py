@@ -21,6 +21,8 @@ from vlm_primer.utils import seed_everything
 
 CONTEXT = 16                       # caption tokens for the contrastive towers (chapter 02's)
 LM_CONTEXT = 128                   # tokens per language-model training sequence
+# ``seed`` (default 0, the zoo's files) seeds the weights and the data; benchmarks/bench_contrastive_seeds.py
+# varies it to measure how much a card's figure depends on it.
 ZERO_SHOT_TEMPLATES = ("a {}", "a large {}", "a big {}", "there is a {}", "a picture of a {}", "the image shows a {}",
                        "an image showing a {}")  # chapter 02's ensemble
 
@@ -33,13 +35,14 @@ ZERO_SHOT_TEMPLATES = ("a {}", "a large {}", "a big {}", "there is a {}", "a pic
 WORLD = dict(image_size=48, sizes=("large",))
 
 
-def _contrastive_config(kind: str, tok: Tokenizer):
-    from vlm_primer.contrastive import CLIPConfig, SigLIPConfig
+def contrastive_config(kind: str, tok: Tokenizer, **changes):
+    """The tiny towers of chapter 02 (48 px, patch 6, a 2-block image tower) for ``kind`` in clip/siglip/llip."""
+    from vlm_primer.contrastive import CLIPConfig, LlipConfig, SigLIPConfig
 
-    cls = CLIPConfig if kind == "clip" else SigLIPConfig
+    cls = {"clip": CLIPConfig, "siglip": SigLIPConfig, "llip": LlipConfig}[kind]
     cfg = cls.from_preset("tiny")
     return cfg.replace(vision=cfg.vision.replace(image_size=48, patch_size=6, depth=2),
-                       text=cfg.text.replace(vocab_size=tok.vocab_size, context_length=CONTEXT))
+                       text=cfg.text.replace(vocab_size=tok.vocab_size, context_length=CONTEXT), **changes)
 
 
 def pixel_stats() -> tuple[list[float], list[float]]:
@@ -77,34 +80,84 @@ def zero_shot_top1(model: nn.Module, tok: Tokenizer | None = None) -> float:
     return round(float(zero_shot_accuracy(model, images, labels, classifier, topk=(1,))["top1"]), 4)
 
 
-def _train_contrastive(kind: str, steps: int | None, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
-    from vlm_primer.contrastive import CLIP, SigLIP
+def binding_probe(n: int = 300):
+    """Two-object test scenes with true, binding-swapped, shuffled and one-word-replaced captions (normalised)."""
+    from vlm_primer.evaluation import caption_probe
+    from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+
+    return caption_probe(ShapesCaptionDataset("test", n, WorldConfig(**WORLD), num_objects=2, statements=False,
+                                              transform=normalizer(*pixel_stats())))
+
+
+def binding_scores(model: nn.Module, tok: Tokenizer | None = None) -> dict[str, float]:
+    """How often the true caption beats a replaced word (the control) and a binding swap on :func:`binding_probe`."""
+    from vlm_primer.evaluation import probe_scores
+
+    rows = probe_scores(model.float().eval(), tok or Tokenizer.load(), binding_probe(), CONTEXT)
+    return {"replace_control_win": round(rows["replace one word"]["prefers_true"], 4),
+            "binding_swap_win": round(rows["binding swap"]["prefers_true"], 4)}
+
+
+def measure(name: str, model: nn.Module) -> dict[str, float]:
+    """The quality figures on ``name``'s card, measured on its fixed evaluation set."""
+    if name == "lm-tiny":
+        return {"val_perplexity": perplexity(model, lm_eval_docs())}
+    quality = {"zero_shot_top1": zero_shot_top1(model)}
+    if name == "clip-tiny-pairs":
+        quality |= binding_scores(model)
+    return quality
+
+
+def train_contrastive(model: nn.Module, steps: int, batch: int = 32, lr: float = 2e-3, *,
+                      num_objects: int | tuple[int, int] = 1, distinct: bool = True, seed: int = 0,
+                      progress: bool = False) -> list[dict[str, float]]:
+    """Chapter 02's tiny training loop on fresh Shapes World pairs; returns the Trainer's history.
+
+    ``distinct``: batches of distinct colour-shape compositions read in order, so no batch holds a false
+    negative (chapter 02, §Training a tiny CLIP); otherwise random batches (needed above 42 pairs).
+    """
     from vlm_primer.contrastive.recipes import pair_collate
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
-    seed_everything(0)
     tok = Tokenizer.load()
-    model = (CLIP if kind == "clip" else SigLIP)(_contrastive_config(kind, tok))
-    steps, batch = steps or 2000, 32
-    # Batches of 32 distinct colour-shape compositions: no false negatives (chapter 02, §Training a tiny CLIP).
-    data = ShapesCaptionDataset("train", steps * batch, WorldConfig(**WORLD), num_objects=1, num_paraphrases=1,
-                                statements=False, distinct=batch, transform=normalizer(*pixel_stats()))
-    config = TrainConfig(max_steps=steps, batch_size=batch, lr=2e-3, warmup_steps=min(20, steps // 5),
-                         weight_decay=0.2, eps=1e-6, log_every=max(1, steps // 20), device="cpu", progress=progress,
-                         live_plot=False)
-    loader = ResumableLoader(data, batch, collate_fn=pair_collate(tok, CONTEXT, 48), shuffle=False)
-    Trainer(model, loader, config).fit()
-    return model, {"zero_shot_top1": zero_shot_top1(model, tok)}
+    data = ShapesCaptionDataset("train", steps * batch, WorldConfig(**WORLD), seed=seed, num_objects=num_objects,
+                                num_paraphrases=1, statements=False, distinct=batch if distinct else None,
+                                transform=normalizer(*pixel_stats()))
+    config = TrainConfig(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=min(20, steps // 5),
+                         weight_decay=0.2, eps=1e-6, log_every=max(1, steps // 20), seed=seed, device="cpu",
+                         progress=progress, live_plot=False)
+    loader = ResumableLoader(data, batch, collate_fn=pair_collate(tok, CONTEXT, WORLD["image_size"]),
+                             shuffle=not distinct, seed=seed)
+    return Trainer(model, loader, config).fit()
 
 
-def clip_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def _train_contrastive(kind: str, steps: int | None, progress: bool,
+                       num_objects: int | tuple[int, int] = 1, seed: int = 0) -> nn.Module:
+    from vlm_primer.contrastive import CLIP, SigLIP
+
+    seed_everything(seed)
+    model = (CLIP if kind == "clip" else SigLIP)(contrastive_config(kind, Tokenizer.load()))
+    train_contrastive(model, steps or 2000, num_objects=num_objects, seed=seed, progress=progress)
+    return model
+
+
+def clip_tiny(steps: int | None = None, progress: bool = True, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """CLIP (InfoNCE) towers trained with chapter 02's tiny recipe: 2,000 steps of 32 single-object pairs at 48 px."""
-    return _train_contrastive("clip", steps, progress)
+    model = _train_contrastive("clip", steps, progress, seed=seed)
+    return model, measure("clip-tiny", model)
 
 
-def siglip_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def clip_tiny_pairs(steps: int | None = None, progress: bool = True, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    """CLIP trained like :func:`clip_tiny` on scenes of one *or two* objects, so that it can read two-object
+    captions: the model of chapter 02's binding test, whose replaced-word control it must pass."""
+    model = _train_contrastive("clip", steps, progress, num_objects=(1, 2), seed=seed)
+    return model, measure("clip-tiny-pairs", model)
+
+
+def siglip_tiny(steps: int | None = None, progress: bool = True, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """SigLIP (sigmoid loss) towers, same data and schedule as :func:`clip_tiny`."""
-    return _train_contrastive("siglip", steps, progress)
+    model = _train_contrastive("siglip", steps, progress, seed=seed)
+    return model, measure("siglip-tiny", model)
 
 
 # --------------------------------------------------------------------------- the language model
@@ -175,9 +228,9 @@ def lm_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module,
                          weight_decay=0.1, log_every=max(1, steps // 20), device="cpu", progress=progress,
                          live_plot=False)
     Trainer(model, data, config).fit()
-    return model, {"val_perplexity": perplexity(model, lm_eval_docs())}
+    return model, measure("lm-tiny", model)
 
 
 RECIPES: dict[str, Callable[..., tuple[nn.Module, dict[str, Any]]]] = {
-    "clip-tiny": clip_tiny, "siglip-tiny": siglip_tiny, "lm-tiny": lm_tiny,
+    "clip-tiny": clip_tiny, "clip-tiny-pairs": clip_tiny_pairs, "siglip-tiny": siglip_tiny, "lm-tiny": lm_tiny,
 }
