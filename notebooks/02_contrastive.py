@@ -225,6 +225,58 @@ print(f"inline NT-Xent {ours:.6f}   vlm_primer nt_xent_loss {package:.6f}")
 assert torch.allclose(ours, package, atol=1e-6)
 
 # %% [markdown]
+# The augmentations decide what counts as "the same image". We can see it without training anything:
+# take the image tower of the zoo's `clip-tiny` (trained below, §Training a tiny CLIP) and score two
+# views of 64 Shapes World images with NT-Xent. With views that **shift and flip** the image, the
+# trained tower recognises the pairs; a randomly initialised tower of the same shape is the control,
+# and sits at the loss of a model that knows nothing, $\log(2B - 1)$. With views that also **permute
+# the colour channels** (a crude colour jitter), the same trained tower does worse than chance: it
+# learned from captions that colour matters, and these positives say it does not.
+
+# %%
+from vlm_primer import zoo
+from vlm_primer.contrastive import CLIP
+from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+
+zoo_card = zoo.card("clip-tiny")
+zoo_tower, zoo_norm = zoo.load("clip-tiny"), zoo.preprocess("clip-tiny")
+seed_everything(0)
+random_tower = CLIP(zoo_tower.cfg).eval()
+views_ds = ShapesCaptionDataset("val", 64, WorldConfig(**zoo_card["preprocess"]["world"]), num_objects=1,
+                                statements=False)
+view_images = torch.stack([views_ds[i]["image"] for i in range(64)])
+view_gen = torch.Generator().manual_seed(0)
+
+
+def augment(images: torch.Tensor, colour: bool = False) -> torch.Tensor:
+    """One random view per image: a shift of up to 4 px and a flip (and a channel permutation)."""
+    out = []
+    for im in images:
+        dy, dx = torch.randint(-4, 5, (2,), generator=view_gen).tolist()
+        im = torch.roll(im, (dy, dx), dims=(1, 2))
+        if torch.rand((), generator=view_gen) < 0.5:
+            im = im.flip(2)
+        if colour:
+            im = im[torch.randperm(3, generator=view_gen)]
+        out.append(im)
+    return zoo_norm(torch.stack(out))
+
+
+simclr_chance = math.log(2 * len(view_images) - 1)
+simclr = {}
+for colour in (False, True):
+    v1, v2 = augment(view_images, colour), augment(view_images, colour)
+    with torch.no_grad():
+        for name, tower in (("clip-tiny", zoo_tower), ("random init", random_tower)):
+            simclr[name, colour] = nt_xent_loss(tower.encode_image(v1), tower.encode_image(v2), 0.1).item()
+print(f"NT-Xent (tau = 0.1, {len(view_images)} images); a model that knows nothing: log(2B - 1) = {simclr_chance:.2f}")
+for colour in (False, True):
+    print(f"  views: shift + flip{' + colour permutation' if colour else '':22s} clip-tiny {simclr['clip-tiny', colour]:.2f}"
+          f"   random init {simclr['random init', colour]:.2f}")
+assert abs(simclr["random init", False] - simclr_chance) < 0.1, "the control sits at chance"
+assert simclr["clip-tiny", False] < simclr_chance - 1 and simclr["clip-tiny", True] > simclr_chance
+
+# %% [markdown]
 # ### SigLIP: the sigmoid loss
 #
 # The softmax couples every pair in the batch through its normaliser: the loss of one image depends on
@@ -579,8 +631,6 @@ assert history[-1]["loss"] < history[0]["loss"] / 2
 
 # %%
 import json
-
-from vlm_primer import zoo
 
 live_clip = clip
 if SCALE == "tiny":
@@ -1020,7 +1070,8 @@ assert all(r["probe"]["binding swap"]["gap"] < 0.25 * r["probe"]["replace one wo
 #
 # **The runs.** CLIP, SigLIP with $b_0 = -\log B$ and SigLIP with $b_0 = -10$, at batch sizes 8, 32
 # and 128, each seeing the **same number of image–caption pairs** (16,384, in random batches: a batch
-# of 8 takes 16× the steps of a batch of 128; the learning rate scales with $\sqrt B$), three seeds
+# of 8 takes 16× the steps of a batch of 128; the learning rate scales with $\sqrt B$; batches are
+# random at every size, because a batch of 128 cannot hold 128 distinct compositions), three seeds
 # each: 27 runs, about 25 minutes on two cores. They live in `benchmarks/bench_contrastive_seeds.py`,
 # and the cell below reads its results. A difference counts only if it is larger than the **seed
 # spread** (max − min over seeds) of both runs it compares.
