@@ -1,0 +1,131 @@
+"""LLaVA against ``transformers``' ``LlavaForConditionalGeneration`` (tiny random configs, every weight
+perturbed): logits, the loss with the answer-only labels layout, greedy generation, both conversion
+directions; the connectors; and the bad inputs that must fail with a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlm_primer.backbones import Llava, LlavaConfig, build_connector, pixel_shuffle
+from vlm_primer.interop.llava import llava_from_hf, llava_to_hf
+
+IMG = 99  # the image placeholder id of the tiny transformers config
+
+
+@pytest.fixture(scope="module")
+def hf_llava():
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig as HFLlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = HFLlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                       image_size=32, patch_size=8),
+        text_config=LlamaConfig(vocab_size=100, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        image_token_index=IMG, image_seq_length=16)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # every weight moves away from its init (norms off 1, biases off 0)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _batch(n_tokens: int = 16):
+    g = torch.Generator().manual_seed(1)
+    prompt = [1, 7, 8] + [IMG] * n_tokens + [9, 10, 11]
+    answer = [12, 13, 2]
+    ids = torch.tensor([prompt + answer, [1, 20] + [IMG] * n_tokens + [21, 22, 23, 24, 25, 26, 2]])
+    labels = torch.full_like(ids, -100)
+    labels[0, -3:], labels[1, -4:] = torch.tensor(answer), torch.tensor([24, 25, 26, 2])
+    return ids, torch.randn(2, 3, 32, 32, generator=g), labels
+
+
+def test_logits_and_loss_match_transformers(hf_llava):
+    ours = llava_from_hf(hf_llava).eval()
+    ids, pixels, labels = _batch()
+    with torch.no_grad():
+        want = hf_llava(input_ids=ids, pixel_values=pixels, labels=labels)
+        got = ours(ids, pixels, labels=labels)
+        fresh = Llava(ours.cfg).eval()(ids, pixels)  # the comparison can fail: an unconverted model differs
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.loss, want.loss, atol=1e-5, rtol=1e-5)
+    assert (fresh.logits - want.logits).abs().max() > 1e-2
+    assert ours.cfg.select_layer == -2 and ours.cfg.select_feature == "patch" and ours.tokens_per_image == 16
+
+
+def test_round_trip_to_transformers(hf_llava):
+    ours = llava_from_hf(hf_llava).eval()
+    back = llava_to_hf(ours)
+    for k, v in hf_llava.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v, msg=k)
+    ids, pixels, _ = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids=ids, pixel_values=pixels).logits,
+                                   hf_llava(input_ids=ids, pixel_values=pixels).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_generation_matches_transformers(hf_llava):
+    ours = llava_from_hf(hf_llava).eval()
+    ids, pixels, _ = _batch()
+    ids = ids[:1, :-3]  # the prompt of row 0
+    want = hf_llava.generate(input_ids=ids, pixel_values=pixels[:1], max_new_tokens=8, do_sample=False,
+                             eos_token_id=-1, pad_token_id=0)[:, ids.shape[1]:]
+    got = ours.generate(ids, pixels[:1], max_new_tokens=8, eos_token_id=-1)
+    assert got.tolist() == want.tolist()
+
+
+def test_pixel_shuffle_matches_idefics3():
+    from transformers import Idefics3Config
+    from transformers.models.idefics3.modeling_idefics3 import Idefics3Connector
+
+    x = torch.randn(2, 64, 12)
+    ref = Idefics3Connector(Idefics3Config(scale_factor=2)).pixel_shuffle(x, 2)
+    torch.testing.assert_close(pixel_shuffle(x, 2), ref)
+    assert pixel_shuffle(x, 4).shape == (2, 4, 192)
+    with pytest.raises(ValueError, match="square grid"):
+        pixel_shuffle(torch.randn(1, 12, 4), 2)
+
+
+@pytest.mark.parametrize("kind,tokens", [("linear", 64), ("mlp", 64), ("pixel_shuffle", 16)])
+def test_connectors_and_stages(kind, tokens):
+    cfg = LlavaConfig.from_preset("tiny", connector=kind)
+    model = Llava(cfg)
+    assert model.tokens_per_image == tokens == cfg.tokens_per_image
+    ids = torch.tensor([model.expand_image_tokens([2, 7, cfg.image_token_id, 8, 9])])
+    out = model(ids, torch.randn(1, 3, 48, 48))
+    assert out.logits.shape == (1, 4 + tokens, cfg.text.vocab_size)
+    assert model.set_stage(1) == sum(p.numel() for p in model.connector.parameters())
+    assert model.set_stage(2) == sum(p.numel() for p in [*model.connector.parameters(),
+                                                         *model.language_model.parameters()])
+    assert build_connector(kind, 64, 32)(torch.randn(1, 64, 64)).shape == (1, tokens, 32)
+
+
+def test_bad_inputs_name_the_problem():
+    cfg = LlavaConfig.from_preset("tiny")
+    model = Llava(cfg)
+    one = model.expand_image_tokens([2, 7, cfg.image_token_id, 8])
+    pixels = torch.randn(1, 3, 48, 48)
+    with pytest.raises(ValueError, match="2 image.*need 128"):           # image count != placeholders
+        model(torch.tensor([one]), torch.randn(2, 3, 48, 48))
+    with pytest.raises(ValueError, match="no image placeholder"):        # placeholder missing
+        model(torch.tensor([[2, 7, 8]]), pixels)
+    with pytest.raises(ValueError, match="but no pixel_values"):
+        model(torch.tensor([one]))
+    with pytest.raises(ValueError, match="expand each with"):            # one <image>, not expanded
+        model(torch.tensor([[2, cfg.image_token_id, 8]]), pixels)
+    with pytest.raises(ValueError, match="48"):                          # wrong image size
+        model(torch.tensor([one]), torch.randn(1, 3, 32, 32))
+    long = model.expand_image_tokens([2] + [cfg.image_token_id] * 3 + [7] * 70)
+    with pytest.raises(ValueError, match=r"after splicing.*192 image tokens.*longer than.*256"):  # context overflow
+        model(torch.tensor([long]), torch.randn(3, 3, 48, 48))
+    labels = torch.tensor([one])
+    with pytest.raises(ValueError, match="-100 on the image positions"):
+        model(torch.tensor([one]), pixels, labels=labels)
+    with pytest.raises(ValueError, match="stage must be 1"):
+        model.set_stage(3)
+    with pytest.raises(ValueError, match="select_layer"):
+        LlavaConfig.from_preset("tiny", select_layer=-4)
+    with pytest.raises(ValueError, match="connector must be one of"):
+        LlavaConfig.from_preset("tiny", connector="qformer")

@@ -1,0 +1,188 @@
+"""LLaVA: a pretrained vision tower, a connector and a decoder LM, with image tokens spliced into the text.
+
+Explained in notebook 05, §The architecture (survey §2.5 and §3.5.1; Liu et al. 2023, 2024).
+
+* The vision tower runs with ``output_hidden_states``; the features come from block ``select_layer``
+  (LLaVA takes the penultimate, ``-2``) and ``select_feature="patch"`` drops the CLS token.
+* A connector (:mod:`vlm_primer.backbones.connectors`) maps them to ``tokens_per_image`` vectors of the
+  language model's width.
+* ``input_ids`` hold ``tokens_per_image`` copies of ``image_token_id`` for each image
+  (:meth:`Llava.expand_image_tokens` turns one ``<image>`` into them); their embeddings are replaced,
+  in order, by the images' tokens (``transformers``' ``LlavaForConditionalGeneration`` does the same).
+* Training stages (:meth:`Llava.set_stage`): stage 1 trains the connector only (alignment on
+  captions); stage 2 trains the connector and the language model (instruction tuning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from vlm_primer.backbones.connectors import CONNECTORS, build_connector
+from vlm_primer.config import PresetConfig
+from vlm_primer.nn import DecoderConfig, DecoderLM, DecoderOutput, ViT, ViTConfig
+from vlm_primer.validate import check_choice, check_images, check_tokens, value_checks_enabled
+
+__all__ = ["IMAGE_TOKEN_ID", "Llava", "LlavaConfig"]
+
+IMAGE_TOKEN_ID = 5  # <image> in the project's tokenizer (vlm_primer.text.special)
+_CLIP_TOWER = dict(pre_norm=True, final_norm_on="pooled", pool="cls", cls_token=True, patch_bias=False, eps=1e-5)
+
+
+@dataclass
+class LlavaConfig(PresetConfig):
+    """LLaVA's three parts and how they are joined. ``vision``/``text`` accept configs or dicts of fields."""
+
+    vision: ViTConfig = field(default_factory=lambda: ViTConfig(**LlavaConfig.PRESETS["tiny"]["vision"]))
+    text: DecoderConfig = field(default_factory=lambda: DecoderConfig(**LlavaConfig.PRESETS["tiny"]["text"]))
+    connector: str = "mlp"            # linear (LLaVA-1.0) | mlp (LLaVA-1.5) | pixel_shuffle (Idefics3, nanoVLM)
+    connector_act: str = "gelu"
+    shuffle_factor: int = 2           # pixel_shuffle only: f x f patches -> one token
+    select_layer: int = -2            # which hidden state of the vision tower (-1 = last block's output)
+    select_feature: str = "patch"     # patch: drop CLS (LLaVA's "default") | cls_patch: keep it ("full")
+    image_token_id: int = IMAGE_TOKEN_ID
+
+    PRESETS: ClassVar[dict] = {
+        # Shapes World: the zoo's 48 px CLIP tower and its Llama-style language model (chapter 05).
+        "tiny": dict(vision=dict(image_size=48, patch_size=6, dim=64, depth=2, heads=4, **_CLIP_TOWER),
+                     text=dict(DecoderConfig.PRESETS["llama_tiny"], vocab_size=814, context_length=256,
+                               bos_token_id=2, eos_token_id=3, pad_token_id=0)),
+        # The paper's LLaVA-1.5-7B shapes: CLIP ViT-L/14 at 336 px, Vicuna-7B (Llama-2 shapes).
+        "base": dict(vision=dict(image_size=336, patch_size=14, dim=1024, depth=24, heads=16, act="quick_gelu",
+                                 **_CLIP_TOWER),
+                     text=dict(DecoderConfig.PRESETS["llama_7b"]), image_token_id=32000),
+    }
+    BOUNDS: ClassVar[dict] = dict(shuffle_factor=">0", image_token_id=">=0")
+
+    def validate(self) -> None:
+        if isinstance(self.vision, dict):
+            self.vision = ViTConfig(**self.vision)
+        if isinstance(self.text, dict):
+            self.text = DecoderConfig(**self.text)
+        if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, DecoderConfig):
+            raise TypeError("LlavaConfig.vision must be a ViTConfig and .text a DecoderConfig (or dicts of fields)")
+        check_choice(self.connector, CONNECTORS, "LlavaConfig.connector")
+        check_choice(self.select_feature, ("patch", "cls_patch"), "LlavaConfig.select_feature")
+        if not -(self.vision.depth + 1) <= self.select_layer <= self.vision.depth:
+            raise ValueError(f"LlavaConfig.select_layer={self.select_layer} is outside the tower's "
+                             f"{self.vision.depth + 1} hidden states")
+        if self.image_token_id >= self.text.vocab_size:
+            raise ValueError(f"LlavaConfig.image_token_id={self.image_token_id} is not in the vocabulary "
+                             f"of {self.text.vocab_size} tokens")
+        if self.connector == "pixel_shuffle" and (self.select_feature != "patch"
+                                                   or self.vision.grid % self.shuffle_factor):
+            raise ValueError(f"pixel_shuffle needs select_feature='patch' and a grid ({self.vision.grid}) "
+                             f"divisible by shuffle_factor={self.shuffle_factor}")
+
+    @property
+    def tokens_per_image(self) -> int:
+        n = self.vision.num_patches + int(self.select_feature == "cls_patch" and self.vision.cls_token)
+        return n // self.shuffle_factor**2 if self.connector == "pixel_shuffle" else n
+
+
+class Llava(nn.Module):
+    """Vision tower + connector + decoder LM (LLaVA-1.0/1.5). Explained in notebook 05, §The architecture."""
+
+    def __init__(self, cfg: LlavaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision_tower = ViT(cfg.vision)
+        self.connector = build_connector(cfg.connector, cfg.vision.dim, cfg.text.dim, factor=cfg.shuffle_factor,
+                                         act=cfg.connector_act)
+        self.language_model = DecoderLM(cfg.text)
+
+    @classmethod
+    def from_parts(cls, vision_tower: ViT, language_model: DecoderLM, **cfg_fields: Any) -> "Llava":
+        """A LLaVA around pretrained parts (e.g. the zoo's ``clip-tiny-pairs`` tower and ``lm-tiny``);
+        the connector is new."""
+        model = cls(LlavaConfig(vision=vision_tower.cfg, text=language_model.cfg, **cfg_fields))
+        model.vision_tower.load_state_dict(vision_tower.state_dict())
+        model.language_model.load_state_dict(language_model.state_dict())
+        return model
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.cfg.tokens_per_image
+
+    # ------------------------------------------------------------------ inputs
+
+    def expand_image_tokens(self, ids: Sequence[int]) -> list[int]:
+        """Token ids with each ``image_token_id`` repeated ``tokens_per_image`` times (the model's input layout)."""
+        out: list[int] = []
+        for t in ids:
+            out.extend([t] * self.tokens_per_image if t == self.cfg.image_token_id else [t])
+        return out
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images ``(N_img, 3, H, W)`` -> image tokens ``(N_img, tokens_per_image, text_dim)``."""
+        hidden = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[self.cfg.select_layer]
+        if self.cfg.select_feature == "patch" and self.cfg.vision.cls_token:
+            hidden = hidden[:, 1:]
+        return self.connector(hidden)
+
+    def embed(self, input_ids: Any, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Text embeddings with the image placeholders replaced by the images' tokens, in order."""
+        cfg = self.cfg
+        ids = check_tokens(input_ids, vocab_size=cfg.text.vocab_size, device=self.language_model.tok_emb.weight.device)
+        is_image = ids == cfg.image_token_id
+        slots, per_image = int(is_image.sum()), self.tokens_per_image
+        if pixel_values is not None:
+            check_images(pixel_values, channels=cfg.vision.channels, size=cfg.vision.image_size, name="pixel_values",
+                         device=ids.device)
+        n_images = 0 if pixel_values is None else pixel_values.shape[0]
+        if pixel_values is None and slots:
+            raise ValueError(f"input_ids hold {slots} image placeholders (id {cfg.image_token_id}) but no "
+                             "pixel_values were given")
+        if slots != n_images * per_image:
+            have = f"{slots} image placeholders" if slots else "no image placeholder"
+            raise ValueError(
+                f"input_ids hold {have} (id {cfg.image_token_id}), but {n_images} image(s) of {per_image} tokens "
+                f"need {n_images * per_image}: put one <image> per image in the prompt and expand each with "
+                "Llava.expand_image_tokens")
+        if ids.shape[1] > cfg.text.context_length:
+            raise ValueError(f"after splicing, the sequence is {ids.shape[1]} tokens ({slots} image tokens + "
+                             f"{ids.shape[1] - slots} text tokens), longer than the language model's context of "
+                             f"{cfg.text.context_length}")
+        embeds = self.language_model.tok_emb(ids)
+        if not slots:
+            return embeds
+        features = self.image_features(pixel_values).to(embeds.dtype)
+        return embeds.masked_scatter(is_image[..., None], features)
+
+    # ------------------------------------------------------------------ running
+
+    def forward(self, input_ids: Any, pixel_values: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                **kwargs: Any) -> DecoderOutput:
+        """Logits over the whole spliced sequence; with ``labels`` ``(B, L)`` (-100 on the image and
+        prompt positions, so only answers are learned) also the next-token loss."""
+        if labels is not None and value_checks_enabled() and isinstance(labels, torch.Tensor):
+            ids = torch.as_tensor(input_ids, device=labels.device)
+            if ids.shape == labels.shape and bool((labels[ids == self.cfg.image_token_id] != -100).any()):
+                raise ValueError("labels must be -100 on the image positions: an image token is not a target")
+        embeds = self.embed(input_ids, pixel_values)
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: Any, pixel_values: torch.Tensor | None = None, max_new_tokens: int = 20,
+                 **kwargs: Any) -> torch.Tensor:
+        """The new token ids ``(B, T)`` after the prompt (greedy by default; see ``DecoderLM.generate``)."""
+        embeds = self.embed(input_ids, pixel_values)
+        return self.language_model.generate(inputs_embeds=embeds, max_new_tokens=max_new_tokens, **kwargs)
+
+    # ------------------------------------------------------------------ training stages
+
+    def set_stage(self, stage: int, train_vision: bool = False) -> int:
+        """Freeze for LLaVA's stage 1 (connector only) or stage 2 (connector + LM, optionally the tower).
+
+        Returns the number of trainable parameters.
+        """
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 (alignment) or 2 (instruction tuning), got {stage!r}")
+        self.vision_tower.requires_grad_(stage == 2 and train_vision)
+        self.connector.requires_grad_(True)
+        self.language_model.requires_grad_(stage == 2)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
