@@ -13,23 +13,29 @@ from vlm_primer.interop.llava import llava_from_hf, llava_to_hf
 IMG = 99  # the image placeholder id of the tiny transformers config
 
 
-@pytest.fixture(scope="module")
-def hf_llava():
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig as HFLlavaConfig, LlavaForConditionalGeneration
+def _tiny_hf(name: str, **extra):
+    """A tiny random ``transformers`` LLaVA (``name`` = Llava or LlavaNext) with every weight moved off its init."""
+    import transformers
+    from transformers import CLIPVisionConfig, LlamaConfig
 
     torch.manual_seed(0)
-    cfg = HFLlavaConfig(
+    cfg = getattr(transformers, f"{name}Config")(
         vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                                        image_size=32, patch_size=8),
         text_config=LlamaConfig(vocab_size=100, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                 bos_token_id=1, eos_token_id=2, pad_token_id=0),
-        image_token_index=IMG, image_seq_length=16)
-    model = LlavaForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # every weight moves away from its init (norms off 1, biases off 0)
+        image_token_index=IMG, **extra)
+    model = getattr(transformers, f"{name}ForConditionalGeneration")(cfg).eval()
+    with torch.no_grad():  # norms off 1, biases off 0
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
+
+
+@pytest.fixture(scope="module")
+def hf_llava():
+    return _tiny_hf("Llava", image_seq_length=16)
 
 
 def _batch(n_tokens: int = 16):
@@ -129,3 +135,53 @@ def test_bad_inputs_name_the_problem():
         LlavaConfig.from_preset("tiny", select_layer=-4)
     with pytest.raises(ValueError, match="connector must be one of"):
         LlavaConfig.from_preset("tiny", connector="qformer")
+
+
+# --------------------------------------------------------------------------- LLaVA-NeXT (AnyRes)
+
+PINPOINTS = [[32, 64], [64, 32], [64, 64]]
+
+
+@pytest.fixture(scope="module")
+def hf_llava_next():
+    return _tiny_hf("LlavaNext", image_grid_pinpoints=PINPOINTS)
+
+
+def test_best_resolution_matches_transformers():
+    from transformers.image_processing_utils import select_best_resolution as reference
+
+    from vlm_primer.backbones import select_best_resolution
+
+    pins = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    for size in [(100, 100), (300, 900), (900, 300), (500, 700), (1200, 400), (20, 2000), (640, 480)]:
+        assert select_best_resolution(size, pins) == tuple(reference(size, pins)), size
+
+
+def test_anyres_logits_match_transformers(hf_llava_next):
+    from vlm_primer.backbones import LlavaNext, anyres_tiles
+
+    ours = llava_from_hf(hf_llava_next).eval()
+    assert isinstance(ours, LlavaNext)
+    g = torch.Generator().manual_seed(2)
+    images = [torch.rand(3, 40, 70, generator=g), torch.rand(3, 70, 40, generator=g)]  # wide, tall: both unpadded
+    sizes = [tuple(im.shape[1:]) for im in images]
+    tiles = [anyres_tiles(im, 32, PINPOINTS) for im in images]
+    counts = [ours.num_image_tokens(s) for s in sizes]
+    assert [t.shape for t in tiles] == [(5, 3, 32, 32)] * 2  # base + a 2 x 2 grid (64 x 64 fits both best)
+    assert counts == [16 + 4 * (8 + 1), 16 + 8 * (4 + 1)]  # the padded half of the 8 x 8 map goes; a newline per row
+    rows = [ours.expand_image_tokens([1, 7, IMG, 9, 10], [n]) for n in counts]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    pixel_values, image_sizes = torch.stack(tiles), torch.tensor(sizes)
+    with torch.no_grad():
+        want = hf_llava_next(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, image_sizes=image_sizes)
+        got = ours(ids, pixel_values, attention_mask=mask, image_sizes=image_sizes)
+    torch.testing.assert_close(got.logits[mask.bool()], want.logits[mask.bool()], atol=1e-5, rtol=1e-5)
+    back = llava_to_hf(ours)
+    newline = "model.image_newline"
+    torch.testing.assert_close(back.state_dict()[newline], hf_llava_next.state_dict()[newline])
+    with pytest.raises(ValueError, match="needs image_sizes"):
+        ours(ids, pixel_values, attention_mask=mask)
+    with pytest.raises(ValueError, match="needs 5 tiles"):
+        ours(ids, [t[:2] for t in tiles], attention_mask=mask, image_sizes=image_sizes)

@@ -1,10 +1,13 @@
-"""Pretrained backbones joined by a connector (survey §2.5): LLaVA (notebook 05) and its connectors."""
+"""Pretrained backbones joined by a connector (survey §2.5): LLaVA, LLaVA-NeXT (notebook 05) and the connectors."""
 
 from vlm_primer.backbones.connectors import (CONNECTORS, LinearConnector, MLPConnector, PixelShuffleConnector,
                                              build_connector, pixel_shuffle)
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava, LlavaConfig
+from vlm_primer.backbones.llava_next import (LlavaNext, LlavaNextConfig, anyres_tiles, select_best_resolution,
+                                             unpadded_shape)
 
 __all__ = [
-    "CONNECTORS", "IMAGE_TOKEN_ID", "LinearConnector", "Llava", "LlavaConfig", "MLPConnector",
-    "PixelShuffleConnector", "build_connector", "pixel_shuffle",
+    "CONNECTORS", "IMAGE_TOKEN_ID", "LinearConnector", "Llava", "LlavaConfig", "LlavaNext", "LlavaNextConfig",
+    "MLPConnector", "PixelShuffleConnector", "anyres_tiles", "build_connector", "pixel_shuffle",
+    "select_best_resolution", "unpadded_shape",
 ]

@@ -109,11 +109,19 @@ class Llava(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def expand_image_tokens(self, ids: Sequence[int]) -> list[int]:
-        """Token ids with each ``image_token_id`` repeated ``tokens_per_image`` times (the model's input layout)."""
+    def expand_image_tokens(self, ids: Sequence[int], counts: int | Sequence[int] | None = None) -> list[int]:
+        """Token ids with the ``i``-th ``image_token_id`` repeated ``counts[i]`` times (default
+        ``tokens_per_image`` for every image): the model's input layout."""
+        image = self.cfg.image_token_id
+        n = sum(t == image for t in ids)
+        if not isinstance(counts, Sequence):
+            counts = [self.tokens_per_image if counts is None else counts] * n
+        if len(counts) != n:
+            raise ValueError(f"ids hold {n} image placeholders but {len(counts)} token counts were given")
         out: list[int] = []
+        it = iter(counts)
         for t in ids:
-            out.extend([t] * self.tokens_per_image if t == self.cfg.image_token_id else [t])
+            out.extend([t] * next(it) if t == image else [t])
         return out
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -123,54 +131,64 @@ class Llava(nn.Module):
             hidden = hidden[:, 1:]
         return self.connector(hidden)
 
-    def embed(self, input_ids: Any, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, input_ids: Any, pixel_values: torch.Tensor | None = None, image_sizes: Any = None) -> torch.Tensor:
         """Text embeddings with the image placeholders replaced by the images' tokens, in order."""
         cfg = self.cfg
+        if image_sizes is not None:
+            raise ValueError("image_sizes is for LLaVA-NeXT's tiled images (LlavaNext); Llava takes square images")
         ids = check_tokens(input_ids, vocab_size=cfg.text.vocab_size, device=self.language_model.tok_emb.weight.device)
-        is_image = ids == cfg.image_token_id
-        slots, per_image = int(is_image.sum()), self.tokens_per_image
         if pixel_values is not None:
             check_images(pixel_values, channels=cfg.vision.channels, size=cfg.vision.image_size, name="pixel_values",
                          device=ids.device)
-        n_images = 0 if pixel_values is None else pixel_values.shape[0]
-        if pixel_values is None and slots:
+        counts = [] if pixel_values is None else [self.tokens_per_image] * pixel_values.shape[0]
+        self.check_placeholders(ids, counts)
+        features = None if pixel_values is None else self.image_features(pixel_values).flatten(0, 1)
+        return self.splice(ids, features)
+
+    def check_placeholders(self, ids: torch.Tensor, counts: Sequence[int]) -> None:
+        """The placeholders of ``ids`` must number ``sum(counts)`` (image ``i`` gives ``counts[i]`` tokens),
+        and the spliced sequence must fit the language model's context."""
+        cfg = self.cfg
+        slots, need = int((ids == cfg.image_token_id).sum()), sum(counts)
+        if slots and not counts:
             raise ValueError(f"input_ids hold {slots} image placeholders (id {cfg.image_token_id}) but no "
                              "pixel_values were given")
-        if slots != n_images * per_image:
+        if slots != need:
             have = f"{slots} image placeholders" if slots else "no image placeholder"
             raise ValueError(
-                f"input_ids hold {have} (id {cfg.image_token_id}), but {n_images} image(s) of {per_image} tokens "
-                f"need {n_images * per_image}: put one <image> per image in the prompt and expand each with "
-                "Llava.expand_image_tokens")
+                f"input_ids hold {have} (id {cfg.image_token_id}), but {len(counts)} image(s) of "
+                f"{'/'.join(map(str, sorted(set(counts))))} tokens need {need}: put one <image> per image in the "
+                "prompt and expand each with expand_image_tokens")
         if ids.shape[1] > cfg.text.context_length:
             raise ValueError(f"after splicing, the sequence is {ids.shape[1]} tokens ({slots} image tokens + "
                              f"{ids.shape[1] - slots} text tokens), longer than the language model's context of "
                              f"{cfg.text.context_length}")
+
+    def splice(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings of ``ids`` whose placeholders are replaced, in order, by ``features`` ``(T, dim)``."""
         embeds = self.language_model.tok_emb(ids)
-        if not slots:
+        if features is None:
             return embeds
-        features = self.image_features(pixel_values).to(embeds.dtype)
-        return embeds.masked_scatter(is_image[..., None], features)
+        return embeds.masked_scatter((ids == self.cfg.image_token_id)[..., None], features.to(embeds.dtype))
 
     # ------------------------------------------------------------------ running
 
-    def forward(self, input_ids: Any, pixel_values: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **kwargs: Any) -> DecoderOutput:
+    def forward(self, input_ids: Any, pixel_values: Any = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, image_sizes: Any = None, **kwargs: Any) -> DecoderOutput:
         """Logits over the whole spliced sequence; with ``labels`` ``(B, L)`` (-100 on the image and
         prompt positions, so only answers are learned) also the next-token loss."""
         if labels is not None and value_checks_enabled() and isinstance(labels, torch.Tensor):
             ids = torch.as_tensor(input_ids, device=labels.device)
             if ids.shape == labels.shape and bool((labels[ids == self.cfg.image_token_id] != -100).any()):
                 raise ValueError("labels must be -100 on the image positions: an image token is not a target")
-        embeds = self.embed(input_ids, pixel_values)
+        embeds = self.embed(input_ids, pixel_values, image_sizes)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()
-    def generate(self, input_ids: Any, pixel_values: torch.Tensor | None = None, max_new_tokens: int = 20,
-                 **kwargs: Any) -> torch.Tensor:
+    def generate(self, input_ids: Any, pixel_values: Any = None, max_new_tokens: int = 20, *,
+                 image_sizes: Any = None, **kwargs: Any) -> torch.Tensor:
         """The new token ids ``(B, T)`` after the prompt (greedy by default; see ``DecoderLM.generate``)."""
-        embeds = self.embed(input_ids, pixel_values)
+        embeds = self.embed(input_ids, pixel_values, image_sizes)
         return self.language_model.generate(inputs_embeds=embeds, max_new_tokens=max_new_tokens, **kwargs)
 
     # ------------------------------------------------------------------ training stages

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlm_primer.backbones import Llava, LlavaConfig
+from vlm_primer.backbones import Llava, LlavaConfig, LlavaNext, LlavaNextConfig
 from vlm_primer.interop import StrictSource, load_strict, ours_act_to_hf, hf_act_to_ours, state_dict_of
 from vlm_primer.interop.clip import (_require, clip_vision_config_from_vit, vit_config_from_hf_clip_vision,
                                      vit_from_hf_clip_vision, vit_to_hf_clip_vision)
@@ -21,6 +21,7 @@ from vlm_primer.interop.llama import (decoder_config_from_hf_llama, decoder_from
                                       llama_config_from_decoder)
 
 VISION, PROJECTOR, LANGUAGE = "model.vision_tower.", "model.multi_modal_projector.", "model.language_model."
+NEWLINE = "model.image_newline"
 _STRATEGY = {"default": "patch", "full": "cls_patch"}
 
 
@@ -29,7 +30,8 @@ def _part(sd: dict[str, torch.Tensor], prefix: str, new_prefix: str = "") -> dic
 
 
 def llava_config_from_hf(hf_config: Any) -> LlavaConfig:
-    """``transformers.LlavaConfig`` -> :class:`LlavaConfig` (CLIP vision tower, Llama text, MLP projector)."""
+    """``transformers.LlavaConfig`` -> :class:`LlavaConfig` (CLIP vision tower, Llama text, MLP projector);
+    a ``LlavaNextConfig`` (it has ``image_grid_pinpoints``) -> :class:`LlavaNextConfig`."""
     layer = hf_config.vision_feature_layer
     if not isinstance(layer, int):
         raise ValueError(f"only a single vision_feature_layer is supported, got {layer!r}")
@@ -37,15 +39,18 @@ def llava_config_from_hf(hf_config: Any) -> LlavaConfig:
         raise ValueError(f"unknown vision_feature_select_strategy {hf_config.vision_feature_select_strategy!r}")
     if not getattr(hf_config, "multimodal_projector_bias", True):
         raise ValueError("our MLP connector has biases; multimodal_projector_bias=False is not supported")
-    return LlavaConfig(vision=vit_config_from_hf_clip_vision(hf_config.vision_config),
+    pinpoints = getattr(hf_config, "image_grid_pinpoints", None)
+    cls, extra = (LlavaConfig, {}) if pinpoints is None else (LlavaNextConfig, {"grid_pinpoints": pinpoints})
+    return cls(vision=vit_config_from_hf_clip_vision(hf_config.vision_config),
                        text=decoder_config_from_hf_llama(hf_config.text_config), connector="mlp",
                        connector_act=hf_act_to_ours(hf_config.projector_hidden_act), select_layer=layer,
                        select_feature=_STRATEGY[hf_config.vision_feature_select_strategy],
-                       image_token_id=hf_config.image_token_index)
+                       image_token_id=hf_config.image_token_index, **extra)
 
 
 def llava_from_hf(hf_model: nn.Module) -> Llava:
-    """Our :class:`Llava` with the weights of a ``transformers`` ``LlavaForConditionalGeneration``."""
+    """Our :class:`Llava` with the weights of a ``transformers`` ``LlavaForConditionalGeneration``
+    (or our :class:`LlavaNext` from a ``LlavaNextForConditionalGeneration``)."""
     cfg = llava_config_from_hf(hf_model.config)
     sd = state_dict_of(hf_model)
     vision = vit_from_hf_clip_vision(_part(sd, VISION), hf_model.config.vision_config)
@@ -57,11 +62,14 @@ def llava_from_hf(hf_model: nn.Module) -> Llava:
     connector = {f"{ours}.{p}": src[f"{theirs}.{p}"] for ours, theirs in (("fc1", "linear_1"), ("fc2", "linear_2"))
                  for p in ("weight", "bias")}
     src.finish()
-    known = (VISION, PROJECTOR, LANGUAGE, "lm_head.")
+    known = (VISION, PROJECTOR, LANGUAGE, "lm_head.") + ((NEWLINE,) if isinstance(cfg, LlavaNextConfig) else ())
     unexpected = [k for k in sd if not k.startswith(known)]
     if unexpected:
         raise ValueError(f"LLaVA state dict: unexpected tensors {unexpected[:5]}")
-    model = Llava(cfg)
+    model = LlavaNext(cfg) if isinstance(cfg, LlavaNextConfig) else Llava(cfg)
+    if isinstance(model, LlavaNext):
+        with torch.no_grad():
+            model.image_newline.copy_(sd[NEWLINE])
     model.vision_tower.load_state_dict(vision.state_dict())
     model.language_model.load_state_dict(text.state_dict())
     load_strict(model.connector, connector, "LLaVA connector")
@@ -71,9 +79,14 @@ def llava_from_hf(hf_model: nn.Module) -> Llava:
 def llava_config_to_hf(cfg: LlavaConfig, **extra: Any):
     """:class:`LlavaConfig` -> ``transformers.LlavaConfig`` (MLP connector only: ``transformers`` has no other)."""
     from transformers import LlavaConfig as HFLlavaConfig
+    from transformers import LlavaNextConfig as HFLlavaNextConfig
 
     _require(cfg.connector == "mlp", f"transformers' LLaVA projector is the 2-layer MLP, not {cfg.connector!r}")
-    return HFLlavaConfig(vision_config=clip_vision_config_from_vit(cfg.vision),
+    if isinstance(cfg, LlavaNextConfig):
+        hf_cls, extra = HFLlavaNextConfig, {"image_grid_pinpoints": [list(p) for p in cfg.grid_pinpoints], **extra}
+    else:
+        hf_cls = HFLlavaConfig
+    return hf_cls(vision_config=clip_vision_config_from_vit(cfg.vision),
                          text_config=llama_config_from_decoder(cfg.text), image_token_index=cfg.image_token_id,
                          projector_hidden_act=ours_act_to_hf(cfg.connector_act),
                          vision_feature_layer=cfg.select_layer,
@@ -82,8 +95,9 @@ def llava_config_to_hf(cfg: LlavaConfig, **extra: Any):
 
 
 def llava_to_hf(model: Llava, **config_extra: Any):
-    """A ``transformers`` ``LlavaForConditionalGeneration`` with our weights (eval mode)."""
-    from transformers import LlavaForConditionalGeneration
+    """A ``transformers`` ``LlavaForConditionalGeneration`` (``LlavaNextForConditionalGeneration`` for a
+    :class:`LlavaNext`) with our weights (eval mode)."""
+    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
     hf_config = llava_config_to_hf(model.cfg, **config_extra)
     sd = {VISION + k: v for k, v in vit_to_hf_clip_vision(model.vision_tower).items()}
@@ -92,7 +106,11 @@ def llava_to_hf(model: Llava, **config_extra: Any):
     c = model.connector.state_dict()
     sd |= {f"{PROJECTOR}{theirs}.{p}": c[f"{ours}.{p}"] for ours, theirs in (("fc1", "linear_1"), ("fc2", "linear_2"))
            for p in ("weight", "bias")}
-    return load_strict(LlavaForConditionalGeneration(hf_config), sd, "LlavaForConditionalGeneration").eval()
+    hf_cls = LlavaForConditionalGeneration
+    if isinstance(model, LlavaNext):
+        sd[NEWLINE] = model.image_newline.detach().clone()
+        hf_cls = LlavaNextForConditionalGeneration
+    return load_strict(hf_cls(hf_config), sd, hf_cls.__name__).eval()
 
 
 def load_llava_pretrained(name: str = "llava-hf/llava-1.5-7b-hf", **from_pretrained_kwargs: Any) -> Llava:
