@@ -95,10 +95,17 @@ class Llava(nn.Module):
         self.language_model = DecoderLM(cfg.text)
 
     @classmethod
-    def from_parts(cls, vision_tower: ViT, language_model: DecoderLM, **cfg_fields: Any) -> "Llava":
+    def from_parts(cls, vision_tower: ViT, language_model: DecoderLM, *, context_length: int | None = None,
+                   **cfg_fields: Any) -> "Llava":
         """A LLaVA around pretrained parts (e.g. the zoo's ``clip-tiny-pairs`` tower and ``lm-tiny``);
-        the connector is new."""
-        model = cls(LlavaConfig(vision=vision_tower.cfg, text=language_model.cfg, **cfg_fields))
+        the connector is new. ``context_length`` lengthens a RoPE language model's context (the image
+        tokens need room; the weights do not change)."""
+        text = language_model.cfg
+        if context_length is not None:
+            if text.pos_emb != "rope" and context_length > text.context_length:
+                raise ValueError("only a RoPE language model can take a longer context without new weights")
+            text = text.replace(context_length=context_length)
+        model = cls(LlavaConfig(vision=vision_tower.cfg, text=text, **cfg_fields))
         model.vision_tower.load_state_dict(vision_tower.state_dict())
         model.language_model.load_state_dict(language_model.state_dict())
         return model
@@ -149,7 +156,8 @@ class Llava(nn.Module):
         """The placeholders of ``ids`` must number ``sum(counts)`` (image ``i`` gives ``counts[i]`` tokens),
         and the spliced sequence must fit the language model's context."""
         cfg = self.cfg
-        slots, need = int((ids == cfg.image_token_id).sum()), sum(counts)
+        is_image = ids == cfg.image_token_id
+        slots, need = int(is_image.sum()), sum(counts)
         if slots and not counts:
             raise ValueError(f"input_ids hold {slots} image placeholders (id {cfg.image_token_id}) but no "
                              "pixel_values were given")
@@ -160,8 +168,10 @@ class Llava(nn.Module):
                 f"{'/'.join(map(str, sorted(set(counts))))} tokens need {need}: put one <image> per image in the "
                 "prompt and expand each with expand_image_tokens")
         if ids.shape[1] > cfg.text.context_length:
-            raise ValueError(f"after splicing, the sequence is {ids.shape[1]} tokens ({slots} image tokens + "
-                             f"{ids.shape[1] - slots} text tokens), longer than the language model's context of "
+            row = int(is_image.sum(1).argmax())
+            n_img = int(is_image[row].sum())
+            raise ValueError(f"after splicing, the sequence is {ids.shape[1]} tokens ({n_img} image tokens + "
+                             f"{ids.shape[1] - n_img} text tokens), longer than the language model's context of "
                              f"{cfg.text.context_length}")
 
     def splice(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""LLaVA's training data on Shapes World: conversations with the image spliced in, answers as the only targets.
+
+Explained in notebook 05, §The data. LLaVA's two stages use two kinds of data (Liu et al. 2023):
+
+* **stage 1** (feature alignment): an image and a short caption behind a fixed request
+  (``kind="caption"``), so the connector learns to say in the LM's words what the tower sees;
+* **stage 2** (instruction tuning): conversations, detailed descriptions and complex reasoning
+  (``kind="instruct"``, :class:`~vlm_primer.world.ShapesInstructDataset`), or short VQA answers
+  (``kind="vqa"``).
+
+Each item is the chat template's token ids with every ``<image>`` expanded into ``image_tokens``
+placeholders, a parallel target mask (True on the assistant's answers and their ``<|end|>``) and the
+image; :func:`llava_collate` pads a batch and writes ``labels`` = the ids on targets, -100 elsewhere
+(the prompt, the roles and the image positions are never learned).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from vlm_primer.text import Tokenizer, encode_chat
+from vlm_primer.validate import check_choice
+
+__all__ = ["CAPTION_REQUEST", "LLAVA_KINDS", "LlavaChatDataset", "llava_collate", "prompt_ids"]
+
+LLAVA_KINDS = ("caption", "vqa", "instruct")
+CAPTION_REQUEST = "write a short caption for this image."
+
+
+def _expand(ids: list[int], target: list[bool], image_id: int, image_tokens: int) -> tuple[list[int], list[bool]]:
+    out_ids, out_target = [], []
+    for t, m in zip(ids, target):
+        k = image_tokens if t == image_id else 1
+        out_ids += [t] * k
+        out_target += [m and t != image_id] * k
+    return out_ids, out_target
+
+
+def prompt_ids(tokenizer: Tokenizer, question: str, image_tokens: int, image_id: int = 5) -> list[int]:
+    """The ids of a one-turn prompt ``<image>question`` ending with ``<|assistant|>``, ready to generate from."""
+    ids, target = encode_chat(tokenizer, [{"role": "user", "content": "<image>" + question}], add_bos=True)
+    ids += tokenizer.encode("<|assistant|>", add_eos=False)
+    return _expand(ids, target + [False], image_id, image_tokens)[0]
+
+
+class LlavaChatDataset(torch.utils.data.Dataset):
+    """Shapes World conversations for LLaVA (``kind`` in :data:`LLAVA_KINDS`); items ``input_ids``,
+    ``target`` (bool per token), ``image`` (after ``transform``) and ``kind``.
+
+    ``image_tokens``: placeholders per image (the model's ``tokens_per_image``). Scenes come from a
+    :class:`~vlm_primer.world.SceneDataset` built with ``scene_kw`` (``config``, ``num_objects``, ``seed``...).
+    """
+
+    def __init__(self, kind: str, split: str = "train", size: int = 1000, *, image_tokens: int,
+                 tokenizer: Tokenizer | None = None, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 image_id: int = 5, **scene_kw: Any) -> None:
+        from vlm_primer.world import ShapesCaptionDataset, ShapesInstructDataset, ShapesVQADataset
+
+        self.kind = check_choice(kind, LLAVA_KINDS, "kind")
+        if not isinstance(image_tokens, int) or image_tokens < 1:
+            raise ValueError(f"image_tokens must be a positive int (the model's tokens_per_image), "
+                             f"got {image_tokens!r}")
+        self.tokenizer = tokenizer or Tokenizer.load()
+        self.image_tokens, self.image_id, self.transform = image_tokens, image_id, transform
+        if kind == "caption":
+            cfg = scene_kw.pop("config", None)
+            self.scenes = ShapesCaptionDataset(split, size, cfg, statements=False, num_paraphrases=1, **scene_kw)
+        elif kind == "vqa":
+            self.scenes = ShapesVQADataset(split, size, **scene_kw)
+        else:
+            self.scenes = ShapesInstructDataset(split, size, **scene_kw)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        if self.kind == "caption":
+            return [{"role": "user", "content": "<image>" + CAPTION_REQUEST},
+                    {"role": "assistant", "content": item["caption"]}]
+        if self.kind == "vqa":
+            return [{"role": "user", "content": "<image>" + item["question"]},
+                    {"role": "assistant", "content": item["answer"]}]
+        return item["messages"]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.scenes[index]
+        ids, target = encode_chat(self.tokenizer, self.messages(item), add_bos=True)
+        ids, target = _expand(ids, target, self.image_id, self.image_tokens)
+        image = item["image"] if self.transform is None else self.transform(item["image"])
+        return {"input_ids": ids, "target": target, "image": image, "kind": self.kind}
+
+
+def llava_collate(pad_id: int = 0) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """Right-pad a list of :class:`LlavaChatDataset` items into ``input_ids``, ``attention_mask``,
+    ``labels`` (-100 off the targets) and ``pixel_values``."""
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(items), width), -100, dtype=torch.long)
+        mask = torch.zeros(len(items), width, dtype=torch.long)
+        for i, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[i, :n] = torch.tensor(it["input_ids"])
+            mask[i, :n] = 1
+            labels[i, :n] = torch.where(torch.tensor(it["target"]), ids[i, :n], -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                "pixel_values": torch.stack([it["image"] for it in items])}
+
+    return collate
