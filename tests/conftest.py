@@ -6,6 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never depend on the auto-picked device: "auto" means the CPU here even where a GPU is visible
+# (GPU paths have their own tests, marked to skip without CUDA). VLM_PRIMER_DEVICE=auto runs them on the GPU.
+os.environ.setdefault("VLM_PRIMER_DEVICE", "cpu")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -59,9 +59,20 @@ def test_presets_and_overrides():
         Toy.from_preset("tiny", colour=1)
 
 
-def test_default_device():
+def test_default_device(monkeypatch):
     assert default_device("cpu").type == "cpu"
+    monkeypatch.delenv("VLM_PRIMER_DEVICE", raising=False)
     assert default_device("auto").type in {"cpu", "cuda", "mps"}
+    monkeypatch.setenv("VLM_PRIMER_DEVICE", "cpu")          # what the test suite sets (tests/conftest.py)
+    assert default_device("auto").type == "cpu" and default_device(None).type == "cpu"
+    assert default_device("cpu").type == "cpu"              # an explicit device is never overridden
+    monkeypatch.setenv("VLM_PRIMER_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="VLM_PRIMER_DEVICE='gpu'.*must be one of"):
+        default_device("auto")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("VLM_PRIMER_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="VLM_PRIMER_DEVICE='cuda'.*no CUDA GPU"):
+            default_device("auto")
 
 
 def test_check_images_errors():

@@ -57,9 +57,19 @@ def _mps_available() -> bool:
 
 
 def default_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda[:N]`` and ``mps`` must be available."""
+    """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda[:N]`` and ``mps`` must be available.
+
+    ``VLM_PRIMER_DEVICE=cpu`` (or ``cuda``, ``mps``) makes ``auto`` pick that device instead: the test
+    suite runs on the CPU this way even where a GPU is visible.
+    """
     device = "auto" if device is None else check_device(device)
     if device == "auto":
+        forced = os.environ.get("VLM_PRIMER_DEVICE", "").strip()
+        if forced and forced != "auto":
+            try:
+                return default_device(check_device(forced))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"VLM_PRIMER_DEVICE={forced!r}: {e}") from None
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if _mps_available() else "cpu")
