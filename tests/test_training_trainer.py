@@ -171,3 +171,21 @@ def test_live_plot_updates_one_output_in_a_kernel(monkeypatch):
     monkeypatch.setattr(trainer_mod, "in_jupyter_kernel", lambda: False)
     Trainer(ToyClassifier(), ToyDataset(32), cfg(max_steps=2, live_plot="auto")).fit()
     assert len(shown) == 1
+
+
+def test_records_report_throughput_and_mfu():
+    torch.manual_seed(0)
+    history = Trainer(ToyClassifier(dropout=0.0), ToyDataset(64), cfg(max_steps=4, log_every=2)).fit()
+    for h in history:  # 2 steps of 8 samples per record
+        assert h["samples_per_s"] > 0 and 0 <= h["data_wait"] <= 1 and "mfu" not in h and "tokens_per_s" not in h
+    model = ToyClassifier(dropout=0.0)
+    t = Trainer(model, ToyDataset(64), cfg(max_steps=4, log_every=2, peak_tflops=1e-6))
+    history = t.fit()
+    # the FLOPs of one step, counted once: forward (2 x batch x in x out per linear layer) and backward
+    assert t._flops_per_step > 0 and all(h["mfu"] > 0 for h in history)
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3] * 2)
+    ids = {"input_ids": torch.ones(4, 6, dtype=torch.long), "attention_mask": mask}
+    t._count(ids)
+    assert t._window_samples == 4 and t._window_tokens == 18  # real tokens only, from the host-side mask
+    with pytest.raises(ValueError, match="peak_tflops"):
+        cfg(peak_tflops=0.0)

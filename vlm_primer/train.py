@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-last", type=int, help="keep only the newest N checkpoints (default: keep all)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="auto|PATH",
                    help="continue from the latest checkpoint in --ckpt-dir (or 'auto', or a checkpoint path)")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at this precision: logs MFU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe option (repeatable)")
@@ -74,6 +75,7 @@ def config_overrides(ns: argparse.Namespace) -> dict[str, Any]:
         "weight_decay": ns.weight_decay, "warmup_steps": ns.warmup_steps, "precision": ns.precision,
         "compile": ns.compile, "device": ns.device, "log_every": ns.log_every, "eval_every": ns.eval_every,
         "ckpt_dir": ns.ckpt_dir, "ckpt_every": ns.ckpt_every, "keep_last": ns.keep_last, "resume": ns.resume,
+        "peak_tflops": ns.peak_tflops,
     }
     out = {k: v for k, v in pairs.items() if v is not None}
     if ns.grad_clip is not None:

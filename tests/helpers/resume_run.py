@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from toy_training import ToyClassifier, ToyDataset
 from vlm_primer import seed_everything
 from vlm_primer.training import Trainer, TrainConfig, latest_checkpoint
+from vlm_primer.training.plot import THROUGHPUT_KEYS
 
 p = argparse.ArgumentParser()
 p.add_argument("mode", choices=("first", "resume"))
@@ -42,7 +43,9 @@ def make_trainer(ckpt_dir):
 
 def finish(trainer, name):
     save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, a.out / f"{name}.st")
-    info = {"history": trainer.history, "step": trainer.step, "epoch": trainer.epoch}
+    # Throughput (samples/s, data wait) is wall-clock: everything else must match bit for bit.
+    history = [{k: v for k, v in h.items() if k not in THROUGHPUT_KEYS} for h in trainer.history]
+    info = {"history": history, "step": trainer.step, "epoch": trainer.epoch}
     (a.out / f"{name}.json").write_text(json.dumps(info))
 
 

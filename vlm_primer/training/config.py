@@ -68,6 +68,7 @@ class TrainConfig(PresetConfig):
     live_plot: bool | str = "auto"
     on_nonfinite: str = "raise"
     validate_inputs: str = "first_step"
+    peak_tflops: float | None = None     # the device's peak (dense, at this precision): logs MFU when given
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(max_steps=300, batch_size=32, warmup_steps=20, log_every=10),
@@ -78,7 +79,7 @@ class TrainConfig(PresetConfig):
     BOUNDS: ClassVar[dict[str, str]] = dict(
         max_steps=">0", batch_size=">0", grad_accum_steps=">0", log_every=">0", eval_every=">0", ckpt_every=">0",
         keep_last=">0", warmup_steps=">=0", num_workers=">=0", lr=">0", weight_decay=">=0", betas="[0, 1)",
-        eps=">0", min_lr_ratio="[0, 1]", grad_clip=">0",
+        eps=">0", min_lr_ratio="[0, 1]", grad_clip=">0", peak_tflops=">0",
     )
 
     def validate(self) -> None:

@@ -12,7 +12,8 @@ import io
 import time
 from typing import Any
 
-SKIP_KEYS = {"step", "loss", "lr", "grad_norm", "epoch"}
+THROUGHPUT_KEYS = {"samples_per_s", "tokens_per_s", "data_wait", "mfu"}  # wall-clock figures, not curves
+SKIP_KEYS = {"step", "loss", "lr", "grad_norm", "epoch", "skipped"} | THROUGHPUT_KEYS
 
 
 def in_jupyter_kernel() -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -193,10 +194,33 @@ class Trainer:
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._last_finite = torch.full((2,), float("nan"), device=self.device)
         self._inputs_checked = False
+        # Throughput of the current logging window (host clock; a record syncs with the device anyway).
+        self._window_start: float | None = None
+        self._window_samples, self._window_tokens, self._data_seconds = 0, 0, 0.0
+        self._flops_per_step: float | None = None
 
     # ------------------------------------------------------------------ data
 
     def _next_batch(self) -> Any:
+        start = time.perf_counter()
+        batch = self._fetch_batch()
+        self._count(batch)
+        batch = move_to_device(batch, self.device)
+        self._data_seconds += time.perf_counter() - start
+        return batch
+
+    def _count(self, batch: dict[str, Any]) -> None:
+        """Samples and tokens of a batch, read on the host (no device sync): the attention mask's sum
+        when it is still on the CPU, else the number of token ids."""
+        sizes = [v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0]
+        self._window_samples += sizes[0] if sizes else 0
+        mask, ids = batch.get("attention_mask"), batch.get("input_ids")
+        if isinstance(mask, torch.Tensor) and mask.device.type == "cpu":
+            self._window_tokens += int(mask.sum())
+        elif isinstance(ids, torch.Tensor):
+            self._window_tokens += ids.numel()
+
+    def _fetch_batch(self) -> Any:
         while True:
             if self._iter is None:
                 self._iter = self.source.iter_from(self.epoch, self.batch_in_epoch)
@@ -210,7 +234,7 @@ class Trainer:
             self.batch_in_epoch += 1
             if not isinstance(batch, dict):
                 raise TypeError(f"a batch must be a dict of tensors (passed as model(**batch)), got {type(batch).__name__}")
-            return move_to_device(batch, self.device)
+            return batch
 
     # ------------------------------------------------------------------ one optimizer step
 
@@ -341,8 +365,16 @@ class Trainer:
         if self.is_main and self.step < target and (cfg.live_plot is True or (cfg.live_plot == "auto" and in_jupyter_kernel())):
             plot = LivePlot()
         try:
+            self._window_start = time.perf_counter()
             while self.step < target:
-                _, grad_norm = self.train_step()
+                if self._flops_per_step is None and cfg.peak_tflops is not None:
+                    from torch.utils.flop_counter import FlopCounterMode
+
+                    with FlopCounterMode(display=False) as counter:  # counted once: the steps are alike
+                        _, grad_norm = self.train_step()
+                    self._flops_per_step = float(counter.get_total_flops())
+                else:
+                    _, grad_norm = self.train_step()
                 s = self.step
                 do_eval = self.eval_fn is not None and (
                     s == cfg.max_steps or (cfg.eval_every is not None and s % cfg.eval_every == 0)
@@ -354,7 +386,8 @@ class Trainer:
                         record.update(self.evaluate())
                     self.history.append(record)
                     if bar is not None:
-                        shown = {k: v for k, v in record.items() if isinstance(v, float) and k != "grad_norm"}
+                        shown = {k: v for k, v in record.items()
+                                 if isinstance(v, float) and k not in ("grad_norm", "tokens_per_s", "mfu")}
                         bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
                     if plot is not None:
                         plot.update(self.history)
@@ -381,9 +414,28 @@ class Trainer:
             record["grad_norm"] = float(grad_norm)
         if self.skipped:
             record["skipped"] = self.skipped
+        record.update(self._throughput())
         self._window_sum.zero_()
         self._window_count = 0
         return record
+
+    def _throughput(self) -> dict[str, float]:
+        """Samples/s and tokens/s (all ranks), the fraction of the time spent waiting for data and, with
+        ``TrainConfig.peak_tflops``, the model FLOPs utilisation since the last record."""
+        now = time.perf_counter()
+        elapsed = now - (self._window_start or now)
+        out: dict[str, float] = {}
+        if elapsed > 0:
+            world = D.world_size()
+            out["samples_per_s"] = self._window_samples * world / elapsed
+            if self._window_tokens:
+                out["tokens_per_s"] = self._window_tokens * world / elapsed
+            out["data_wait"] = min(1.0, self._data_seconds / elapsed)
+            if self._flops_per_step is not None and self.config.peak_tflops:
+                steps = self._window_samples / max(1, self.config.batch_size * self.config.grad_accum_steps)
+                out["mfu"] = self._flops_per_step * steps / elapsed / (self.config.peak_tflops * 1e12)
+        self._window_start, self._window_samples, self._window_tokens, self._data_seconds = now, 0, 0, 0.0
+        return out
 
     # ------------------------------------------------------------------ checkpoints
 
