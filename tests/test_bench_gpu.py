@@ -1,0 +1,27 @@
+"""benchmarks/bench_gpu.py: says so and exits cleanly without a GPU, and its code path runs on a CPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_gpu  # noqa: E402
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the no-GPU message")
+def test_without_a_gpu_it_says_so(capsys):
+    assert bench_gpu.main([]) == 0
+    assert "no CUDA GPU is visible" in capsys.readouterr().out
+
+
+def test_code_path_on_cpu(capsys):
+    argv = ["--device", "cpu", "--preset", "tiny", "--batch", "4", "--repeats", "1", "--no-compile"]
+    assert bench_gpu.main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("clip ", "siglip "))]
+    assert [r[:2] for r in rows] == [["clip", "eager"], ["siglip", "eager"]]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
