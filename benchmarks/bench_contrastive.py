@@ -15,16 +15,10 @@ model; it counts weights, optimizer state, activations and the allocator's cachi
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import statistics
-import subprocess
-import sys
-import time
 
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import child_peak_mb, median_alternating, rss_kb
 
 
 def build(kind: str, side: str):
@@ -73,24 +67,8 @@ def batch(kind: str, b: int):
 
 
 def time_pair(kind: str, b: int, repeats: int) -> tuple[float, float]:
-    data = batch(kind, b)
-    steps = {side: build(kind, side)[1] for side in ("ours", "theirs")}
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    for i in range(3 + repeats):
-        for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
-            t = time.perf_counter()
-            steps[side](*data)
-            if i >= 3:
-                times[side].append(time.perf_counter() - t)
-    return statistics.median(times["ours"]), statistics.median(times["theirs"])
-
-
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    t = median_alternating({side: build(kind, side)[1] for side in ("ours", "theirs")}, batch(kind, b), repeats)
+    return t["ours"], t["theirs"]
 
 
 def memory_child(kind: str, side: str, b: int) -> None:
@@ -101,7 +79,7 @@ def memory_child(kind: str, side: str, b: int) -> None:
     import vlm_primer.interop.siglip  # noqa: F401
 
     data = batch(kind, b)
-    before = _rss_kb()
+    before = rss_kb()
     _, step = build(kind, side)
     for _ in range(3):  # the peak is reached once AdamW has allocated its state
         step(*data)
@@ -110,12 +88,7 @@ def memory_child(kind: str, side: str, b: int) -> None:
 
 
 def peak_memory_mb(kind: str, side: str, b: int, threads: int) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, side, "--batch", str(b), "--threads", str(threads)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+    return child_peak_mb(__file__, ["--child", kind, side, "--batch", str(b), "--threads", str(threads)])
 
 
 def main() -> None:

@@ -15,16 +15,12 @@ Prints ratios ours / theirs (time and memory: goal <= 1.0; tokens/s: goal >= 1.0
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import child_peak_mb, median_alternating, rss_kb
 
 
 def build(side: str):
@@ -68,16 +64,8 @@ def stepper(side: str):
 
 
 def time_steps(b: int, repeats: int) -> tuple[float, float]:
-    data = batch(b)
-    steps = {side: stepper(side) for side in ("ours", "theirs")}
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    for i in range(3 + repeats):
-        for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
-            t = time.perf_counter()
-            steps[side](*data)
-            if i >= 3:
-                times[side].append(time.perf_counter() - t)
-    return statistics.median(times["ours"]), statistics.median(times["theirs"])
+    t = median_alternating({side: stepper(side) for side in ("ours", "theirs")}, batch(b), repeats)
+    return t["ours"], t["theirs"]
 
 
 @torch.no_grad()
@@ -100,21 +88,13 @@ def tokens_per_second(new_tokens: int) -> tuple[float, float]:
     return out["ours"], out["theirs"]
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def memory_child(side: str, b: int) -> None:
     import transformers  # noqa: F401  (imported first, so the baseline includes it on both sides)
 
     import vlm_primer.interop.llava  # noqa: F401
 
     data = batch(b)
-    before = _rss_kb()
+    before = rss_kb()
     step = stepper(side)
     for _ in range(3):
         step(*data)
@@ -122,10 +102,7 @@ def memory_child(side: str, b: int) -> None:
 
 
 def peak_memory_mb(side: str, b: int, threads: int) -> float:
-    out = subprocess.run([sys.executable, __file__, "--child", side, "--batch", str(b), "--threads", str(threads)],
-                         capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
-    return float(out.stdout.strip().splitlines()[-1])
+    return child_peak_mb(__file__, ["--child", side, "--batch", str(b), "--threads", str(threads)])
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from vlm_primer.backbones.llava import expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
 from vlm_primer.validate import check_choice
 
@@ -29,20 +30,11 @@ LLAVA_KINDS = ("caption", "vqa", "instruct")
 CAPTION_REQUEST = "write a short caption for this image."
 
 
-def _expand(ids: list[int], target: list[bool], image_id: int, image_tokens: int) -> tuple[list[int], list[bool]]:
-    out_ids, out_target = [], []
-    for t, m in zip(ids, target):
-        k = image_tokens if t == image_id else 1
-        out_ids += [t] * k
-        out_target += [m and t != image_id] * k
-    return out_ids, out_target
-
-
 def prompt_ids(tokenizer: Tokenizer, question: str, image_tokens: int, image_id: int = 5) -> list[int]:
     """The ids of a one-turn prompt ``<image>question`` ending with ``<|assistant|>``, ready to generate from."""
-    ids, target = encode_chat(tokenizer, [{"role": "user", "content": "<image>" + question}], add_bos=True)
+    ids, _ = encode_chat(tokenizer, [{"role": "user", "content": "<image>" + question}], add_bos=True)
     ids += tokenizer.encode("<|assistant|>", add_eos=False)
-    return _expand(ids, target + [False], image_id, image_tokens)[0]
+    return expand_image_tokens(ids, image_id, image_tokens)[0]
 
 
 class LlavaChatDataset(torch.utils.data.Dataset):
@@ -87,7 +79,7 @@ class LlavaChatDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.scenes[index]
         ids, target = encode_chat(self.tokenizer, self.messages(item), add_bos=True)
-        ids, target = _expand(ids, target, self.image_id, self.image_tokens)
+        ids, target = expand_image_tokens(ids, self.image_id, self.image_tokens, target)
         image = item["image"] if self.transform is None else self.transform(item["image"])
         return {"input_ids": ids, "target": target, "image": image, "kind": self.kind}
 

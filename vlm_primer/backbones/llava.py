@@ -26,7 +26,7 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.nn import DecoderConfig, DecoderLM, DecoderOutput, ViT, ViTConfig
 from vlm_primer.validate import check_choice, check_images, check_tokens, value_checks_enabled
 
-__all__ = ["IMAGE_TOKEN_ID", "Llava", "LlavaConfig"]
+__all__ = ["IMAGE_TOKEN_ID", "Llava", "LlavaConfig", "expand_image_tokens"]
 
 IMAGE_TOKEN_ID = 5  # <image> in the project's tokenizer (vlm_primer.text.special)
 _CLIP_TOWER = dict(pre_norm=True, final_norm_on="pooled", pool="cls", cls_token=True, patch_bias=False, eps=1e-5)
@@ -83,6 +83,25 @@ class LlavaConfig(PresetConfig):
         return n // self.shuffle_factor**2 if self.connector == "pixel_shuffle" else n
 
 
+def expand_image_tokens(ids: Sequence[int], image_id: int, counts: int | Sequence[int],
+                        target: Sequence[bool] | None = None) -> tuple[list[int], list[bool] | None]:
+    """``ids`` with the ``i``-th ``image_id`` repeated ``counts[i]`` times (an int: the same for every image),
+    and the parallel ``target`` mask expanded alike, False on every image position (None stays None)."""
+    n = sum(t == image_id for t in ids)
+    counts = [counts] * n if isinstance(counts, int) else list(counts)
+    if len(counts) != n:
+        raise ValueError(f"ids hold {n} image placeholders but {len(counts)} token counts were given")
+    marks = [False] * len(ids) if target is None else target
+    out_ids: list[int] = []
+    out_target: list[bool] = []
+    it = iter(counts)
+    for t, m in zip(ids, marks):
+        k = next(it) if t == image_id else 1
+        out_ids += [t] * k
+        out_target += [m and t != image_id] * k
+    return out_ids, None if target is None else out_target
+
+
 class Llava(nn.Module):
     """Vision tower + connector + decoder LM (LLaVA-1.0/1.5). Explained in notebook 05, §The architecture."""
 
@@ -119,17 +138,8 @@ class Llava(nn.Module):
     def expand_image_tokens(self, ids: Sequence[int], counts: int | Sequence[int] | None = None) -> list[int]:
         """Token ids with the ``i``-th ``image_token_id`` repeated ``counts[i]`` times (default
         ``tokens_per_image`` for every image): the model's input layout."""
-        image = self.cfg.image_token_id
-        n = sum(t == image for t in ids)
-        if not isinstance(counts, Sequence):
-            counts = [self.tokens_per_image if counts is None else counts] * n
-        if len(counts) != n:
-            raise ValueError(f"ids hold {n} image placeholders but {len(counts)} token counts were given")
-        out: list[int] = []
-        it = iter(counts)
-        for t in ids:
-            out.extend([t] * next(it) if t == image else [t])
-        return out
+        counts = self.tokens_per_image if counts is None else counts
+        return expand_image_tokens(ids, self.cfg.image_token_id, counts)[0]
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images ``(N_img, 3, H, W)`` -> image tokens ``(N_img, tokens_per_image, text_dim)``."""

@@ -116,10 +116,8 @@ class LlavaNext(Llava):
     def num_image_tokens(self, size: Sequence[int]) -> int:
         """Tokens for an image of ``size = (H, W)`` pixels: the base view's, then the unpadded map with
         one newline token per row."""
-        rows, cols, hs, ws = self._layout(size)
-        h = len(range(*hs.indices(rows * self.cfg.vision.grid)))
-        w = len(range(*ws.indices(cols * self.cfg.vision.grid)))
-        return self.tokens_per_image + h * (w + 1)
+        _, _, hs, ws = self._layout(size)
+        return self.tokens_per_image + (hs.stop - hs.start) * (ws.stop - ws.start + 1)
 
     def pack(self, features: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """One image's ``(1 + rows*cols, grid^2, dim)`` tile features -> its ``(num_image_tokens, dim)`` tokens."""
@@ -144,7 +142,7 @@ class LlavaNext(Llava):
         sizes = [tuple(int(v) for v in s) for s in torch.as_tensor(image_sizes).tolist()]
         if len(sizes) != len(pixel_values):
             raise ValueError(f"{len(pixel_values)} images but {len(sizes)} image_sizes")
-        counts = [1 + self._layout(s)[0] * self._layout(s)[1] for s in sizes]
+        counts = [1 + rows * cols for rows, cols, *_ in map(self._layout, sizes)]
         tiles = []
         for i, (pv, n, s) in enumerate(zip(pixel_values, counts, sizes)):
             check_images(pv, channels=cfg.vision.channels, size=cfg.vision.image_size, name=f"pixel_values[{i}]",

@@ -1,0 +1,44 @@
+"""What the speed benchmarks share: alternating step timing and the peak memory of a fresh process."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_alternating(steps: dict[str, Callable[..., Any]], data: tuple, repeats: int,
+                       warmup: int = 3) -> dict[str, float]:
+    """Median seconds of each ``steps[side](*data)``; the sides take turns (order flipped every round),
+    so background load hits them alike; the first ``warmup`` rounds are not timed."""
+    sides = list(steps)
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for i in range(warmup + repeats):
+        for side in sides if i % 2 == 0 else sides[::-1]:
+            t = time.perf_counter()
+            steps[side](*data)
+            if i >= warmup:
+                times[side].append(time.perf_counter() - t)
+    return {side: statistics.median(v) for side, v in times.items()}
+
+
+def rss_kb() -> int:
+    """This process's resident set size now, KiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def child_peak_mb(script: str, args: list[str]) -> float:
+    """Run ``script args`` in a fresh interpreter and return the number on the last line it prints
+    (a ``--child`` mode that measures its own peak memory)."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    return float(out.stdout.strip().splitlines()[-1])
