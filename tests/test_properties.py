@@ -14,9 +14,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from vlm_primer.backbones import Llava, LlavaConfig, LlavaNextConfig
 from vlm_primer.contrastive import CLIP, CLIPConfig, Llip, LlipConfig, SigLIP, SigLIPConfig
 from vlm_primer.contrastive.losses import ClipLoss, SigLipLoss
 from vlm_primer.evaluation import recall_at_k
@@ -267,6 +268,24 @@ def _build_and_run(cls, cfg):
         finite(out.logits if out.loss is None else out.loss)
 
 
+LLAVA = Llava(LlavaConfig.from_preset("tiny")).eval()
+
+
+@given(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2), st.integers(0, 100), st.sampled_from([48, 32]),
+       st.booleans())
+@example(3, 3, 0, 100, 48, True)  # 3 x 64 image tokens + 102 text tokens: past the context of 256
+@example(1, 1, 1, 0, 48, True)    # one placeholder too many: a partial image
+def test_llava_placeholders_images_and_context(placeholders, n_images, partial, text, size, with_pixels):
+    """Placeholders vs images, a partial image, wrong sizes, empty batches, context overflow: run or say which."""
+    ids = torch.tensor([[2] + [5] * (placeholders * LLAVA.tokens_per_image + partial) + [7] * (1 + text)])
+    pixels = torch.rand(n_images, 3, size, size) if with_pixels else None
+    with torch.no_grad():
+        out = clear_or_ok(lambda: LLAVA(ids, pixels), "input_ids", "pixel_values")
+    if out is not None:
+        finite(out.logits)
+        assert out.logits.shape[:2] == ids.shape and placeholders == (n_images if with_pixels else 0) and not partial
+
+
 @pytest.mark.parametrize("cls", [ViTConfig, TextConfig, DecoderConfig])
 @given(data=st.data())
 def test_tower_configs(cls, data):
@@ -281,7 +300,8 @@ def test_tower_configs(cls, data):
             clear_or_ok(lambda: _build_and_run(cls, cfg), *kw)
 
 
-@pytest.mark.parametrize("cls", [CLIPConfig, SigLIPConfig, LlipConfig, WorldConfig, TrainConfig])
+@pytest.mark.parametrize("cls", [CLIPConfig, SigLIPConfig, LlipConfig, LlavaConfig, LlavaNextConfig, WorldConfig,
+                                 TrainConfig])
 @given(data=st.data())
 def test_other_configs(cls, data):
     kw = data.draw(config_kwargs(cls, skip=("vision", "text")))

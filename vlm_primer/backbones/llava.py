@@ -180,8 +180,8 @@ class Llava(nn.Module):
         if ids.shape[1] > cfg.text.context_length:
             row = int(is_image.sum(1).argmax())
             n_img = int(is_image[row].sum())
-            raise ValueError(f"after splicing, the sequence is {ids.shape[1]} tokens ({n_img} image tokens + "
-                             f"{ids.shape[1] - n_img} text tokens), longer than the language model's context of "
+            raise ValueError(f"input_ids: after splicing, the sequence is {ids.shape[1]} tokens ({n_img} image "
+                             f"tokens + {ids.shape[1] - n_img} text tokens), longer than the language model's context of "
                              f"{cfg.text.context_length}")
 
     def splice(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
