@@ -108,9 +108,54 @@ def blind_accuracy(train, test):
     return sum(hits) / len(hits)
 
 
+def splice(embeds, ids, features, image_id):
+    out = embeds.clone()
+    out[ids == image_id] = features.to(out.dtype)  # boolean indexing reads row by row: the placeholders in order
+    return out
+
+
+def image_tokens(image_size, patch_size, keep_cls):
+    return (image_size // patch_size) ** 2 + int(keep_cls)
+
+
+def mlp_connector_params(vision_dim, text_dim):
+    return (vision_dim + 1) * text_dim + (text_dim + 1) * text_dim
+
+
+def anyres_tokens(g, rows, cols, size):
+    h, w = rows * g, cols * g  # the tiles' feature map, before unpadding
+    oh, ow = size
+    if ow / oh > w / h:  # wider than the map: padding rows above and below
+        pad = (h - int(round(oh * (w / ow), 7))) // 2
+        h -= 2 * pad
+    else:
+        pad = (w - int(round(ow * (h / oh), 7))) // 2
+        w -= 2 * pad
+    return g * g + h * (w + 1)
+
+
+def fact_f1(a, b):
+    if not a and not b:
+        return 1.0
+    shared = sum((a & b).values())
+    if shared == 0:
+        return 0.0
+    p, r = shared / sum(a.values()), shared / sum(b.values())
+    return 2 * p * r / (p + r)
+
+
+def pixel_shuffle(x, factor):
+    b, n, d = x.shape
+    side = int(round(n ** 0.5))
+    x = x.view(b, side // factor, factor, side // factor, factor, d)  # (b, h, s1, w, s2, d)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, n // factor**2, factor * factor * d)
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
     "02.1": clip_multi_positive, "02.2": siglip, "02.3": siglip_bias, "02.4": chance_loss,
     "02.5": expected_repeats, "02.6": recall_at_1, "02.7": ensemble,
+    "05.1": splice, "05.2": image_tokens, "05.3": mlp_connector_params, "05.4": anyres_tokens, "05.5": fact_f1,
+    "05.6": pixel_shuffle,
 }

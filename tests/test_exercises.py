@@ -62,6 +62,12 @@ WRONG = [
     ("02.6", lambda sim: (sim.argmax(0) == torch.arange(len(sim))).float().mean().item(), "text→image"),
     ("02.7", lambda p: F.normalize(p.mean(1), dim=-1), "normalise each prompt"),
     ("02.7", lambda p: torch.zeros(5), "expected a (classes, dim)"),
+    ("05.2", lambda s, p, keep: (s // p) ** 2 + 1, "drops the CLS"),
+    ("05.3", lambda v, t: v * t + t, "linear projection"),
+    ("05.4", lambda g, r, c, size: g * g + r * g * (c * g + 1), "unpad first"),
+    ("05.5", lambda a, b: 1.0 if not a and not b else 2 * len(set(a) & set(b)) / (len(set(a)) + len(set(b))),
+     "multiset"),
+    ("05.6", lambda x, f: x.reshape(x.shape[0], -1, x.shape[-1] * f * f), "2 x 2 block"),
 ]
 
 

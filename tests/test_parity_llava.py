@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlm_primer.backbones import Llava, LlavaConfig, build_connector, pixel_shuffle
+from vlm_primer.backbones import Llava, LlavaConfig, LlavaNextConfig, build_connector, pixel_shuffle
 from vlm_primer.interop.llava import llava_from_hf, llava_to_hf
 
 IMG = 99  # the image placeholder id of the tiny transformers config
@@ -185,3 +185,23 @@ def test_anyres_logits_match_transformers(hf_llava_next):
         ours(ids, pixel_values, attention_mask=mask)
     with pytest.raises(ValueError, match="needs 5 tiles"):
         ours(ids, [t[:2] for t in tiles], attention_mask=mask, image_sizes=image_sizes)
+
+
+def test_presets_build_and_anyres_token_counts_match_the_processor():
+    """Every preset is a valid config (the base one is LLaVA-1.5-7B's shapes, vocabulary 32,064 with <image> at
+    32,000), and LLaVA-NeXT-7B's image-token count per image size equals LlavaNextProcessor's."""
+    from types import SimpleNamespace
+
+    from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor
+
+    for cls in (LlavaConfig, LlavaNextConfig):
+        for name in cls.presets():
+            cfg = cls.from_preset(name)
+            assert cfg.image_token_id < cfg.text.vocab_size
+    cfg = LlavaNextConfig.from_preset("base")
+    proc = object.__new__(LlavaNextProcessor)  # only its arithmetic: no tokenizer, no files
+    proc.image_processor = SimpleNamespace(image_grid_pinpoints=[list(p) for p in cfg.grid_pinpoints])
+    proc.patch_size, proc.num_additional_image_tokens = cfg.vision.patch_size, 0
+    for size in [(336, 336), (672, 672), (480, 640), (1000, 300), (300, 1000), (777, 555)]:
+        assert cfg.num_image_tokens(size) == proc._get_number_of_features(*size, 336, 336), size
+    assert cfg.num_image_tokens((672, 672)) == 2928

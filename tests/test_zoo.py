@@ -15,7 +15,8 @@ from vlm_primer.zoo.recipes import _zero_shot_set
 
 # What each card must claim at least (the chapters that use these models rely on it).
 BOUNDS = {"clip-tiny": ("zero_shot_top1", ">=", 0.85), "siglip-tiny": ("zero_shot_top1", ">=", 0.80),
-          "clip-tiny-pairs": ("replace_control_win", ">=", 0.85), "lm-tiny": ("val_perplexity", "<=", 3.0)}
+          "clip-tiny-pairs": ("replace_control_win", ">=", 0.85), "lm-tiny": ("val_perplexity", "<=", 3.0),
+          "llava-tiny": ("vqa_all", ">=", 0.65)}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -24,7 +25,7 @@ def test_card_matches_its_file_and_its_recipe(name):
     path = ZOO_DIR / f"{name}.safetensors"
     assert path.stat().st_size == c["bytes"] and c["dtype"] == "float16"
     assert c["recipe"]["source"] == recipe_hash(name), (
-        f"zoo/recipes.py changed since {name} was built: rebuild it with `{c['command']}` (or `make zoo`)")
+        f"the recipe of {name} changed since it was built: rebuild it with `{c['command']}` (or `make zoo`)")
     assert c["recipe"]["steps"] is None, "the committed file must come from the full recipe"
     assert c["command"].startswith(f"python -m vlm_primer.zoo build {name}")
     load(name)  # verifies the SHA-256
@@ -51,6 +52,23 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
         build("lm-tiny", tmp_path, steps=3, progress=False)
     meta = build("siglip-tiny", tmp_path, steps=2, progress=False)
     assert 0.0 <= meta["quality"]["zero_shot_top1"] <= 1.0
+    meta = build("llava-tiny", tmp_path, steps=5, progress=False)
+    assert meta["recipe"]["function"] == "vlm_primer.zoo.llava_recipes.llava_tiny"
+    assert 0 <= meta["quality"]["vqa_all"] <= 1
+
+
+def test_llava_export_loads_in_transformers(tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from vlm_primer.backbones.inference import prompt_tokens
+
+    ours = load("llava-tiny")
+    export("llava-tiny", tmp_path / "hf")
+    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ids = torch.tensor([prompt_tokens(ours, Tokenizer.load(), "what color is the star?", [ours.tokens_per_image])])
+    pixels = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(ours(ids, pixels).logits, hf(input_ids=ids, pixel_values=pixels).logits, atol=1e-4)
 
 
 def test_damaged_or_unknown_models_give_clear_errors(tmp_path):

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe option (repeatable)")
+    p.add_argument("--stage", type=int, help="shorthand for --set stage=N (LLaVA's training stages, chapter 05)")
     return p
 
 
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     try:
         seed_everything(ns.seed)
         args = RecipeArgs(preset=ns.preset, shards=ns.shards, batch_size=ns.batch_size, seed=ns.seed,
-                          num_workers=ns.num_workers, options=_parse_set(ns.set))
+                          num_workers=ns.num_workers, options=_parse_set(ns.set + ([f"stage={ns.stage}"] if ns.stage is not None else [])))
         job = recipe.build(args)
         if not isinstance(job, TrainJob):
             raise TypeError(f"recipe {ns.recipe!r} must return a TrainJob, got {type(job).__name__}")

@@ -53,7 +53,8 @@ class LlavaConfig(PresetConfig):
         # The paper's LLaVA-1.5-7B shapes: CLIP ViT-L/14 at 336 px, Vicuna-7B (Llama-2 shapes).
         "base": dict(vision=dict(image_size=336, patch_size=14, dim=1024, depth=24, heads=16, act="quick_gelu",
                                  **_CLIP_TOWER),
-                     text=dict(DecoderConfig.PRESETS["llama_7b"]), image_token_id=32000),
+                     # llava-hf/llava-1.5-7b-hf: Vicuna's 32,000 tokens + <image> and padding = 32,064
+                     text=dict(DecoderConfig.PRESETS["llama_7b"], vocab_size=32064), image_token_id=32000),
     }
     BOUNDS: ClassVar[dict] = dict(shuffle_factor=">0", image_token_id=">=0")
 
@@ -213,8 +214,9 @@ class Llava(nn.Module):
 
     # ------------------------------------------------------------------ training stages
 
-    def set_stage(self, stage: int, train_vision: bool = False) -> int:
-        """Freeze for LLaVA's stage 1 (connector only) or stage 2 (connector + LM, optionally the tower).
+    def set_stage(self, stage: int, train_vision: bool = False, train_language: bool = True) -> int:
+        """Freeze for LLaVA's stage 1 (connector only) or stage 2 (connector + LM, optionally the tower;
+        ``train_language=False`` keeps the LM frozen too, the ablation of notebook 05).
 
         Returns the number of trainable parameters.
         """
@@ -222,5 +224,7 @@ class Llava(nn.Module):
             raise ValueError(f"stage must be 1 (alignment) or 2 (instruction tuning), got {stage!r}")
         self.vision_tower.requires_grad_(stage == 2 and train_vision)
         self.connector.requires_grad_(True)
-        self.language_model.requires_grad_(stage == 2)
+        self.language_model.requires_grad_(stage == 2 and train_language)
+        if isinstance(getattr(self, "image_newline", None), nn.Parameter):
+            self.image_newline.requires_grad_(True)  # LLaVA-NeXT's learned newline trains with the connector
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -99,6 +99,20 @@ class LlavaNextConfig(LlavaConfig):
         if self.connector == "pixel_shuffle":
             raise ValueError("LlavaNext lays the tiles' tokens out on a grid: use the linear or mlp connector")
 
+    def layout(self, size: Sequence[int]) -> tuple[int, int, slice, slice]:
+        """For an image of ``size = (H, W)``: the grid's rows and columns of tiles, and the rows and columns of
+        the tiles' feature map that survive unpadding."""
+        grid = self.vision.grid
+        th, tw = select_best_resolution(size, self.grid_pinpoints)
+        rows, cols = th // self.vision.image_size, tw // self.vision.image_size
+        return (rows, cols, *unpadded_shape(size, (rows * grid, cols * grid)))
+
+    def num_image_tokens(self, size: Sequence[int]) -> int:
+        """Tokens for an image of ``size = (H, W)`` pixels: the base view's, then the unpadded map with
+        one newline token per row (no model needed: LLaVA-NeXT-7B's counts come from its config)."""
+        _, _, hs, ws = self.layout(size)
+        return self.tokens_per_image + (hs.stop - hs.start) * (ws.stop - ws.start + 1)
+
 
 class LlavaNext(Llava):
     """LLaVA-NeXT: :class:`Llava` with AnyRes tiling and the ``image_newline`` token."""
@@ -108,16 +122,11 @@ class LlavaNext(Llava):
         self.image_newline = nn.Parameter(torch.randn(cfg.text.dim) * cfg.text.dim**-0.5)
 
     def _layout(self, size: Sequence[int]) -> tuple[int, int, slice, slice]:
-        grid = self.cfg.vision.grid
-        th, tw = select_best_resolution(size, self.cfg.grid_pinpoints)
-        rows, cols = th // self.cfg.vision.image_size, tw // self.cfg.vision.image_size
-        return (rows, cols, *unpadded_shape(size, (rows * grid, cols * grid)))
+        return self.cfg.layout(size)
 
     def num_image_tokens(self, size: Sequence[int]) -> int:
-        """Tokens for an image of ``size = (H, W)`` pixels: the base view's, then the unpadded map with
-        one newline token per row."""
-        _, _, hs, ws = self._layout(size)
-        return self.tokens_per_image + (hs.stop - hs.start) * (ws.stop - ws.start + 1)
+        """Tokens for an image of ``size = (H, W)`` pixels (:meth:`LlavaNextConfig.num_image_tokens`)."""
+        return self.cfg.num_image_tokens(size)
 
     def pack(self, features: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """One image's ``(1 + rows*cols, grid^2, dim)`` tile features -> its ``(num_image_tokens, dim)`` tokens."""

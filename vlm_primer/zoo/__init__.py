@@ -35,7 +35,7 @@ from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weigh
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
-                          "lm-tiny": "DecoderLM"}
+                          "lm-tiny": "DecoderLM", "llava-tiny": "Llava"}
 
 
 def _check_name(name: str) -> str:
@@ -44,11 +44,31 @@ def _check_name(name: str) -> str:
     return name
 
 
-def recipe_hash(name: str) -> str:
-    """A hash of ``zoo/recipes.py``, the source every recipe and its helpers live in, tagged with ``name``."""
-    from vlm_primer.zoo import recipes
+def _recipe_module(name: str):
+    """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py`` or ``zoo/llava_recipes.py``."""
+    from vlm_primer.zoo import llava_recipes, recipes
 
-    return hashlib.sha256(inspect.getsource(recipes).encode()).hexdigest()[:16] + ":" + _check_name(name)
+    return llava_recipes if _check_name(name) in llava_recipes.RECIPES else recipes
+
+
+def recipes_table() -> dict[str, Any]:
+    """Every zoo recipe by model name."""
+    from vlm_primer.zoo import llava_recipes, recipes
+
+    return {**recipes.RECIPES, **llava_recipes.RECIPES}
+
+
+def recipe_hash(name: str) -> str:
+    """A hash of the source of ``name``'s recipe module (every recipe and its helpers) and of the functions it
+    lists in ``SOURCES`` (``"module:name"``), tagged with ``name``."""
+    import importlib
+
+    module = _recipe_module(name)
+    parts = [inspect.getsource(module)]
+    for source in getattr(module, "SOURCES", ()):
+        mod, _, attr = source.partition(":")
+        parts.append(inspect.getsource(getattr(importlib.import_module(mod), attr)))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:16] + ":" + name
 
 
 def card(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -70,6 +90,9 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind == "SigLIP":
         from vlm_primer.contrastive import SigLIP, SigLIPConfig
         return SigLIP(SigLIPConfig(**config))
+    if kind == "Llava":
+        from vlm_primer.backbones import Llava, LlavaConfig
+        return Llava(LlavaConfig(**config))
     from vlm_primer.nn import DecoderConfig, DecoderLM
     return DecoderLM(DecoderConfig(**config))
 
@@ -93,9 +116,7 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
 
     Refuses to replace existing files unless ``overwrite`` (``make zoo`` passes it).
     """
-    from vlm_primer.zoo import recipes
-    from vlm_primer.zoo.recipes import RECIPES
-
+    RECIPES = recipes_table()
     root = Path(root or ZOO_DIR)
     weights, meta_path = root / f"{_check_name(name)}.safetensors", root / f"{name}.json"
     if (weights.exists() or meta_path.exists()) and not overwrite:
@@ -112,10 +133,10 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
     os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
-    quality_fp16 = recipes.measure(name, load_weights(_model_from_config(name, model.cfg.to_dict()), weights))
+    quality_fp16 = _recipe_module(name).measure(name, load_weights(_model_from_config(name, model.cfg.to_dict()), weights))
     meta = {
         "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
-        "recipe": {"function": f"vlm_primer.zoo.recipes.{RECIPES[name].__name__}", "steps": steps,
+        "recipe": {"function": f"{RECIPES[name].__module__}.{RECIPES[name].__name__}", "steps": steps,
                    "source": recipe_hash(name), "doc": inspect.getdoc(RECIPES[name])},
         "command": f"python -m vlm_primer.zoo build {name} --overwrite" + (f" --steps {steps}" if steps else ""),
         "data_seed": 0, "quality": quality_fp16, "quality_fp32": quality, "preprocess": _preprocess_card(name),
@@ -151,9 +172,7 @@ def preprocess(name: str, root: str | os.PathLike | None = None):
 
 def measure(name: str, root: str | os.PathLike | None = None) -> dict[str, float]:
     """Re-measure the card's quality figure from the saved file (what the tests compare with the card)."""
-    from vlm_primer.zoo import recipes
-
-    return recipes.measure(name, load(name, root))
+    return _recipe_module(name).measure(name, load(name, root))
 
 
 def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
@@ -171,6 +190,9 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind == "SigLIP":
         from vlm_primer.interop.siglip import siglip_to_hf
         hf = siglip_to_hf(model)
+    elif kind == "Llava":
+        from vlm_primer.interop.llava import llava_to_hf
+        hf = llava_to_hf(model)
     else:
         from transformers import LlamaForCausalLM
 

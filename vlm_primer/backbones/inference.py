@@ -1,0 +1,125 @@
+"""Talking to a LLaVA: replies in the chat template, one turn or many, one image or several, in batches.
+
+Explained in notebook 05, §Chatting with the model. A conversation is a list of chat messages
+(:mod:`vlm_primer.text.chat`) whose user turns hold one ``<image>`` per picture, in order. The model
+continues after ``<|assistant|>`` until it writes ``<|end|>``; the KV cache makes each new token cost
+one position (``DecoderLM.generate``). Greedy by default; ``temperature`` > 0 samples (``top_k``
+optionally), with ``generator`` for repeatable draws.
+
+    reply = chat(model, [{"role": "user", "content": "<image>what color is the star?"}], image)
+    replies = generate_replies(model, prompts, images)      # one image per prompt, left-padded batches
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from vlm_primer.backbones.llava import Llava
+from vlm_primer.text import Tokenizer, encode_chat
+
+__all__ = ["chat", "generate_replies", "prompt_tokens"]
+
+Messages = Sequence[dict]
+
+
+def _as_messages(prompt: str | Messages) -> list[dict]:
+    if isinstance(prompt, str):  # a bare question: one user turn about one image
+        return [{"role": "user", "content": ("" if "<image>" in prompt else "<image>") + prompt}]
+    return list(prompt)
+
+
+def _image_counts(model: Llava, images: torch.Tensor | Sequence[torch.Tensor], image_sizes: Any) -> list[int]:
+    if image_sizes is not None:  # LLaVA-NeXT: the token count depends on each image's size
+        return [model.num_image_tokens(tuple(int(v) for v in s)) for s in torch.as_tensor(image_sizes).tolist()]
+    return [model.tokens_per_image] * len(images)
+
+
+def prompt_tokens(model: Llava, tokenizer: Tokenizer, messages: str | Messages, counts: Sequence[int]) -> list[int]:
+    """The ids of ``messages`` in the chat template, ending with ``<|assistant|>``, each ``<image>`` expanded
+    into ``counts[i]`` placeholders."""
+    ids, _ = encode_chat(tokenizer, _as_messages(messages), add_bos=True)
+    if messages and not isinstance(messages, str) and _as_messages(messages)[-1]["role"] == "assistant":
+        raise ValueError("the conversation ends with an assistant turn: add the user's next message to get a reply")
+    ids += tokenizer.encode("<|assistant|>", add_eos=False)
+    return model.expand_image_tokens(ids, list(counts))
+
+
+def _decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    ids = list(ids)
+    if tokenizer.end_id in ids:
+        ids = ids[:ids.index(tokenizer.end_id)]
+    return tokenizer.decode(ids).strip()
+
+
+@torch.no_grad()
+def generate_replies(model: Llava, prompts: Sequence[str | Messages], images: torch.Tensor | Sequence[torch.Tensor],
+                     *, tokenizer: Tokenizer | None = None, max_new_tokens: int = 16, batch_size: int = 64,
+                     image_sizes: Any = None, **sampling: Any) -> list[str]:
+    """One reply per prompt, prompt ``i`` about image ``i`` (``images``: ``(N, 3, H, W)``, already
+    normalised; for LLaVA-NeXT the tiles of each image and ``image_sizes``). Prompts of different lengths
+    are left-padded within a batch (the attention mask hides the padding). ``sampling``: ``temperature``,
+    ``top_k``, ``generator`` of ``DecoderLM.generate``."""
+    tokenizer = tokenizer or Tokenizer.load()
+    if len(prompts) != len(images):
+        raise ValueError(f"one image per prompt: got {len(prompts)} prompts and {len(images)} images")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    counts = _image_counts(model, images, image_sizes)
+    device = next(model.parameters()).device
+    replies: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = range(start, min(start + batch_size, len(prompts)))
+        seqs = [prompt_tokens(model, tokenizer, prompts[i], [counts[i]]) for i in rows]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        for r, s in enumerate(seqs):  # left padding: every prompt ends where generation starts
+            ids[r, width - len(s):], mask[r, width - len(s):] = torch.tensor(s), 1
+        batch_images = [images[i] for i in rows]
+        pixels = torch.stack(batch_images) if image_sizes is None else batch_images
+        sizes = None if image_sizes is None else torch.as_tensor(image_sizes)[list(rows)]
+        new = model.generate(ids.to(device), _to(pixels, device), max_new_tokens, attention_mask=mask.to(device),
+                             image_sizes=sizes, eos_token_id=tokenizer.end_id, **sampling)
+        replies += [_decode(tokenizer, row.tolist()) for row in new]
+    return replies
+
+
+def _to(pixels: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+    return pixels.to(device) if isinstance(pixels, torch.Tensor) else [p.to(device) for p in pixels]
+
+
+@torch.no_grad()
+def chat(model: Llava, messages: str | Messages, images: torch.Tensor | Sequence[torch.Tensor] | None = None, *,
+         tokenizer: Tokenizer | None = None, max_new_tokens: int = 64, image_sizes: Any = None,
+         **sampling: Any) -> str:
+    """The assistant's next reply to ``messages`` (a question string or chat messages, multi-turn welcome).
+
+    ``images``: one ``(3, H, W)`` image, or ``(N, 3, H, W)`` for N ``<image>`` placeholders in the
+    conversation (multi-image input), already normalised. Previous assistant turns are context, as in
+    the chat template the model was trained on.
+    """
+    tokenizer = tokenizer or Tokenizer.load()
+    if images is not None and isinstance(images, torch.Tensor) and images.ndim == 3:
+        images = images[None]
+    n_images = 0 if images is None else len(images)
+    counts = _image_counts(model, images if images is not None else [], image_sizes)
+    text = "".join(m if isinstance(m, str) else str(m.get("content", "")) for m in
+                   ([messages] if isinstance(messages, str) else messages))
+    if isinstance(messages, str) and "<image>" not in messages and n_images:
+        text = "<image>" + text
+    if text.count("<image>") != n_images:
+        raise ValueError(f"the conversation has {text.count('<image>')} <image> placeholders but {n_images} image(s) "
+                         "were given: one <image> per picture, in order")
+    ids = prompt_tokens(model, tokenizer, messages, counts) if n_images else _text_prompt(tokenizer, messages)
+    device = next(model.parameters()).device
+    pixels = None if images is None else _to(images if image_sizes is not None else torch.as_tensor(images), device)
+    new = model.generate(torch.tensor([ids], device=device), pixels, max_new_tokens, image_sizes=image_sizes,
+                         eos_token_id=tokenizer.end_id, **sampling)
+    return _decode(tokenizer, new[0].tolist())
+
+
+def _text_prompt(tokenizer: Tokenizer, messages: str | Messages) -> list[int]:
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    return encode_chat(tokenizer, msgs, add_bos=True)[0] + tokenizer.encode("<|assistant|>", add_eos=False)
