@@ -28,10 +28,12 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(BIN)/python -m vlm_primer.book build
 
+# Two pytest workers on two cores, one torch thread each: two processes of two threads each on two cores
+# oversubscribe the CPU and run many times slower (the book build splits the cores the same way).
 test: $(STAMP)
 	$(BIN)/python -m vlm_primer.book check
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
-	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax $$($(BIN)/python -m vlm_primer.book notebooks)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax $$($(BIN)/python -m vlm_primer.book notebooks)
 
 # JupyterLab offline and quiet: no news or update check (settings override), the paired .py files hidden.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings

@@ -248,10 +248,16 @@ def cache_entry(cache_dir: Path, ch: Chapter):
 
 
 
-def _run_one(notebook: str, root: str, cache_dir: str) -> tuple[str, float]:
-    """Worker: execute one chapter from its .py and write it to the cache; return (path, seconds)."""
+def _run_one(notebook: str, root: str, cache_dir: str, threads: int | None = None) -> tuple[str, float]:
+    """Worker: execute one chapter from its .py and write it to the cache; return (path, seconds).
+
+    ``threads``: the kernel's share of the cores (``OMP_NUM_THREADS``), so that kernels running side by
+    side do not oversubscribe the CPU (two torch kernels of 2 threads each on 2 cores run many times
+    slower than one after the other)."""
     import nbformat
 
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # this worker process only; the kernel inherits it
     root_p = Path(root)
     nb, seconds, record = execute(root_p / Path(notebook).with_suffix(".py"), root_p)
     stamp(nb, record, seconds)
@@ -293,7 +299,8 @@ def execute_book(book: Book, cache_dir: Path, jobs: int | None = None, log=print
     # spawn, not fork: the caller may have threads (a pytest-xdist worker does), and a forked child
     # would inherit their locks.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_one, ch.notebook, str(book.root), str(cache_dir)): ch for ch in todo}
+        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+        futures = {pool.submit(_run_one, ch.notebook, str(book.root), str(cache_dir), threads): ch for ch in todo}
         for fut in as_completed(futures):
             ch = futures[fut]
             try:
