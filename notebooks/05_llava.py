@@ -55,8 +55,8 @@ from IPython.display import display
 
 from vlm_primer import get_scale, get_seed, seed_everything, zoo
 from vlm_primer.backbones import LlavaConfig, LlavaNextConfig, anyres_tiles
-from vlm_primer.backbones.data import llava_collate
-from vlm_primer.backbones.inference import chat, generate_replies, prompt_tokens
+from vlm_primer.backbones.data import llava_collate, prompt_ids
+from vlm_primer.backbones.inference import chat, generate_replies
 from vlm_primer.backbones.stages import (TINY_OBJECTS, TINY_WORLD, stage_data, tiny_llava, train_stage, vqa_eval,
                                          vqa_set)
 from vlm_primer.evaluation.judge import answer_facts, judge_score, relative_score
@@ -123,7 +123,7 @@ print(f"image tokens per image: {model.tokens_per_image}; LM context {model.cfg.
 # %%
 scene_item = vqa_set(4)[0]
 image = transform(scene_item["image"])[None]
-prompt = prompt_tokens(model, tok, scene_item["question"], [model.tokens_per_image])
+prompt = prompt_ids(tok, scene_item["question"], model.tokens_per_image)
 ids = torch.tensor([prompt])
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vlm_primer.backbones import Llava, LlavaConfig
-from vlm_primer.backbones.inference import chat, generate_replies, prompt_tokens
+from vlm_primer.backbones.data import prompt_ids
+from vlm_primer.backbones.inference import chat, generate_replies
 from vlm_primer.evaluation.judge import answer_facts, judge_score, relative_score
 from vlm_primer.text import Tokenizer
 
@@ -42,7 +43,7 @@ def test_multi_turn_multi_image_chat_equals_greedy_decoding_by_hand(model, tok):
                 {"role": "assistant", "content": "red."},
                 {"role": "user", "content": "<image>and in this one?"}]
     reply = chat(model, messages, images, max_new_tokens=12)
-    ids = prompt_tokens(model, tok, messages, [model.tokens_per_image] * 2)
+    ids = prompt_ids(tok, messages, [model.tokens_per_image] * 2)
     assert ids.count(model.cfg.image_token_id) == 2 * model.tokens_per_image
     assert reply == tok.decode(_greedy_by_hand(model, ids, images, 12, tok.end_id)).strip()
     # sampling is repeatable with a generator, and the draws differ from one another

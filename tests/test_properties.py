@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import event, example, given
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from vlm_primer.backbones import Llava, LlavaConfig, LlavaNextConfig
@@ -284,6 +284,39 @@ def test_llava_placeholders_images_and_context(placeholders, n_images, partial, 
     if out is not None:
         finite(out.logits)
         assert out.logits.shape[:2] == ids.shape and placeholders == (n_images if with_pixels else 0) and not partial
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 3), st.integers(0, 3), st.booleans(), st.integers(-1, 3), st.integers(-1, 4))
+def test_llava_chat_and_replies(placeholders, n_images, ends_with_assistant, batch_size, max_new_tokens):
+    """chat: placeholders vs images, a conversation that ends with the assistant, bad token budgets;
+    generate_replies: prompts vs images and the batch size. Each runs or says which argument is wrong."""
+    from vlm_primer.backbones.inference import chat, generate_replies
+
+    messages = [{"role": "user", "content": "<image>" * placeholders + "what is this?"}]
+    if ends_with_assistant:
+        messages.append({"role": "assistant", "content": "a star."})
+    images = torch.rand(n_images, 3, 48, 48) if n_images else None
+    reply = clear_or_ok(lambda: chat(LLAVA, messages, images, max_new_tokens=max_new_tokens), "<image>",
+                        "assistant turn", "max_new_tokens")
+    if reply is not None:
+        assert isinstance(reply, str) and placeholders == n_images and not ends_with_assistant
+    replies = clear_or_ok(lambda: generate_replies(LLAVA, ["a?", "b?"], torch.rand(max(n_images, 1), 3, 48, 48),
+                                                   batch_size=batch_size, max_new_tokens=2),
+                          "one image per prompt", "batch_size")
+    if replies is not None:
+        assert len(replies) == 2 and max(n_images, 1) == 2 and batch_size >= 1
+
+
+@given(st.one_of(st.text(max_size=40), st.none(), st.integers()), st.one_of(st.text(max_size=40), st.none()))
+def test_judge_scores_any_text(answer, reference):
+    """The judge scores any pair of strings in [1, 10] (10 for an answer against itself) and names a non-string."""
+    from vlm_primer.evaluation.judge import judge_score, relative_score
+
+    score = clear_or_ok(lambda: judge_score(answer, reference), "answer", "reference")
+    if score is not None:
+        assert 1.0 <= score <= 10.0 and judge_score(reference, reference) == 10.0
+        assert clear_or_ok(lambda: relative_score([answer], [reference, reference]), "as many answers") is None
 
 
 @pytest.mark.parametrize("cls", [ViTConfig, TextConfig, DecoderConfig])

@@ -60,12 +60,12 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
 def test_llava_export_loads_in_transformers(tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from vlm_primer.backbones.inference import prompt_tokens
+    from vlm_primer.backbones.data import prompt_ids
 
     ours = load("llava-tiny")
     export("llava-tiny", tmp_path / "hf")
     hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
-    ids = torch.tensor([prompt_tokens(ours, Tokenizer.load(), "what color is the star?", [ours.tokens_per_image])])
+    ids = torch.tensor([prompt_ids(Tokenizer.load(), "what color is the star?", ours.tokens_per_image)])
     pixels = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         assert torch.allclose(ours(ids, pixels).logits, hf(input_ids=ids, pixel_values=pixels).logits, atol=1e-4)

@@ -16,11 +16,11 @@ image; :func:`llava_collate` pads a batch and writes ``labels`` = the ids on tar
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
-from vlm_primer.backbones.llava import expand_image_tokens
+from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
 from vlm_primer.validate import check_choice
 
@@ -30,10 +30,24 @@ LLAVA_KINDS = ("caption", "vqa", "instruct")
 CAPTION_REQUEST = "write a short caption for this image."
 
 
-def prompt_ids(tokenizer: Tokenizer, question: str, image_tokens: int, image_id: int = 5) -> list[int]:
-    """The ids of a one-turn prompt ``<image>question`` ending with ``<|assistant|>``, ready to generate from."""
-    ids, _ = encode_chat(tokenizer, [{"role": "user", "content": "<image>" + question}], add_bos=True)
+def prompt_ids(tokenizer: Tokenizer, messages: str | Sequence[dict], image_tokens: int | Sequence[int],
+               image_id: int = IMAGE_TOKEN_ID) -> list[int]:
+    """The ids of a prompt to generate a reply from: ``messages`` (chat messages, multi-turn welcome, or a bare
+    question: one user turn, with ``<image>`` put in front when an image is expected and it has none) in the
+    chat template, ending with ``<|assistant|>``. Each ``<image>`` is expanded into ``image_tokens``
+    placeholders: an int for every image, or one count per image, checked against the placeholders."""
+    counts = None if isinstance(image_tokens, int) else list(image_tokens)
+    if isinstance(messages, str):
+        wants_image = counts is None or len(counts) > 0
+        messages = [{"role": "user", "content": ("<image>" if wants_image and "<image>" not in messages else "")
+                     + messages}]
+    ids, _ = encode_chat(tokenizer, messages, add_bos=True)
+    if messages[-1]["role"] == "assistant":
+        raise ValueError("the conversation ends with an assistant turn: add the user's next message to get a reply")
     ids += tokenizer.encode("<|assistant|>", add_eos=False)
+    if counts is not None and ids.count(image_id) != len(counts):
+        raise ValueError(f"the conversation has {ids.count(image_id)} <image> placeholders but {len(counts)} "
+                         "image(s) were given: one <image> per picture, in order")
     return expand_image_tokens(ids, image_id, image_tokens)[0]
 
 

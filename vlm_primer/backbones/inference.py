@@ -16,34 +16,19 @@ from typing import Any, Sequence
 
 import torch
 
+from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.backbones.llava import Llava
-from vlm_primer.text import Tokenizer, encode_chat
+from vlm_primer.text import Tokenizer
 
-__all__ = ["chat", "generate_replies", "prompt_tokens"]
+__all__ = ["chat", "generate_replies"]
 
 Messages = Sequence[dict]
-
-
-def _as_messages(prompt: str | Messages) -> list[dict]:
-    if isinstance(prompt, str):  # a bare question: one user turn about one image
-        return [{"role": "user", "content": ("" if "<image>" in prompt else "<image>") + prompt}]
-    return list(prompt)
 
 
 def _image_counts(model: Llava, images: torch.Tensor | Sequence[torch.Tensor], image_sizes: Any) -> list[int]:
     if image_sizes is not None:  # LLaVA-NeXT: the token count depends on each image's size
         return [model.num_image_tokens(tuple(int(v) for v in s)) for s in torch.as_tensor(image_sizes).tolist()]
     return [model.tokens_per_image] * len(images)
-
-
-def prompt_tokens(model: Llava, tokenizer: Tokenizer, messages: str | Messages, counts: Sequence[int]) -> list[int]:
-    """The ids of ``messages`` in the chat template, ending with ``<|assistant|>``, each ``<image>`` expanded
-    into ``counts[i]`` placeholders."""
-    ids, _ = encode_chat(tokenizer, _as_messages(messages), add_bos=True)
-    if messages and not isinstance(messages, str) and _as_messages(messages)[-1]["role"] == "assistant":
-        raise ValueError("the conversation ends with an assistant turn: add the user's next message to get a reply")
-    ids += tokenizer.encode("<|assistant|>", add_eos=False)
-    return model.expand_image_tokens(ids, list(counts))
 
 
 def _decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
@@ -71,7 +56,7 @@ def generate_replies(model: Llava, prompts: Sequence[str | Messages], images: to
     replies: list[str] = []
     for start in range(0, len(prompts), batch_size):
         rows = range(start, min(start + batch_size, len(prompts)))
-        seqs = [prompt_tokens(model, tokenizer, prompts[i], [counts[i]]) for i in rows]
+        seqs = [prompt_ids(tokenizer, prompts[i], [counts[i]], model.cfg.image_token_id) for i in rows]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
         mask = torch.zeros(len(seqs), width, dtype=torch.long)
@@ -103,23 +88,10 @@ def chat(model: Llava, messages: str | Messages, images: torch.Tensor | Sequence
     tokenizer = tokenizer or Tokenizer.load()
     if images is not None and isinstance(images, torch.Tensor) and images.ndim == 3:
         images = images[None]
-    n_images = 0 if images is None else len(images)
     counts = _image_counts(model, images if images is not None else [], image_sizes)
-    text = "".join(m if isinstance(m, str) else str(m.get("content", "")) for m in
-                   ([messages] if isinstance(messages, str) else messages))
-    if isinstance(messages, str) and "<image>" not in messages and n_images:
-        text = "<image>" + text
-    if text.count("<image>") != n_images:
-        raise ValueError(f"the conversation has {text.count('<image>')} <image> placeholders but {n_images} image(s) "
-                         "were given: one <image> per picture, in order")
-    ids = prompt_tokens(model, tokenizer, messages, counts) if n_images else _text_prompt(tokenizer, messages)
+    ids = prompt_ids(tokenizer, messages, counts, model.cfg.image_token_id)
     device = next(model.parameters()).device
     pixels = None if images is None else _to(images if image_sizes is not None else torch.as_tensor(images), device)
     new = model.generate(torch.tensor([ids], device=device), pixels, max_new_tokens, image_sizes=image_sizes,
                          eos_token_id=tokenizer.end_id, **sampling)
     return _decode(tokenizer, new[0].tolist())
-
-
-def _text_prompt(tokenizer: Tokenizer, messages: str | Messages) -> list[int]:
-    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-    return encode_chat(tokenizer, msgs, add_bos=True)[0] + tokenizer.encode("<|assistant|>", add_eos=False)

@@ -225,6 +225,4 @@ class Llava(nn.Module):
         self.vision_tower.requires_grad_(stage == 2 and train_vision)
         self.connector.requires_grad_(True)
         self.language_model.requires_grad_(stage == 2 and train_language)
-        if isinstance(getattr(self, "image_newline", None), nn.Parameter):
-            self.image_newline.requires_grad_(True)  # LLaVA-NeXT's learned newline trains with the connector
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

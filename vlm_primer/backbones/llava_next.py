@@ -121,16 +121,13 @@ class LlavaNext(Llava):
         super().__init__(cfg)
         self.image_newline = nn.Parameter(torch.randn(cfg.text.dim) * cfg.text.dim**-0.5)
 
-    def _layout(self, size: Sequence[int]) -> tuple[int, int, slice, slice]:
-        return self.cfg.layout(size)
-
     def num_image_tokens(self, size: Sequence[int]) -> int:
         """Tokens for an image of ``size = (H, W)`` pixels (:meth:`LlavaNextConfig.num_image_tokens`)."""
         return self.cfg.num_image_tokens(size)
 
     def pack(self, features: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """One image's ``(1 + rows*cols, grid^2, dim)`` tile features -> its ``(num_image_tokens, dim)`` tokens."""
-        rows, cols, hs, ws = self._layout(size)
+        rows, cols, hs, ws = self.cfg.layout(size)
         g = self.cfg.vision.grid
         if features.shape[0] != 1 + rows * cols:
             raise ValueError(f"an image of size {tuple(size)} needs 1 + {rows}x{cols} tiles, got {features.shape[0]}")
@@ -151,7 +148,7 @@ class LlavaNext(Llava):
         sizes = [tuple(int(v) for v in s) for s in torch.as_tensor(image_sizes).tolist()]
         if len(sizes) != len(pixel_values):
             raise ValueError(f"{len(pixel_values)} images but {len(sizes)} image_sizes")
-        counts = [1 + rows * cols for rows, cols, *_ in map(self._layout, sizes)]
+        counts = [1 + rows * cols for rows, cols, *_ in map(self.cfg.layout, sizes)]
         tiles = []
         for i, (pv, n, s) in enumerate(zip(pixel_values, counts, sizes)):
             check_images(pv, channels=cfg.vision.channels, size=cfg.vision.image_size, name=f"pixel_values[{i}]",

@@ -46,7 +46,7 @@ def answer_facts(text: str) -> collections.Counter:
     "no"/"none" become words; "no" as the first word is the ``("verdict", "no")``), ``("relation", r)``,
     ``("place", p)`` and ``("verdict", "yes"|"no")``. Synonyms map to the canonical word."""
     if not isinstance(text, str):
-        raise TypeError(f"an answer must be a str, got {type(text).__name__}")
+        raise TypeError(f"text must be a str (an answer), got {type(text).__name__}")
     tokens = re.findall(r"[a-z0-9]+", text.lower())
     facts: collections.Counter = collections.Counter()
     if tokens and tokens[0] in ("yes", "no"):
@@ -78,6 +78,9 @@ def answer_facts(text: str) -> collections.Counter:
 def judge_score(answer: str, reference: str) -> float:
     """``1 + 9 * F1`` between the facts of ``answer`` and of ``reference`` (1 to 10; 10 when they state the
     same facts; two answers that state no fact at all tie at 10)."""
+    for name, value in (("answer", answer), ("reference", reference)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     a, r = answer_facts(answer), answer_facts(reference)
     if not a and not r:
         return 10.0
