@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from common import seed_run_record
 
 OUT = Path(__file__).resolve().parent / "results" / "llava_ablations.json"
 STEPS = (150, 400)
@@ -92,12 +93,9 @@ def main() -> None:
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     runs = [r for r in old.get("runs", []) if r["arm"] not in args.only or r["seed"] not in args.seeds] + results
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps({
-        "command": "python benchmarks/bench_llava_ablations.py " + " ".join(["--seeds", *map(str, args.seeds)]),
-        "steps": {"stage1": steps[0], "stage2": steps[1], "batch": 32}, "seeds": args.seeds,
-        "machine": f"{platform.machine()}, {args.jobs} runs in parallel on one thread each",
-        "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1),
-        "runs": runs}, indent=1) + "\n")
+    record = seed_run_record("bench_llava_ablations.py", args.seeds, args.jobs, start)
+    OUT.write_text(json.dumps({**record, "steps": {"stage1": steps[0], "stage2": steps[1], "batch": 32},
+                               "runs": runs}, indent=1) + "\n")
     print(f"wrote {OUT}")
 
 

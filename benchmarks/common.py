@@ -42,3 +42,13 @@ def child_peak_mb(script: str, args: list[str]) -> float:
     out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def seed_run_record(script: str, seeds: list[int], jobs: int, start: float) -> dict[str, Any]:
+    """What a quality benchmark's results file says of its run: the command (``script --seeds ...``), the seeds,
+    the machine, the date and the minutes since ``start`` (``time.perf_counter()``)."""
+    import platform
+
+    return {"command": f"python benchmarks/{script} --seeds " + " ".join(map(str, seeds)), "seeds": seeds,
+            "machine": f"{platform.machine()}, {jobs} runs in parallel on one thread each",
+            "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1)}

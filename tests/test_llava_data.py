@@ -55,3 +55,38 @@ def test_cli_runs_stage_1_then_stage_2_from_its_checkpoint(tmp_path):
     assert h1[-1]["step"] == h2[-1]["step"] == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in h1 + h2)
     with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['stages'\]"):
         main(["llava", *common, "--set", "stages=2"])
+
+
+def test_anyres_items_tile_or_squeeze_and_a_batch_trains():
+    from vlm_primer.backbones import LlavaNext, LlavaNextConfig, anyres_view
+    from vlm_primer.backbones.data import AnyResVQADataset
+    from vlm_primer.backbones.stages import mosaic_set, vqa_eval
+
+    cfg = LlavaNextConfig.from_preset("tiny")
+    cfg.text = cfg.text.replace(context_length=512)
+    model = LlavaNext(cfg)
+    questions = mosaic_set(8, split="train")
+    image = questions[0]["image"]
+    tiles, size = anyres_view(image, cfg)
+    assert size == (96, 96) and tiles.shape == (5, 3, 48, 48)       # base view + 2 x 2 tiles
+    small, small_size = anyres_view(image, cfg, lambda x: x * 0, squeeze=True)
+    assert small_size == (48, 48) and small.shape == (3, 3, 48, 48) and not small.any()   # transform applied
+    ds = AnyResVQADataset(questions, cfg, squeeze=0.5, seed=3)
+    again = AnyResVQADataset(questions, cfg, seed=3)
+    assert [ds.squeezed(i) for i in range(8)] == [again.squeezed(i) for i in range(8)]   # drawn per item from seed
+    assert 0 < sum(ds.squeezed(i) for i in range(200)) < 200
+    assert not AnyResVQADataset(questions, cfg, squeeze=0).squeezed(1)
+    items = [ds[i] for i in range(4)]
+    for it in items:
+        assert it["input_ids"].count(cfg.image_token_id) == cfg.num_image_tokens(it["image_size"])
+        assert not any(t for t, x in zip(it["target"], it["input_ids"]) if x == cfg.image_token_id)
+    batch = llava_collate()(items)
+    assert isinstance(batch["pixel_values"], list)
+    assert batch["image_sizes"].tolist() == [list(it["image_size"]) for it in items]
+    out = model(**batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.image_newline.grad is not None
+    result = vqa_eval(model, lambda x: x, questions, squeeze=True, batch_size=4)
+    assert len(result["predictions"]) == 8 and 0 <= result["accuracy"]["all"] <= 1
+    with pytest.raises(ValueError, match="squeeze is the fraction"):
+        AnyResVQADataset(questions, cfg, squeeze=1.5)

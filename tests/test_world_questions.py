@@ -170,3 +170,33 @@ def test_datasets_are_deterministic_and_honour_held_out_pairs(tmp_path):
     with pytest.raises(FileExistsError):
         export_webdataset(ShapesVQADataset("val", 5), tmp_path / "vqa")
 
+
+
+
+def test_mosaics_keep_each_object_whole_in_its_own_cell_at_the_cell_scale():
+    import dataclasses
+
+    import torch
+
+    from vlm_primer.world import (MosaicVQADataset, Scene, WorldConfig, render, render_mosaic, sample_scene,
+                                  spread_scene)
+
+    cfg = WorldConfig(image_size=48, sizes=("large",))
+    ds = MosaicVQADataset("test", 12, config=cfg, num_objects=(1, 2), qtypes=("color", "count"))
+    for i in range(len(ds)):
+        item = ds[i]
+        scene = item["scene"]
+        assert item["image"].shape == (3, 96, 96) and item["question"] == ds.question(i).question
+        assert len({(int(o.y * 2), int(o.x * 2)) for o in scene.objects}) == len(scene.objects)  # one per cell
+        for o in scene.objects:  # each cell is the 48 px scene of its object, at the object's own scale
+            r, c = int(o.y * 2), int(o.x * 2)
+            alone = Scene((dataclasses.replace(o, x=o.x * 2 - c, y=o.y * 2 - r),), scene.background)
+            assert torch.equal(item["image"][:, 48 * r:48 * r + 48, 48 * c:48 * c + 48], render(alone, 48))
+    three = sample_scene(np.random.default_rng(1), cfg, (3, 3))
+    assert len(spread_scene(three, np.random.default_rng(0), grid=2).objects) == 3
+    with pytest.raises(ValueError, match="a 1x1 mosaic has 1 cells for one object each, the scene has 3"):
+        spread_scene(three, np.random.default_rng(0), grid=1)
+    with pytest.raises(ValueError, match="grid must be a positive int"):
+        render_mosaic(three, 48, grid=0)
+    with pytest.raises(ValueError, match="do not fit one per cell"):
+        MosaicVQADataset("test", 4, config=cfg, num_objects=(1, 5))

@@ -16,7 +16,7 @@ from vlm_primer.zoo.recipes import _zero_shot_set
 # What each card must claim at least (the chapters that use these models rely on it).
 BOUNDS = {"clip-tiny": ("zero_shot_top1", ">=", 0.85), "siglip-tiny": ("zero_shot_top1", ">=", 0.80),
           "clip-tiny-pairs": ("replace_control_win", ">=", 0.85), "lm-tiny": ("val_perplexity", "<=", 3.0),
-          "llava-tiny": ("vqa_all", ">=", 0.65)}
+          "llava-tiny": ("vqa_all", ">=", 0.65), "llava-next-tiny": ("tiles_all", ">=", 0.70)}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -55,6 +55,10 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
     meta = build("llava-tiny", tmp_path, steps=5, progress=False)
     assert meta["recipe"]["function"] == "vlm_primer.zoo.llava_recipes.llava_tiny"
     assert 0 <= meta["quality"]["vqa_all"] <= 1
+    meta = build("llava-next-tiny", tmp_path, steps=2, progress=False)
+    assert meta["model"] == "LlavaNext" and meta["recipe"]["steps"] == 2
+    assert {"tiles_all", "squeezed_all", "tiles_shapeset_all", "squeezed_shapeset_all"} <= meta["quality"].keys()
+    assert isinstance(load("llava-next-tiny", tmp_path).image_newline, torch.nn.Parameter)
 
 
 def test_llava_export_loads_in_transformers(tmp_path):
@@ -69,6 +73,23 @@ def test_llava_export_loads_in_transformers(tmp_path):
     pixels = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         assert torch.allclose(ours(ids, pixels).logits, hf(input_ids=ids, pixel_values=pixels).logits, atol=1e-4)
+
+
+def test_llava_next_export_loads_in_transformers(tmp_path):
+    from transformers import LlavaNextForConditionalGeneration
+
+    from vlm_primer.backbones import anyres_view
+    from vlm_primer.backbones.data import prompt_ids
+    from vlm_primer.backbones.stages import mosaic_set
+
+    ours = load("llava-next-tiny")
+    export("llava-next-tiny", tmp_path / "hf")
+    hf = LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    tiles, size = anyres_view(mosaic_set(1)[0]["image"], ours.cfg)
+    ids = torch.tensor([prompt_ids(Tokenizer.load(), "what color is the star?", [ours.num_image_tokens(size)])])
+    with torch.no_grad():
+        want = hf(input_ids=ids, pixel_values=tiles[None], image_sizes=torch.tensor([size])).logits
+        assert torch.allclose(ours(ids, [tiles], image_sizes=[size]).logits, want, atol=1e-4)
 
 
 def test_damaged_or_unknown_models_give_clear_errors(tmp_path):

@@ -3,11 +3,12 @@
 from vlm_primer.backbones.connectors import (CONNECTORS, LinearConnector, MLPConnector, PixelShuffleConnector,
                                              build_connector, pixel_shuffle)
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava, LlavaConfig, expand_image_tokens
-from vlm_primer.backbones.llava_next import (LlavaNext, LlavaNextConfig, anyres_tiles, select_best_resolution,
-                                             unpadded_shape)
+from vlm_primer.backbones.llava_next import (LlavaNext, LlavaNextConfig, anyres_tiles, anyres_view,
+                                             select_best_resolution, unpadded_shape)
 
 __all__ = [
     "CONNECTORS", "IMAGE_TOKEN_ID", "LinearConnector", "Llava", "LlavaConfig", "LlavaNext", "LlavaNextConfig",
-    "MLPConnector", "PixelShuffleConnector", "anyres_tiles", "build_connector", "expand_image_tokens", "pixel_shuffle",
+    "MLPConnector", "PixelShuffleConnector", "anyres_tiles", "anyres_view", "build_connector", "expand_image_tokens",
+    "pixel_shuffle",
     "select_best_resolution", "unpadded_shape",
 ]

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
 from vlm_primer.validate import check_choice
 
-__all__ = ["CAPTION_REQUEST", "LLAVA_KINDS", "LlavaChatDataset", "llava_collate", "prompt_ids"]
+__all__ = ["AnyResVQADataset", "CAPTION_REQUEST", "LLAVA_KINDS", "LlavaChatDataset", "llava_collate", "prompt_ids"]
 
 LLAVA_KINDS = ("caption", "vqa", "instruct")
 CAPTION_REQUEST = "write a short caption for this image."
@@ -98,9 +99,42 @@ class LlavaChatDataset(torch.utils.data.Dataset):
         return {"input_ids": ids, "target": target, "image": image, "kind": self.kind}
 
 
+class AnyResVQADataset(torch.utils.data.Dataset):
+    """VQA conversations for LLaVA-NeXT: each question of ``questions`` (a
+    :class:`~vlm_primer.world.ShapesVQADataset`, images in ``[0, 1]``) with its image as AnyRes tiles
+    (:func:`~vlm_primer.backbones.llava_next.anyres_view`); a fraction ``squeeze`` of the items (drawn per
+    item from ``seed``) shows the image squeezed to the tower's resolution first, so one model learns both
+    views. Items as :class:`LlavaChatDataset`'s plus ``image_size``."""
+
+    def __init__(self, questions: torch.utils.data.Dataset, cfg: Any, transform: Callable | None = None, *,
+                 squeeze: float = 0.5, seed: int = 0, tokenizer: Tokenizer | None = None) -> None:
+        if not 0.0 <= squeeze <= 1.0:
+            raise ValueError(f"squeeze is the fraction of squeezed images, in [0, 1]; got {squeeze!r}")
+        self.questions, self.cfg, self.transform, self.squeeze, self.seed = questions, cfg, transform, squeeze, seed
+        self.tokenizer = tokenizer or Tokenizer.load()
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def squeezed(self, index: int) -> bool:
+        return bool(np.random.default_rng([self.seed, index]).random() < self.squeeze)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from vlm_primer.backbones.llava_next import anyres_view
+
+        item = self.questions[index]
+        messages = [{"role": "user", "content": "<image>" + item["question"]},
+                    {"role": "assistant", "content": item["answer"]}]
+        ids, target = encode_chat(self.tokenizer, messages, add_bos=True)
+        tiles, size = anyres_view(item["image"], self.cfg, self.transform, squeeze=self.squeezed(index))
+        ids, target = expand_image_tokens(ids, self.cfg.image_token_id, self.cfg.num_image_tokens(size), target)
+        return {"input_ids": ids, "target": target, "image": tiles, "image_size": size, "kind": "vqa"}
+
+
 def llava_collate(pad_id: int = 0) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
     """Right-pad a list of :class:`LlavaChatDataset` items into ``input_ids``, ``attention_mask``,
-    ``labels`` (-100 off the targets) and ``pixel_values``."""
+    ``labels`` (-100 off the targets) and ``pixel_values``; items of :class:`AnyResVQADataset` (with an
+    ``image_size``) give ``pixel_values`` as a list of tile stacks and ``image_sizes``."""
 
     def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(it["input_ids"]) for it in items)
@@ -112,6 +146,10 @@ def llava_collate(pad_id: int = 0) -> Callable[[list[dict[str, Any]]], dict[str,
             ids[i, :n] = torch.tensor(it["input_ids"])
             mask[i, :n] = 1
             labels[i, :n] = torch.where(torch.tensor(it["target"]), ids[i, :n], -100)
+        if "image_size" in items[0]:  # LLaVA-NeXT: a different number of tiles per image
+            return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                    "pixel_values": [it["image"] for it in items],
+                    "image_sizes": torch.tensor([it["image_size"] for it in items])}
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "pixel_values": torch.stack([it["image"] for it in items])}
 

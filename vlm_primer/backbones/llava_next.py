@@ -17,7 +17,7 @@ So the token count depends on the image's size (:meth:`LlavaNext.num_image_token
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import nn
 from vlm_primer.backbones.llava import Llava, LlavaConfig
 from vlm_primer.validate import check_images, check_tokens
 
-__all__ = ["LlavaNext", "LlavaNextConfig", "anyres_tiles", "select_best_resolution", "unpadded_shape"]
+__all__ = ["LlavaNext", "LlavaNextConfig", "anyres_tiles", "anyres_view", "select_best_resolution", "unpadded_shape"]
 
 
 def select_best_resolution(size: Sequence[int], pinpoints: Sequence[Sequence[int]]) -> tuple[int, int]:
@@ -74,6 +74,19 @@ def anyres_tiles(image: torch.Tensor, tile: int, pinpoints: Sequence[Sequence[in
     tiles = rearrange(canvas, "c (r h) (k w) -> (r k) c h w", h=tile, w=tile)
     base = F.interpolate(image[None], size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
     return torch.cat([base, tiles])
+
+
+def anyres_view(image: torch.Tensor, cfg: "LlavaNextConfig", transform: Callable | None = None, *,
+                squeeze: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
+    """What LLaVA-NeXT is given for one image ``(3, H, W)`` in ``[0, 1]``: its tiles (:func:`anyres_tiles`,
+    then ``transform``) and its ``(H, W)``. ``squeeze=True`` first resizes the image to the tower's
+    resolution, so the tiles hold no more than a fixed-resolution LLaVA-1.5 would see (the control of
+    notebook 05, §AnyRes)."""
+    s = cfg.vision.image_size
+    if squeeze:
+        image = F.interpolate(image[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
+    tiles = anyres_tiles(image, s, cfg.grid_pinpoints)
+    return (tiles if transform is None else transform(tiles)), (int(image.shape[1]), int(image.shape[2]))
 
 
 @dataclass

@@ -16,10 +16,12 @@ import torch
 from vlm_primer.backbones.data import LlavaChatDataset, llava_collate
 from vlm_primer.backbones.inference import generate_replies
 from vlm_primer.backbones.llava import Llava
+from vlm_primer.backbones.llava_next import LlavaNext, LlavaNextConfig, anyres_view
 from vlm_primer.training import ResumableLoader, TrainConfig, Trainer
 from vlm_primer.validate import check_choice
 
-__all__ = ["STAGE_DATA", "TINY_WORLD", "TOWERS", "stage_data", "tiny_llava", "train_stage", "vqa_eval", "vqa_set"]
+__all__ = ["STAGE_DATA", "TINY_WORLD", "TOWERS", "mosaic_set", "stage_data", "tiny_llava", "tiny_llava_next",
+           "train_stage", "vqa_eval", "vqa_set"]
 
 # The world of the tiny LLaVA: the zoo towers' 48 px images of large objects, one or two per scene.
 TINY_WORLD = dict(image_size=48, sizes=("large",))
@@ -92,13 +94,48 @@ def vqa_set(size: int = 1200, *, split: str = "test", seed: int = 0, world: dict
                             qtypes=qtypes)
 
 
-def vqa_eval(model: Llava, transform: Callable, questions, *, batch_size: int = 100) -> dict[str, Any]:
-    """Ask every question of ``questions`` (a :func:`vqa_set`) about its image; returns the ``predictions``,
-    the exact-match ``accuracy`` per question type and ``"all"`` (:func:`~vlm_primer.world.accuracy_by_type`)
-    and the ``questions`` themselves."""
+def vqa_eval(model: Llava, transform: Callable, questions, *, batch_size: int = 100,
+             squeeze: bool = False) -> dict[str, Any]:
+    """Ask every question of ``questions`` (a :func:`vqa_set` or :func:`mosaic_set`) about its image; returns the
+    ``predictions``, the exact-match ``accuracy`` per question type and ``"all"``
+    (:func:`~vlm_primer.world.accuracy_by_type`) and the ``questions`` themselves. A :class:`LlavaNext` gets
+    AnyRes tiles, of the image squeezed to the tower's resolution first if ``squeeze``."""
     from vlm_primer.world import accuracy_by_type
 
     qs = [questions.question(i) for i in range(len(questions))]
-    images = torch.stack([transform(questions[i]["image"]) for i in range(len(questions))])
-    preds = generate_replies(model.eval(), [q.question for q in qs], images, max_new_tokens=4, batch_size=batch_size)
+    raw = [questions[i]["image"] for i in range(len(questions))]
+    if isinstance(model, LlavaNext):
+        views = [anyres_view(im, model.cfg, transform, squeeze=squeeze) for im in raw]
+        images, sizes = [v[0] for v in views], [v[1] for v in views]
+    else:
+        images, sizes = torch.stack([transform(im) for im in raw]), None
+    preds = generate_replies(model.eval(), [q.question for q in qs], images, max_new_tokens=4, batch_size=batch_size,
+                             image_sizes=sizes)
     return {"predictions": preds, "accuracy": accuracy_by_type(qs, preds), "questions": qs}
+
+
+def tiny_llava_next(seed: int = 0) -> tuple[LlavaNext, Callable[[torch.Tensor], torch.Tensor]]:
+    """The zoo's ``llava-tiny`` as a LLaVA-NeXT: the same weights, a new ``image_newline`` (seeded by ``seed``)
+    and a 512-token context (RoPE, same weights) for the tiles' tokens; returns it and the tower's transform."""
+    from vlm_primer import zoo
+    from vlm_primer.utils import seed_everything
+
+    llava = zoo.load("llava-tiny")
+    cfg = llava.cfg.to_dict()
+    cfg["text"] = dict(cfg["text"], context_length=512)
+    seed_everything(seed)
+    model = LlavaNext(LlavaNextConfig(**cfg))
+    missing, unexpected = model.load_state_dict(llava.state_dict(), strict=False)
+    assert missing == ["image_newline"] and not unexpected, (missing, unexpected)
+    return model, zoo.preprocess("clip-tiny-pairs")
+
+
+def mosaic_set(size: int = 600, *, split: str = "test", seed: int = 0, qtypes: tuple[str, ...] | None = None):
+    """VQA questions on 2 x 2 mosaics of the tiny world (96 px images, objects at the towers' scale inside each
+    48 px cell, :class:`~vlm_primer.world.MosaicVQADataset`): notebook 05's high-resolution scenes. ``qtypes``:
+    the question types (default all but ``size``: every object is large)."""
+    from vlm_primer.world import QUESTION_TYPES, MosaicVQADataset, WorldConfig
+
+    qtypes = qtypes or tuple(t for t in QUESTION_TYPES if t != "size")
+    return MosaicVQADataset(split, size, config=WorldConfig(**TINY_WORLD), num_objects=TINY_OBJECTS, seed=seed,
+                            qtypes=qtypes)

@@ -13,7 +13,8 @@ quality on a fixed evaluation set, the file's size and SHA-256 and the training 
 
 ``python -m vlm_primer.zoo build NAME`` (or ``make zoo``) retrains one from scratch;
 ``python -m vlm_primer.zoo export NAME DIR`` writes it as a ``transformers`` model
-(``CLIPModel`` / ``SiglipModel`` / ``LlamaForCausalLM`` plus the tokenizer) that
+(``CLIPModel`` / ``SiglipModel`` / ``LlamaForCausalLM`` / ``LlavaForConditionalGeneration`` /
+``LlavaNextForConditionalGeneration`` plus the tokenizer) that
 ``from_pretrained(DIR)`` loads offline.
 """
 
@@ -35,7 +36,7 @@ from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weigh
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
-                          "lm-tiny": "DecoderLM", "llava-tiny": "Llava"}
+                          "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext"}
 
 
 def _check_name(name: str) -> str:
@@ -45,17 +46,21 @@ def _check_name(name: str) -> str:
 
 
 def _recipe_module(name: str):
-    """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py`` or ``zoo/llava_recipes.py``."""
-    from vlm_primer.zoo import llava_recipes, recipes
+    """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``
+    or ``zoo/llava_next_recipes.py``."""
+    _check_name(name)
+    return next(m for m in _recipe_modules() if name in m.RECIPES)
 
-    return llava_recipes if _check_name(name) in llava_recipes.RECIPES else recipes
+
+def _recipe_modules() -> tuple:
+    from vlm_primer.zoo import llava_next_recipes, llava_recipes, recipes
+
+    return recipes, llava_recipes, llava_next_recipes
 
 
 def recipes_table() -> dict[str, Any]:
     """Every zoo recipe by model name."""
-    from vlm_primer.zoo import llava_recipes, recipes
-
-    return {**recipes.RECIPES, **llava_recipes.RECIPES}
+    return {name: fn for m in _recipe_modules() for name, fn in m.RECIPES.items()}
 
 
 def recipe_hash(name: str) -> str:
@@ -93,6 +98,9 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind == "Llava":
         from vlm_primer.backbones import Llava, LlavaConfig
         return Llava(LlavaConfig(**config))
+    if kind == "LlavaNext":
+        from vlm_primer.backbones import LlavaNext, LlavaNextConfig
+        return LlavaNext(LlavaNextConfig(**config))
     from vlm_primer.nn import DecoderConfig, DecoderLM
     return DecoderLM(DecoderConfig(**config))
 
@@ -190,7 +198,7 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind == "SigLIP":
         from vlm_primer.interop.siglip import siglip_to_hf
         hf = siglip_to_hf(model)
-    elif kind == "Llava":
+    elif kind in ("Llava", "LlavaNext"):
         from vlm_primer.interop.llava import llava_to_hf
         hf = llava_to_hf(model)
     else:
