@@ -1,0 +1,82 @@
+"""BLIP-2's stage 1: the three losses run and train the right parts, ITG is causal over the text and blind
+to nothing it should see, and hard negatives are never the positive pair."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlm_primer.backbones import QFormer, QFormerConfig
+from vlm_primer.backbones.blip2 import Blip2Stage1, hard_negatives
+
+CFG = QFormerConfig.from_preset("tiny")
+
+
+def _batch(batch=4, length=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, 9, CFG.vision_dim, generator=g)
+    ids = torch.randint(6, CFG.vocab_size, (batch, length), generator=g)
+    ids[:, 0] = 2
+    mask = torch.ones_like(ids)
+    mask[0, 4:] = 0
+    return image, ids, mask
+
+
+def test_the_three_losses_train_the_queries_the_heads_and_the_temperature():
+    torch.manual_seed(0)
+    stage1 = Blip2Stage1(QFormer(CFG))
+    out = stage1(*_batch(), generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(out[k]) for k in ("loss", "itc", "itm", "itg"))
+    assert out["loss"].item() == pytest.approx((out["itc"] + out["itm"] + out["itg"]).item(), rel=1e-5)
+    out["loss"].backward()
+    q = stage1.qformer
+    for name, p in [("query_tokens", q.query_tokens), ("cross-attention", q.layers[0].xattn.q.weight),
+                    ("text FFN", q.layers[1].mlp_text.fc1.weight), ("ITM head", q.itm_head.weight),
+                    ("ITC projection", q.vision_proj.weight), ("ITG head", stage1.lm_head.dense.weight),
+                    ("temperature", stage1.temperature)]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert stage1.lm_head.word_emb.weight is q.word_emb.weight   # tied, not copied
+
+
+def test_a_few_steps_lower_every_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    stage1 = Blip2Stage1(QFormer(CFG))
+    opt = torch.optim.AdamW(stage1.parameters(), lr=2e-3)
+    batch = _batch(batch=8)
+    first = None
+    for step in range(40):
+        out = stage1(*batch, generator=torch.Generator().manual_seed(step))
+        first = first or {k: out[k].item() for k in ("itc", "itm", "itg")}
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert out["itc"] < first["itc"] and out["itg"] < first["itg"] and out["itm"] < first["itm"] + 0.1
+
+
+@torch.no_grad()
+def test_itg_is_causal_over_the_text_and_the_queries_never_see_it():
+    model = QFormer(CFG).eval()
+    image, ids, mask = _batch()
+    changed = ids.clone()
+    changed[:, -1] = (ids[:, -1] + 1) % CFG.vocab_size
+    a = model(image, ids, mask, mask="multimodal_causal")
+    b = model(image, changed, mask, mask="multimodal_causal")
+    nq = CFG.num_queries
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])                 # queries and earlier text untouched
+    assert not torch.allclose(a[:, -1], b[:, -1])
+    torch.testing.assert_close(a[:, :nq], model(image))              # queries see only queries
+    bi = model(image, changed, mask, mask="bidirectional")
+    assert not torch.allclose(bi[:, :nq], model(image, ids, mask, mask="bidirectional")[:, :nq])  # ITM: they do
+
+
+def test_hard_negatives_are_never_the_pair_or_a_marked_match():
+    scores = torch.eye(4) * 10 + torch.randn(4, 4)
+    same = torch.zeros(4, 4, dtype=torch.bool)
+    same[0, 1] = True
+    for seed in range(20):
+        neg = hard_negatives(scores, same, torch.Generator().manual_seed(seed))
+        assert (neg != torch.arange(4)).all() and neg[0] != 1
+    all_same = torch.ones(3, 3, dtype=torch.bool)
+    assert (hard_negatives(torch.zeros(3, 3), all_same) != torch.arange(3)).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        hard_negatives(torch.zeros(1, 1))

@@ -1,0 +1,193 @@
+"""BLIP-2: a Q-Former between a frozen image encoder and a frozen LM, trained in two stages.
+
+**Stage 2** (:class:`Blip2`): the Q-Former's query outputs, through one linear layer, become
+``num_queries`` soft visual tokens spliced into the LM's input at the ``<image>`` placeholders (as
+``transformers``' ``Blip2ForConditionalGeneration`` does; it is LLaVA's input layout with a learned
+bottleneck as the connector, so :class:`Blip2` reuses :class:`~vlm_primer.backbones.Llava`'s splicing,
+loss and generation).
+
+**Stage 1** (:class:`Blip2Stage1`): the Q-Former learns to read the frozen image encoder through three
+objectives at once. Explained in notebook 05b, §Stage 1 (Li et al. 2023, "BLIP-2", §3.2; the losses follow LAVIS'
+``blip2_qformer.py``). On a batch of (image features, caption) pairs:
+
+* **ITC**: the queries alone give ``num_queries`` image embeddings, the caption alone a text embedding
+  (its first token); an image-text score is the **best** query's cosine similarity over a learned
+  temperature, and a symmetric cross-entropy pulls matching pairs together (uni-modal mask);
+* **ITM**: for each image a hard negative caption and for each caption a hard negative image are drawn
+  in proportion to their ITC scores; queries and caption run together (bi-directional mask) and a
+  two-way head on the mean query output says match / no match;
+* **ITG**: the caption is generated from the queries (multimodal causal mask) by a BERT-style LM head
+  tied to the Q-Former's word embeddings. BLIP-2 swaps the first token for a ``[DEC]`` token; here the
+  first token stays ``<bos>``: the mask already tells the tasks apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava
+from vlm_primer.backbones.qformer import QFormer, QFormerConfig
+from vlm_primer.config import PresetConfig
+from vlm_primer.contrastive.losses import clip_loss
+from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, activation
+
+__all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "QFormerLMHead", "hard_negatives"]
+
+# transformers' Blip2VisionModel (EVA-CLIP's layout): no ln_pre, LayerNorm on every output token.
+_EVA_TOWER = dict(pre_norm=False, final_norm_on="tokens", pool="cls", cls_token=True, patch_bias=True, eps=1e-6)
+
+
+@dataclass
+class Blip2Config(PresetConfig):
+    """BLIP-2's three parts (``vision``, ``qformer``, ``text``: configs or dicts of fields) and the LM's image
+    placeholder id; each image takes ``qformer.num_queries`` placeholders."""
+
+    vision: ViTConfig = field(default_factory=lambda: ViTConfig(**Blip2Config.PRESETS["tiny"]["vision"]))
+    qformer: QFormerConfig = field(default_factory=lambda: QFormerConfig(**Blip2Config.PRESETS["tiny"]["qformer"]))
+    text: DecoderConfig = field(default_factory=lambda: DecoderConfig(**Blip2Config.PRESETS["tiny"]["text"]))
+    image_token_id: int = IMAGE_TOKEN_ID
+
+    PRESETS: ClassVar[dict] = {
+        "tiny": dict(vision=dict(image_size=48, patch_size=6, dim=64, depth=2, heads=4, **_EVA_TOWER),
+                     qformer=dict(QFormerConfig.PRESETS["tiny"], text_input=False),
+                     text=dict(DecoderConfig.PRESETS["llama_tiny"], vocab_size=814, context_length=256,
+                               bos_token_id=2, eos_token_id=3, pad_token_id=0)),
+        # The paper's BLIP-2 ViT-g + OPT-2.7B shapes would need OPT; ours keeps Llama-2-7B as LLaVA's base.
+        "base": dict(vision=dict(image_size=224, patch_size=14, dim=1408, depth=39, heads=16, mlp_dim=6144,
+                                 **_EVA_TOWER),
+                     qformer=dict(text_input=False),
+                     text=dict(DecoderConfig.PRESETS["llama_7b"], vocab_size=32001), image_token_id=32000),
+    }
+    BOUNDS: ClassVar[dict] = dict(image_token_id=">=0")
+
+    def validate(self) -> None:
+        for name, cls in (("vision", ViTConfig), ("qformer", QFormerConfig), ("text", DecoderConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"Blip2Config.{name} must be a {cls.__name__} (or a dict of its fields)")
+        if self.qformer.vision_dim != self.vision.dim:
+            raise ValueError(f"the Q-Former reads {self.qformer.vision_dim}-wide features but the tower is "
+                             f"{self.vision.dim} wide")
+        if self.image_token_id >= self.text.vocab_size:
+            raise ValueError(f"Blip2Config.image_token_id={self.image_token_id} is not in the vocabulary of "
+                             f"{self.text.vocab_size} tokens")
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.qformer.num_queries
+
+
+class Blip2(Llava):
+    """BLIP-2 for generation: tower -> Q-Former queries -> ``language_projection`` -> soft visual tokens in a
+    decoder LM. Explained in notebook 05b, §Stage 2. Inputs, loss and ``generate`` as :class:`Llava`'s."""
+
+    def __init__(self, cfg: Blip2Config) -> None:
+        nn.Module.__init__(self)
+        self.cfg = cfg
+        self.vision_tower = ViT(cfg.vision)
+        self.qformer = QFormer(cfg.qformer)
+        self.language_projection = nn.Linear(cfg.qformer.dim, cfg.text.dim)
+        self.language_model = DecoderLM(cfg.text)
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images -> ``(N_img, num_queries, text_dim)``: the queries read the tower's last hidden state."""
+        return self.language_projection(self.qformer(self.vision_tower(pixel_values).last_hidden_state))
+
+    def set_stage(self, stage: int, train_vision: bool = False, train_language: bool = False) -> int:
+        """BLIP-2 freezes the tower and the LM in both stages; stage 2 trains the Q-Former and the projection
+        (stage 1 is :class:`Blip2Stage1`'s). Returns the number of trainable parameters."""
+        if stage != 2:
+            raise ValueError("Blip2 is stage 2 (generation); stage 1 trains the Q-Former with Blip2Stage1")
+        self.vision_tower.requires_grad_(train_vision)
+        self.qformer.requires_grad_(True)
+        self.language_projection.requires_grad_(True)
+        self.language_model.requires_grad_(train_language)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class QFormerLMHead(nn.Module):
+    """BERT's prediction head: ``dense -> act -> LayerNorm -> word embeddings^T + bias`` (tied weights)."""
+
+    def __init__(self, qformer: QFormer) -> None:
+        super().__init__()
+        cfg = qformer.cfg
+        self.dense = nn.Linear(cfg.dim, cfg.dim)
+        self.act = activation(cfg.act)
+        self.ln = nn.LayerNorm(cfg.dim, eps=cfg.eps)
+        self.word_emb = qformer.word_emb  # shared, not copied
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.ln(self.act(self.dense(hidden))), self.word_emb.weight, self.bias)
+
+
+def hard_negatives(scores: torch.Tensor, same: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row of ``scores`` ``(B, B)`` (row i: query i against candidates), a candidate index drawn with
+    probability ``softmax(scores)``, never the row's own pair nor any candidate ``same`` marks as a match
+    (e.g. an identical caption); a row with no negative left keeps a uniform draw over the others."""
+    batch = scores.shape[0]
+    if batch < 2:
+        raise ValueError("hard negatives need a batch of at least 2 pairs")
+    banned = torch.eye(batch, dtype=torch.bool, device=scores.device)
+    if same is not None:
+        banned = banned | same.to(scores.device).bool()
+    none_left = banned.all(1, keepdim=True)
+    banned = torch.where(none_left, torch.eye(batch, dtype=torch.bool, device=scores.device), banned)
+    weights = torch.softmax(scores.detach().float(), dim=1).masked_fill(banned, 0.0) + (~banned) * 1e-8
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
+
+class Blip2Stage1(nn.Module):
+    """The three stage-1 losses of a :class:`QFormer` (its heads included) plus the ITG head and the ITC
+    temperature. ``forward(image, input_ids, attention_mask, same=None)`` returns ``loss`` (the sum) and
+    ``itc``, ``itm``, ``itg`` (each detached) and the ITC similarity matrix ``sim``."""
+
+    def __init__(self, qformer: QFormer, temperature: float = 0.07, label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.qformer = qformer
+        self.lm_head = QFormerLMHead(qformer)
+        self.temperature = nn.Parameter(torch.tensor(float(temperature)))
+        self.label_smoothing = label_smoothing
+
+    def similarity(self, queries: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """ITC scores ``(B_img, B_txt)``: the best query's cosine similarity with the caption's first token."""
+        q = self.qformer
+        image_emb = F.normalize(q.vision_proj(queries), dim=-1)
+        text_emb = F.normalize(q.text_proj(text[:, 0]), dim=-1)
+        return torch.einsum("iqd,td->iqt", image_emb, text_emb).amax(1)
+
+    def forward(self, image: torch.Tensor, input_ids: Any, attention_mask: torch.Tensor | None = None,
+                same: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        q = self.qformer
+        ids = torch.as_tensor(input_ids, device=image.device)
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(image.device)
+        nq = q.cfg.num_queries
+        # ITC: queries and text apart
+        queries = q(image)
+        text = q(input_ids=ids, attention_mask=mask, queries=False)
+        sim = self.similarity(queries, text)
+        temp = self.temperature.clamp(1e-3, 0.5)
+        itc = clip_loss(sim / temp)
+        # ITM: one hard negative caption per image and one hard negative image per caption
+        neg_text = hard_negatives(sim, same, generator)
+        neg_image = hard_negatives(sim.t(), None if same is None else same.t(), generator)
+        images = torch.cat([image, image, image[neg_image]])
+        texts, masks = torch.cat([ids, ids[neg_text], ids]), torch.cat([mask, mask[neg_text], mask])
+        joint = q(images, texts, masks, mask="bidirectional")
+        logits = q.itm_head(joint[:, :nq]).mean(1)
+        labels = torch.cat([torch.ones(len(ids)), torch.zeros(2 * len(ids))]).long().to(logits.device)
+        itm = F.cross_entropy(logits, labels)
+        # ITG: the caption from the queries, each token from the queries and the tokens before it
+        hidden = q(image, ids, mask, mask="multimodal_causal")[:, nq:]
+        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        itg = F.cross_entropy(self.lm_head(hidden[:, :-1]).flatten(0, 1), targets.flatten(),
+                              ignore_index=-100, label_smoothing=self.label_smoothing)
+        return {"loss": itc + itm + itg, "itc": itc.detach(), "itm": itm.detach(), "itg": itg.detach(),
+                "sim": sim.detach()}

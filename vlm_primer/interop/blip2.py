@@ -1,0 +1,226 @@
+"""Convert ``transformers``' BLIP-2 to and from ours: the Q-Former (:class:`~vlm_primer.backbones.QFormer`), the
+EVA-style vision tower (our :class:`~vlm_primer.nn.ViT`) and the whole stage-2 model
+(:class:`~vlm_primer.backbones.blip2.Blip2`, with a Llama LM).
+
+``Blip2ForImageTextRetrieval`` holds everything stage 1 trains: ``query_tokens``, the text ``embeddings``,
+the ``qformer`` (its ``layernorm`` is our ``ln_embed``) and the ITC/ITM heads. The renames, layer by layer:
+``attention.attention.{query,key,value}`` / ``attention.output.dense`` -> ``attn.{q,k,v,out}``,
+``crossattention.*`` -> ``xattn.*``, ``intermediate_query`` / ``output_query`` -> ``mlp_query.fc1/fc2``,
+``intermediate`` / ``output`` -> ``mlp_text.fc1/fc2``, each sub-layer's ``LayerNorm`` -> ``ln_*``.
+Explained in notebook 05b, §Parity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlm_primer.backbones.blip2 import _EVA_TOWER, Blip2, Blip2Config
+from vlm_primer.backbones.qformer import QFormer, QFormerConfig
+from vlm_primer.interop import StrictSource, hf_act_to_ours, load_strict, ours_act_to_hf, state_dict_of
+from vlm_primer.interop.llama import decoder_from_hf_llama, decoder_to_hf_llama, llama_config_from_decoder
+from vlm_primer.nn import ViT, ViTConfig
+
+__all__ = ["blip2_from_hf", "blip2_to_hf", "qformer_config_from_hf", "qformer_config_to_hf", "qformer_from_hf",
+           "qformer_to_hf", "vit_from_hf_blip2_vision", "vit_to_hf_blip2_vision"]
+
+_HEADS = (("vision_proj", "vision_projection"), ("text_proj", "text_projection"), ("itm_head", "itm_head"))
+
+
+def _pairs(cfg: QFormerConfig) -> list[tuple[str, str]]:
+    """``(ours, theirs)`` names of every tensor, without the ``.weight``/``.bias`` suffix where both exist."""
+    pairs = [("query_tokens", "query_tokens"), ("ln_embed", "qformer.layernorm")]
+    if cfg.text_input:
+        pairs += [("word_emb.weight", "embeddings.word_embeddings.weight"),
+                  ("pos_emb.weight", "embeddings.position_embeddings.weight"), *_HEADS]
+    for i in range(cfg.depth):
+        ours, theirs = f"layers.{i}.", f"qformer.encoder.layer.{i}."
+        blocks = [("attn", "attention")] + ([("xattn", "crossattention")] if i % cfg.cross_attention_freq == 0 else [])
+        for o, t in blocks:
+            pairs += [(f"{ours}{o}.{p}", f"{theirs}{t}.attention.{q}") for p, q in zip("qkv", ("query", "key", "value"))]
+            pairs += [(f"{ours}{o}.out", f"{theirs}{t}.output.dense"), (f"{ours}ln_{o}", f"{theirs}{t}.output.LayerNorm")]
+        ffns = [("query", "_query")] + ([("text", "")] if cfg.text_input else [])
+        for o, t in ffns:
+            pairs += [(f"{ours}mlp_{o}.fc1", f"{theirs}intermediate{t}.dense"),
+                      (f"{ours}mlp_{o}.fc2", f"{theirs}output{t}.dense"),
+                      (f"{ours}ln_{o}", f"{theirs}output{t}.LayerNorm")]
+    return pairs
+
+
+def _expand(pairs: list[tuple[str, str]], have: set[str]) -> list[tuple[str, str]]:
+    out = []
+    for ours, theirs in pairs:
+        if theirs in have or ours in ("query_tokens",):
+            out.append((ours, theirs))
+        else:
+            out += [(f"{ours}.{p}", f"{theirs}.{p}") for p in ("weight", "bias")]
+    return out
+
+
+def qformer_config_from_hf(hf_config: Any) -> QFormerConfig:
+    """``transformers.Blip2Config`` (with its ``qformer_config``) -> :class:`QFormerConfig`."""
+    q = hf_config.qformer_config
+    return QFormerConfig(dim=q.hidden_size, depth=q.num_hidden_layers, heads=q.num_attention_heads,
+                         mlp_dim=q.intermediate_size, num_queries=hf_config.num_query_tokens,
+                         vision_dim=q.encoder_hidden_size, cross_attention_freq=q.cross_attention_frequency,
+                         vocab_size=q.vocab_size, max_positions=q.max_position_embeddings,
+                         embed_dim=hf_config.image_text_hidden_size, act=hf_act_to_ours(q.hidden_act),
+                         eps=q.layer_norm_eps, text_input=bool(q.use_qformer_text_input))
+
+
+def qformer_from_hf(hf_model: nn.Module) -> QFormer:
+    """Our :class:`QFormer` with the weights of a ``transformers`` ``Blip2ForImageTextRetrieval`` (its vision
+    model is left out: the Q-Former reads its features)."""
+    cfg = qformer_config_from_hf(hf_model.config)
+    src = StrictSource(state_dict_of(hf_model), type(hf_model).__name__, ignore=("position_ids",))
+    src.tensors = {k: v for k, v in src.tensors.items() if not k.startswith("vision_model.")}
+    sd = {ours: src[theirs].detach().clone() for ours, theirs in _expand(_pairs(cfg), set(src.tensors))}
+    src.finish()
+    return load_strict(QFormer(cfg), sd, "QFormer (from transformers)").eval()
+
+
+def qformer_config_to_hf(cfg: QFormerConfig, vision_config: Any | None = None):
+    """:class:`QFormerConfig` -> ``transformers.Blip2Config`` (the vision config defaults to a tiny one of
+    ``vision_dim`` width: BLIP-2 sets the Q-Former's ``encoder_hidden_size`` from it)."""
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig
+
+    vision = vision_config or Blip2VisionConfig(hidden_size=cfg.vision_dim, intermediate_size=2 * cfg.vision_dim,
+                                                num_hidden_layers=1, num_attention_heads=max(1, cfg.vision_dim // 32),
+                                                image_size=32, patch_size=8)
+    if vision.hidden_size != cfg.vision_dim:
+        raise ValueError(f"the vision config is {vision.hidden_size} wide, the Q-Former reads {cfg.vision_dim}")
+    qformer = Blip2QFormerConfig(hidden_size=cfg.dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.heads,
+                                 intermediate_size=cfg.mlp_dim, hidden_act=ours_act_to_hf(cfg.act),
+                                 cross_attention_frequency=cfg.cross_attention_freq, vocab_size=cfg.vocab_size,
+                                 max_position_embeddings=cfg.max_positions, layer_norm_eps=cfg.eps,
+                                 encoder_hidden_size=cfg.vision_dim, use_qformer_text_input=cfg.text_input,
+                                 hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
+    return Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                       num_query_tokens=cfg.num_queries, image_text_hidden_size=cfg.embed_dim)
+
+
+def qformer_to_hf(model: QFormer, vision_model: nn.Module | None = None):
+    """A ``transformers`` ``Blip2ForImageTextRetrieval`` with our Q-Former's weights; its vision model is
+    ``vision_model``'s weights if given (a ``Blip2VisionModel``), else freshly initialised."""
+    from transformers import Blip2ForImageTextRetrieval
+
+    cfg = model.cfg
+    hf = Blip2ForImageTextRetrieval(qformer_config_to_hf(cfg, None if vision_model is None else vision_model.config))
+    ours = model.state_dict()
+    theirs = hf.state_dict()
+    sd = {t: ours[o].detach().clone() for o, t in _expand(_pairs(cfg), set(theirs))}
+    vision = vision_model.state_dict() if vision_model is not None else {
+        k[len("vision_model."):]: v for k, v in theirs.items() if k.startswith("vision_model.")}
+    sd |= {"vision_model." + k: v for k, v in vision.items()}
+    return load_strict(hf, {k: v for k, v in sd.items() if k in theirs or not k.endswith("position_ids")},
+                       "Blip2ForImageTextRetrieval").eval()
+
+
+
+# --------------------------------------------------------------------------- the vision tower (EVA-CLIP layout)
+
+
+def vit_config_from_hf_blip2_vision(hf_config: Any) -> ViTConfig:
+    """``Blip2VisionConfig`` -> :class:`ViTConfig` (CLS, no ``ln_pre``, LayerNorm on every output token)."""
+    if not getattr(hf_config, "qkv_bias", True):
+        raise ValueError("our ViT with qkv_bias=False has no k bias either; BLIP-2's tower has q and v biases")
+    return ViTConfig(image_size=hf_config.image_size, patch_size=hf_config.patch_size, dim=hf_config.hidden_size,
+                     depth=hf_config.num_hidden_layers, heads=hf_config.num_attention_heads,
+                     mlp_dim=hf_config.intermediate_size, act=hf_act_to_ours(hf_config.hidden_act),
+                     **{**_EVA_TOWER, "eps": hf_config.layer_norm_eps})
+
+
+def _vision_pairs(cfg: ViTConfig) -> list[tuple[str, str]]:
+    pairs = [("patch_embed.weight", "embeddings.patch_embedding.weight"),
+             ("patch_embed.bias", "embeddings.patch_embedding.bias"), ("norm.weight", "post_layernorm.weight"),
+             ("norm.bias", "post_layernorm.bias")]
+    for i in range(cfg.depth):
+        ours, theirs = f"transformer.blocks.{i}.", f"encoder.layers.{i}."
+        pairs += [(f"{ours}{a}.{p}", f"{theirs}{b}.{p}") for a, b in (("ln1", "layer_norm1"), ("ln2", "layer_norm2"),
+                  ("attn.out", "self_attn.projection"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"))
+                  for p in ("weight", "bias")]
+    return pairs
+
+
+def vit_from_hf_blip2_vision(hf_vision: nn.Module) -> ViT:
+    """Our :class:`ViT` with the weights of a ``transformers`` ``Blip2VisionModel``: the fused ``qkv`` projection
+    (one bias vector laid out ``[q; k; v]``) split into ``q``, ``k``, ``v``."""
+    cfg = vit_config_from_hf_blip2_vision(hf_vision.config)
+    src = StrictSource(state_dict_of(hf_vision), "Blip2VisionModel")
+    sd = {o: src[t].detach().clone() for o, t in _vision_pairs(cfg)}
+    sd["cls"] = src["embeddings.class_embedding"].detach().reshape(cfg.dim).clone()
+    sd["pos_emb"] = src["embeddings.position_embedding"].detach().reshape(-1, cfg.dim).clone()
+    for i in range(cfg.depth):
+        theirs = f"encoder.layers.{i}.self_attn.qkv."
+        for p in ("weight", "bias"):
+            for name, part in zip("qkv", src[theirs + p].detach().chunk(3)):
+                sd[f"transformer.blocks.{i}.attn.{name}.{p}"] = part.clone()
+    src.finish()
+    return load_strict(ViT(cfg), sd, "ViT (from Blip2VisionModel)")
+
+
+def vit_to_hf_blip2_vision(model: ViT) -> dict[str, torch.Tensor]:
+    """Our :class:`ViT` (EVA layout) -> a state dict for ``transformers.Blip2VisionModel``."""
+    cfg, sd = model.cfg, model.state_dict()
+    if (cfg.pre_norm, cfg.final_norm_on, cfg.cls_token, cfg.patch_bias) != (False, "tokens", True, True):
+        raise ValueError("BLIP-2's tower has a CLS token, patch bias, no ln_pre and a LayerNorm on every token")
+    out = {t: sd[o].clone() for o, t in _vision_pairs(cfg)}
+    out["embeddings.class_embedding"] = sd["cls"].reshape(1, 1, -1).clone()
+    out["embeddings.position_embedding"] = sd["pos_emb"].reshape(1, -1, cfg.dim).clone()
+    for i in range(cfg.depth):
+        for p in ("weight", "bias"):
+            out[f"encoder.layers.{i}.self_attn.qkv.{p}"] = torch.cat(
+                [sd[f"transformer.blocks.{i}.attn.{n}.{p}"] for n in "qkv"])
+    return out
+
+
+# --------------------------------------------------------------------------- the whole model (stage 2)
+
+
+def blip2_from_hf(hf_model: nn.Module) -> Blip2:
+    """Our :class:`Blip2` with the weights of a ``transformers`` ``Blip2ForConditionalGeneration`` whose LM is
+    a Llama (``LlamaForCausalLM``)."""
+    hf_config = hf_model.config
+    vision = vit_from_hf_blip2_vision(hf_model.vision_model)
+    text = decoder_from_hf_llama(hf_model.language_model)
+    qcfg = qformer_config_from_hf(hf_config)
+    sd = state_dict_of(hf_model)
+    src = StrictSource({k: v for k, v in sd.items() if k.startswith(("qformer.", "query_tokens"))}, "BLIP-2 Q-Former")
+    qformer = {o: src[t].detach().clone() for o, t in _expand(_pairs(qcfg), set(src.tensors))}
+    src.finish()
+    model = Blip2(Blip2Config(vision=vision.cfg, qformer=qcfg, text=text.cfg, image_token_id=hf_config.image_token_id))
+    model.vision_tower.load_state_dict(vision.state_dict())
+    model.language_model.load_state_dict(text.state_dict())
+    load_strict(model.qformer, qformer, "Q-Former (from Blip2ForConditionalGeneration)")
+    with torch.no_grad():
+        model.language_projection.weight.copy_(sd["language_projection.weight"])
+        model.language_projection.bias.copy_(sd["language_projection.bias"])
+    return model.eval()
+
+
+def blip2_to_hf(model: Blip2):
+    """A ``transformers`` ``Blip2ForConditionalGeneration`` (Llama LM) with our weights (eval mode)."""
+    from transformers import Blip2Config as HFBlip2Config
+    from transformers import Blip2ForConditionalGeneration, Blip2VisionConfig
+
+    cfg = model.cfg
+    v = cfg.vision
+    vision = Blip2VisionConfig(hidden_size=v.dim, intermediate_size=v.mlp_dim or int(v.dim * v.mlp_ratio),
+                               num_hidden_layers=v.depth, num_attention_heads=v.heads, image_size=v.image_size,
+                               patch_size=v.patch_size, hidden_act=ours_act_to_hf(v.act), layer_norm_eps=v.eps)
+    base = qformer_config_to_hf(cfg.qformer, vision)
+    hf_config = HFBlip2Config(vision_config=base.vision_config.to_dict(), qformer_config=base.qformer_config.to_dict(),
+                              text_config=llama_config_from_decoder(cfg.text).to_dict(),
+                              num_query_tokens=cfg.qformer.num_queries, image_token_index=cfg.image_token_id)
+    hf = Blip2ForConditionalGeneration(hf_config)
+    q = model.qformer.state_dict()
+    sd = {t: q[o].clone() for o, t in _expand(_pairs(cfg.qformer), set(hf.state_dict()))}
+    sd |= {"vision_model." + k: v for k, v in vit_to_hf_blip2_vision(model.vision_tower).items()}
+    sd |= {"language_model." + k: v for k, v in decoder_to_hf_llama(model.language_model).items()}
+    sd |= {f"language_projection.{p}": getattr(model.language_projection, p).detach().clone() for p in ("weight", "bias")}
+    theirs = hf.state_dict()
+    if "language_model.lm_head.weight" in theirs and "language_model.lm_head.weight" not in sd:
+        sd["language_model.lm_head.weight"] = sd["language_model.model.embed_tokens.weight"]
+    return load_strict(hf, sd, "Blip2ForConditionalGeneration").eval()
