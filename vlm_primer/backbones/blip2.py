@@ -34,7 +34,7 @@ from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava
 from vlm_primer.backbones.qformer import QFormer, QFormerConfig
 from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import clip_loss
-from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, activation
+from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, activation, causal_lm_loss
 
 __all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "QFormerLMHead", "hard_negatives"]
 
@@ -186,8 +186,7 @@ class Blip2Stage1(nn.Module):
         itm = F.cross_entropy(logits, labels)
         # ITG: the caption from the queries, each token from the queries and the tokens before it
         hidden = q(image, ids, mask, mask="multimodal_causal")[:, nq:]
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        itg = F.cross_entropy(self.lm_head(hidden[:, :-1]).flatten(0, 1), targets.flatten(),
-                              ignore_index=-100, label_smoothing=self.label_smoothing)
+        itg = causal_lm_loss(self.lm_head(hidden), ids.masked_fill(mask == 0, -100),
+                             label_smoothing=self.label_smoothing)
         return {"loss": itc + itm + itg, "itc": itc.detach(), "itm": itm.detach(), "itg": itg.detach(),
                 "sim": sim.detach()}

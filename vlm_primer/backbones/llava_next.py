@@ -55,6 +55,11 @@ def unpadded_shape(size: Sequence[int], current: tuple[int, int]) -> tuple[slice
     return slice(0, h), slice(pad, w - pad)
 
 
+def _resize(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """One image ``(3, H, W)`` resized to ``(3, h, w)``, bilinear with antialiasing."""
+    return F.interpolate(image[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
 def anyres_tiles(image: torch.Tensor, tile: int, pinpoints: Sequence[Sequence[int]]) -> torch.Tensor:
     """An image ``(3, H, W)`` -> ``(1 + rows * cols, 3, tile, tile)``: the base view, then the tiles row by row.
 
@@ -67,13 +72,12 @@ def anyres_tiles(image: torch.Tensor, tile: int, pinpoints: Sequence[Sequence[in
     th, tw = select_best_resolution((h0, w0), pinpoints)
     scale = min(tw / w0, th / h0)
     nh, nw = min(th, int(round(h0 * scale))), min(tw, int(round(w0 * scale)))
-    resized = F.interpolate(image[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+    resized = _resize(image, nh, nw)
     canvas = image.new_zeros(3, th, tw)
     top, left = (th - nh) // 2, (tw - nw) // 2
     canvas[:, top:top + nh, left:left + nw] = resized
     tiles = rearrange(canvas, "c (r h) (k w) -> (r k) c h w", h=tile, w=tile)
-    base = F.interpolate(image[None], size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
-    return torch.cat([base, tiles])
+    return torch.cat([_resize(image, tile, tile)[None], tiles])
 
 
 def anyres_view(image: torch.Tensor, cfg: "LlavaNextConfig", transform: Callable | None = None, *,
@@ -84,7 +88,7 @@ def anyres_view(image: torch.Tensor, cfg: "LlavaNextConfig", transform: Callable
     notebook 05, §AnyRes)."""
     s = cfg.vision.image_size
     if squeeze:
-        image = F.interpolate(image[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
+        image = _resize(image, s, s)
     tiles = anyres_tiles(image, s, cfg.grid_pinpoints)
     return (tiles if transform is None else transform(tiles)), (int(image.shape[1]), int(image.shape[2]))
 

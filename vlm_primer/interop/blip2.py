@@ -19,7 +19,8 @@ from torch import nn
 
 from vlm_primer.backbones.blip2 import _EVA_TOWER, Blip2, Blip2Config
 from vlm_primer.backbones.qformer import QFormer, QFormerConfig
-from vlm_primer.interop import StrictSource, hf_act_to_ours, load_strict, ours_act_to_hf, state_dict_of
+from vlm_primer.interop import StrictSource, convert_pairs, hf_act_to_ours, load_strict, ours_act_to_hf, state_dict_of
+from vlm_primer.interop.clip import _ln as _weight_bias
 from vlm_primer.interop.llama import decoder_from_hf_llama, decoder_to_hf_llama, llama_config_from_decoder
 from vlm_primer.nn import ViT, ViTConfig
 
@@ -30,33 +31,25 @@ _HEADS = (("vision_proj", "vision_projection"), ("text_proj", "text_projection")
 
 
 def _pairs(cfg: QFormerConfig) -> list[tuple[str, str]]:
-    """``(ours, theirs)`` names of every tensor, without the ``.weight``/``.bias`` suffix where both exist."""
-    pairs = [("query_tokens", "query_tokens"), ("ln_embed", "qformer.layernorm")]
+    """``(ours, theirs)`` key of every tensor of the Q-Former (with ``text_input``, also the text embeddings and
+    the ITC/ITM heads of ``Blip2ForImageTextRetrieval``)."""
+    pairs = [("query_tokens", "query_tokens"), *_weight_bias("ln_embed", "qformer.layernorm")]
     if cfg.text_input:
         pairs += [("word_emb.weight", "embeddings.word_embeddings.weight"),
-                  ("pos_emb.weight", "embeddings.position_embeddings.weight"), *_HEADS]
+                  ("pos_emb.weight", "embeddings.position_embeddings.weight")]
+        pairs += [p for ours, theirs in _HEADS for p in _weight_bias(ours, theirs)]
     for i in range(cfg.depth):
         ours, theirs = f"layers.{i}.", f"qformer.encoder.layer.{i}."
         blocks = [("attn", "attention")] + ([("xattn", "crossattention")] if i % cfg.cross_attention_freq == 0 else [])
+        names = []
         for o, t in blocks:
-            pairs += [(f"{ours}{o}.{p}", f"{theirs}{t}.attention.{q}") for p, q in zip("qkv", ("query", "key", "value"))]
-            pairs += [(f"{ours}{o}.out", f"{theirs}{t}.output.dense"), (f"{ours}ln_{o}", f"{theirs}{t}.output.LayerNorm")]
-        ffns = [("query", "_query")] + ([("text", "")] if cfg.text_input else [])
-        for o, t in ffns:
-            pairs += [(f"{ours}mlp_{o}.fc1", f"{theirs}intermediate{t}.dense"),
-                      (f"{ours}mlp_{o}.fc2", f"{theirs}output{t}.dense"),
-                      (f"{ours}ln_{o}", f"{theirs}output{t}.LayerNorm")]
+            names += [(f"{o}.{p}", f"{t}.attention.{q}") for p, q in zip("qkv", ("query", "key", "value"))]
+            names += [(f"{o}.out", f"{t}.output.dense"), (f"ln_{o}", f"{t}.output.LayerNorm")]
+        for o, t in [("query", "_query")] + ([("text", "")] if cfg.text_input else []):
+            names += [(f"mlp_{o}.fc1", f"intermediate{t}.dense"), (f"mlp_{o}.fc2", f"output{t}.dense"),
+                      (f"ln_{o}", f"output{t}.LayerNorm")]
+        pairs += [p for o, t in names for p in _weight_bias(ours + o, theirs + t)]
     return pairs
-
-
-def _expand(pairs: list[tuple[str, str]], have: set[str]) -> list[tuple[str, str]]:
-    out = []
-    for ours, theirs in pairs:
-        if theirs in have or ours in ("query_tokens",):
-            out.append((ours, theirs))
-        else:
-            out += [(f"{ours}.{p}", f"{theirs}.{p}") for p in ("weight", "bias")]
-    return out
 
 
 def qformer_config_from_hf(hf_config: Any) -> QFormerConfig:
@@ -74,9 +67,9 @@ def qformer_from_hf(hf_model: nn.Module) -> QFormer:
     """Our :class:`QFormer` with the weights of a ``transformers`` ``Blip2ForImageTextRetrieval`` (its vision
     model is left out: the Q-Former reads its features)."""
     cfg = qformer_config_from_hf(hf_model.config)
-    src = StrictSource(state_dict_of(hf_model), type(hf_model).__name__, ignore=("position_ids",))
-    src.tensors = {k: v for k, v in src.tensors.items() if not k.startswith("vision_model.")}
-    sd = {ours: src[theirs].detach().clone() for ours, theirs in _expand(_pairs(cfg), set(src.tensors))}
+    src = StrictSource({k: v for k, v in state_dict_of(hf_model).items() if not k.startswith("vision_model.")},
+                       type(hf_model).__name__)
+    sd = convert_pairs(src, _pairs(cfg))
     src.finish()
     return load_strict(QFormer(cfg), sd, "QFormer (from transformers)").eval()
 
@@ -109,13 +102,10 @@ def qformer_to_hf(model: QFormer, vision_model: nn.Module | None = None):
     cfg = model.cfg
     hf = Blip2ForImageTextRetrieval(qformer_config_to_hf(cfg, None if vision_model is None else vision_model.config))
     ours = model.state_dict()
-    theirs = hf.state_dict()
-    sd = {t: ours[o].detach().clone() for o, t in _expand(_pairs(cfg), set(theirs))}
-    vision = vision_model.state_dict() if vision_model is not None else {
-        k[len("vision_model."):]: v for k, v in theirs.items() if k.startswith("vision_model.")}
+    sd = {t: ours[o].detach().clone() for o, t in _pairs(cfg)}
+    vision = (vision_model or hf.vision_model).state_dict()
     sd |= {"vision_model." + k: v for k, v in vision.items()}
-    return load_strict(hf, {k: v for k, v in sd.items() if k in theirs or not k.endswith("position_ids")},
-                       "Blip2ForImageTextRetrieval").eval()
+    return load_strict(hf, sd, "Blip2ForImageTextRetrieval").eval()
 
 
 
@@ -188,15 +178,13 @@ def blip2_from_hf(hf_model: nn.Module) -> Blip2:
     qcfg = qformer_config_from_hf(hf_config)
     sd = state_dict_of(hf_model)
     src = StrictSource({k: v for k, v in sd.items() if k.startswith(("qformer.", "query_tokens"))}, "BLIP-2 Q-Former")
-    qformer = {o: src[t].detach().clone() for o, t in _expand(_pairs(qcfg), set(src.tensors))}
+    qformer = convert_pairs(src, _pairs(qcfg))
     src.finish()
     model = Blip2(Blip2Config(vision=vision.cfg, qformer=qcfg, text=text.cfg, image_token_id=hf_config.image_token_id))
     model.vision_tower.load_state_dict(vision.state_dict())
     model.language_model.load_state_dict(text.state_dict())
     load_strict(model.qformer, qformer, "Q-Former (from Blip2ForConditionalGeneration)")
-    with torch.no_grad():
-        model.language_projection.weight.copy_(sd["language_projection.weight"])
-        model.language_projection.bias.copy_(sd["language_projection.bias"])
+    load_strict(model.language_projection, {p: sd[f"language_projection.{p}"] for p in ("weight", "bias")})
     return model.eval()
 
 
@@ -216,10 +204,10 @@ def blip2_to_hf(model: Blip2):
                               num_query_tokens=cfg.qformer.num_queries, image_token_index=cfg.image_token_id)
     hf = Blip2ForConditionalGeneration(hf_config)
     q = model.qformer.state_dict()
-    sd = {t: q[o].clone() for o, t in _expand(_pairs(cfg.qformer), set(hf.state_dict()))}
+    sd = {t: q[o].clone() for o, t in _pairs(cfg.qformer)}
     sd |= {"vision_model." + k: v for k, v in vit_to_hf_blip2_vision(model.vision_tower).items()}
     sd |= {"language_model." + k: v for k, v in decoder_to_hf_llama(model.language_model).items()}
-    sd |= {f"language_projection.{p}": getattr(model.language_projection, p).detach().clone() for p in ("weight", "bias")}
+    sd |= {f"language_projection.{k}": v.clone() for k, v in model.language_projection.state_dict().items()}
     theirs = hf.state_dict()
     if "language_model.lm_head.weight" in theirs and "language_model.lm_head.weight" not in sd:
         sd["language_model.lm_head.weight"] = sd["language_model.model.embed_tokens.weight"]

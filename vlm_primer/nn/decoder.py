@@ -98,13 +98,16 @@ class DecoderOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100,
+                   label_smoothing: float = 0.0) -> torch.Tensor:
     """Next-token cross-entropy: position ``t`` predicts ``labels[t + 1]``; ``ignore_index`` is skipped.
 
-    Averaged over the predicted (non-ignored) tokens, in float32. Explained in notebook 04, §Language model.
+    Averaged over the predicted (non-ignored) tokens, in float32; ``label_smoothing`` as in
+    ``F.cross_entropy`` (BLIP-2's ITG uses 0.1). Explained in notebook 04, §Language model.
     """
     logits = rearrange(logits[:, :-1].float(), "b n v -> (b n) v")
-    return F.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing)
 
 
 def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...], desc: str) -> None:

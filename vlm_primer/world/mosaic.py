@@ -21,7 +21,7 @@ import torch
 
 from vlm_primer.world.render import render
 from vlm_primer.world.scene import Scene
-from vlm_primer.world.tasks import ShapesVQADataset, _question_item
+from vlm_primer.world.tasks import ShapesVQADataset
 
 __all__ = ["MosaicVQADataset", "render_mosaic", "spread_scene"]
 
@@ -74,9 +74,5 @@ class MosaicVQADataset(ShapesVQADataset):
         scene, rng = super().scene(index)
         return spread_scene(scene, rng, self.grid), rng
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self._index(index)
-        scene, rng = self.scene(index)
-        q = self._ask(scene, rng)
-        return {"image": render_mosaic(scene, self.config.image_size, self.grid), **_question_item(q),
-                "scene": scene, "index": index}
+    def image(self, scene: Scene) -> torch.Tensor:
+        return render_mosaic(scene, self.config.image_size, self.grid)

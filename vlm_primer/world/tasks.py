@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import torch
+
 from vlm_primer.text.chat import format_chat
 from vlm_primer.world.datasets import SceneDataset
 from vlm_primer.world.instruct import INSTRUCTION_KINDS, box_text, instruction
 from vlm_primer.world.render import render
+from vlm_primer.world.scene import Scene
 from vlm_primer.world.vqa import POPE_SETTINGS, QUESTION_TYPES, PopeStats, Question, ask_any, pope_probes
 
 
@@ -52,11 +55,16 @@ class ShapesVQADataset(SceneDataset):
         """The question of item ``index`` without rendering its image (fast: for priors and statistics)."""
         return self._ask(*self.scene(index))
 
+    def image(self, scene: Scene) -> torch.Tensor:
+        """The rendered image of ``scene`` (a subclass may lay it out otherwise:
+        :class:`~vlm_primer.world.MosaicVQADataset`)."""
+        return render(scene, self.config.image_size)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._index(index)
         scene, rng = self.scene(index)
         q = self._ask(scene, rng)
-        return {"image": render(scene, self.config.image_size), **_question_item(q), "scene": scene, "index": index}
+        return {"image": self.image(scene), **_question_item(q), "scene": scene, "index": index}
 
 
 class ShapesPOPEDataset(SceneDataset):
