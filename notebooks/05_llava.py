@@ -149,7 +149,9 @@ assert torch.allclose(ours, package, atol=1e-6), "the hand-written splice must e
 # The connector is the only new part. LLaVA-1.0 used one linear map; LLaVA-1.5's two-layer MLP with a
 # GELU is the default here; the third, **pixel shuffle** (Idefics3, nanoVLM), first folds each 2 × 2 block
 # of neighbouring patches into one token of 4× the width, so the LM reads a quarter of the tokens — the
-# cheapest answer to the token cost that AnyRes raises below.
+# cheapest answer to the token cost that AnyRes raises below. The last three are learned-query bottlenecks
+# (BLIP-2's Q-Former, Flamingo's perceiver, Qwen-VL's resampler): a fixed number of tokens whatever the
+# image, here 16; chapter 05b builds and compares them.
 
 # %%
 from vlm_primer.backbones import CONNECTORS, build_connector
@@ -157,7 +159,7 @@ from vlm_primer.backbones import CONNECTORS, build_connector
 with torch.no_grad():
     patch_features = model.vision_tower(image, output_hidden_states=True).hidden_states[-2][:, 1:]
     for kind in CONNECTORS:
-        connector = build_connector(kind, model.cfg.vision.dim, model.cfg.text.dim)
+        connector = build_connector(kind, model.cfg.vision.dim, model.cfg.text.dim, num_queries=16)
         out = connector(patch_features)
         print(f"{kind:>13}: {sum(p.numel() for p in connector.parameters()):>6,} parameters, "
               f"{tuple(patch_features.shape)} -> {tuple(out.shape)}")

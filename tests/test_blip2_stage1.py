@@ -80,3 +80,20 @@ def test_hard_negatives_are_never_the_pair_or_a_marked_match():
     assert (hard_negatives(torch.zeros(3, 3), all_same) != torch.arange(3)).all()
     with pytest.raises(ValueError, match="at least 2"):
         hard_negatives(torch.zeros(1, 1))
+
+
+def test_bad_batches_name_the_problem():
+    stage1 = Blip2Stage1(QFormer(CFG))
+    image, ids, mask = _batch()
+    with pytest.raises(ValueError, match="at least 2 real tokens"):
+        stage1(image, ids[:, :1])
+    with pytest.raises(ValueError, match="at least 2 real tokens"):
+        stage1(image, ids, mask.masked_fill(torch.arange(6) > 0, 0))
+    with pytest.raises(ValueError, match="4 images but 3 texts"):
+        stage1(image, ids[:3])
+    with pytest.raises(ValueError, match=r"image must be float features \(B, N, 64\)"):
+        stage1(image[..., :5], ids)
+    with pytest.raises(ValueError, match="hard negatives need a batch of at least 2"):
+        stage1(image[:1], ids[:1])
+    with pytest.raises(ValueError, match="text_input=True and stage1_heads=True"):
+        Blip2Stage1(QFormer(QFormerConfig.from_preset("tiny", stage1_heads=False)))

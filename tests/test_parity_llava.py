@@ -134,7 +134,7 @@ def test_bad_inputs_name_the_problem():
     with pytest.raises(ValueError, match="select_layer"):
         LlavaConfig.from_preset("tiny", select_layer=-4)
     with pytest.raises(ValueError, match="connector must be one of"):
-        LlavaConfig.from_preset("tiny", connector="qformer")
+        LlavaConfig.from_preset("tiny", connector="c-abstractor")
 
 
 # --------------------------------------------------------------------------- LLaVA-NeXT (AnyRes)

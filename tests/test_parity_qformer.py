@@ -139,3 +139,59 @@ def test_blip2_logits_loss_and_generation_match_transformers(hf_blip2):
     back = blip2_to_hf(ours).state_dict()
     for k, v in hf_blip2.state_dict().items():
         torch.testing.assert_close(back[k], v, msg=k)
+
+
+@pytest.fixture(scope="module")
+def hf_instructblip():
+    from vlm_primer.backbones.blip2 import InstructBlip, InstructBlipConfig
+    from vlm_primer.interop.blip2 import blip2_to_hf
+
+    torch.manual_seed(1)
+    model = blip2_to_hf(InstructBlip(InstructBlipConfig.from_preset("tiny")))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@torch.no_grad()
+def test_instructblip_logits_loss_and_generation_match_transformers(hf_instructblip):
+    from transformers import InstructBlipForConditionalGeneration
+
+    from vlm_primer.backbones.blip2 import InstructBlip
+    from vlm_primer.interop.blip2 import blip2_from_hf, blip2_to_hf
+
+    assert isinstance(hf_instructblip, InstructBlipForConditionalGeneration)
+    ours = blip2_from_hf(hf_instructblip)
+    assert isinstance(ours, InstructBlip)
+    ids, labels, pixels = _blip2_inputs(ours.cfg)
+    g = torch.Generator().manual_seed(3)
+    instruction = torch.randint(6, ours.cfg.qformer.vocab_size, (2, 5), generator=g)
+    imask = torch.ones_like(instruction)
+    imask[0, 3:] = 0
+    kw = dict(qformer_input_ids=instruction, qformer_attention_mask=imask)
+    want = hf_instructblip(input_ids=ids, pixel_values=pixels, labels=labels, **kw)
+    got = ours(ids, pixels, labels=labels, **kw)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.loss, want.loss, atol=1e-5, rtol=1e-5)
+    # the instruction changes what the queries extract: another instruction, other logits
+    other = ours(ids, pixels, qformer_input_ids=instruction.flip(1)).logits
+    assert not torch.allclose(other, got.logits, atol=1e-3)
+    new = ours.generate(ids, pixels, max_new_tokens=5, **kw)
+    theirs = hf_instructblip.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=5, do_sample=False, **kw)
+    assert torch.equal(new, theirs[:, -5:])
+    back = blip2_to_hf(ours).state_dict()
+    for k, v in hf_instructblip.state_dict().items():
+        torch.testing.assert_close(back[k], v, msg=k)
+    with pytest.raises(ValueError, match="pass qformer_input_ids"):
+        ours(ids, pixels)
+
+
+def test_blip2_qformer_model_alone_matches_ours(hf):
+    """Blip2QFormerModel (the Q-Former without embeddings or heads) on query embeddings: our queries-only pass."""
+    ours = qformer_from_hf(hf)
+    pixels, _, _ = _inputs()
+    with torch.no_grad():
+        image = hf.vision_model(pixel_values=pixels)[0]
+        want = hf.qformer(query_embeds=hf.query_tokens.expand(len(image), -1, -1), encoder_hidden_states=image)
+        torch.testing.assert_close(ours(image), want.last_hidden_state, atol=1e-5, rtol=1e-5)

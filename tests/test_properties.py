@@ -17,7 +17,9 @@ import torch
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from vlm_primer.backbones import Llava, LlavaConfig, LlavaNextConfig
+from vlm_primer.backbones import Llava, LlavaConfig, LlavaNextConfig, QFormer, QFormerConfig
+from vlm_primer.backbones.blip2 import Blip2Config, InstructBlipConfig
+from vlm_primer.backbones.flamingo import FlamingoConfig
 from vlm_primer.contrastive import CLIP, CLIPConfig, Llip, LlipConfig, SigLIP, SigLIPConfig
 from vlm_primer.contrastive.losses import ClipLoss, SigLipLoss
 from vlm_primer.evaluation import recall_at_k
@@ -334,10 +336,10 @@ def test_tower_configs(cls, data):
 
 
 @pytest.mark.parametrize("cls", [CLIPConfig, SigLIPConfig, LlipConfig, LlavaConfig, LlavaNextConfig, WorldConfig,
-                                 TrainConfig])
+                                 TrainConfig, QFormerConfig, Blip2Config, InstructBlipConfig, FlamingoConfig])
 @given(data=st.data())
 def test_other_configs(cls, data):
-    kw = data.draw(config_kwargs(cls, skip=("vision", "text")))
+    kw = data.draw(config_kwargs(cls, skip=("vision", "text", "qformer")))
     clear_or_ok(lambda: cls(**kw), cls.__name__, *kw)
 
 
@@ -413,3 +415,139 @@ def test_question_and_instruction_datasets(kind, split, size, num_objects, types
         item = ds[len(ds) - 1]
         assert item["image"].shape == (3, 64, 64)
         assert isinstance(item.get("question", item.get("text")), str)
+
+
+# --------------------------------------------------------------------------- Q-Former, BLIP-2, Flamingo (05b)
+
+def _qformer_family():
+    from vlm_primer.backbones.blip2 import Blip2Stage1, InstructBlip, InstructBlipConfig
+    from vlm_primer.backbones.flamingo import Flamingo, FlamingoConfig
+
+    torch.manual_seed(0)
+    stage1 = Blip2Stage1(QFormer(QFormerConfig.from_preset("tiny"))).eval()
+    return stage1, InstructBlip(InstructBlipConfig.from_preset("tiny")).eval(), \
+        Flamingo(FlamingoConfig.from_preset("tiny")).eval()
+
+STAGE1, INSTRUCTBLIP, FLAMINGO = _qformer_family()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([0, 1, 2, 3]), st.sampled_from([1, 5, 0]), st.sampled_from([64, 48, 0]), st.data())
+def test_qformer_stage1_any_batch(batch, tokens, width, data):
+    """Stage 1 on image features and captions: runs (finite losses) or names what is wrong."""
+    src, ids = data.draw(token_batches(STAGE1.qformer.cfg.vocab_size, 64, b=batch))
+    image = torch.randn(batch, tokens, width) if data.draw(st.booleans()) else torch.randn(max(batch - 1, 0), 4, 64)
+    ids_in = ids.numpy() if src == "numpy" else ids.tolist() if src == "list" else ids
+    with torch.no_grad():
+        out = clear_or_ok(lambda: STAGE1(image, ids_in), "image", "input_ids", "hard negatives", "images but", "texts")
+    if out is not None:
+        finite(out["loss"], out["sim"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2), st.integers(0, 3), st.sampled_from([None, 1, 2, 3]), st.booleans(), st.data())
+def test_instructblip_placeholders_and_instructions(placeholders, n_images, n_instructions, extra, data):
+    """InstructBLIP: placeholders vs images, instructions vs images (one row each), bad instruction ids."""
+    ids = torch.tensor([[2] + [5] * (placeholders * INSTRUCTBLIP.tokens_per_image + int(extra)) + [7, 8]])
+    pixels = torch.rand(n_images, 3, 48, 48) if n_images else None
+    instruction = None
+    if n_instructions is not None:
+        _, instruction = data.draw(token_batches(INSTRUCTBLIP.cfg.qformer.vocab_size, 8, b=n_instructions))
+    with torch.no_grad():
+        out = clear_or_ok(lambda: INSTRUCTBLIP(ids, pixels, qformer_input_ids=instruction), "input_ids",
+                          "pixel_values", "qformer_input_ids", "images but")
+    if out is not None:
+        finite(out.logits)
+        assert placeholders == n_images and not extra and n_images in (0, n_instructions)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2), st.integers(0, 3), st.sampled_from([None, "ok", "columns", "rows", "batch"]),
+       st.sampled_from([48, 32]), st.booleans())
+def test_flamingo_images_and_media_masks(batch, n_images, mask_kind, size, five_d):
+    """Flamingo: any number of images per sequence, a media mask of the wrong shape, wrong image sizes."""
+    ids = torch.randint(6, 800, (batch, 10))
+    ids[:, 1] = 5
+    pixels = torch.rand(batch, n_images, 3, size, size) if five_d else torch.rand(batch, 3, size, size)
+    n = n_images if five_d else 1
+    mask = {None: None, "ok": torch.ones(batch, 10, n), "columns": torch.ones(batch, 10, n + 1),
+            "rows": torch.ones(batch, 11, n), "batch": torch.ones(batch + 1, 10, n)}[mask_kind]
+    with torch.no_grad():
+        out = clear_or_ok(lambda: FLAMINGO(ids, pixels, image_attention_mask=mask), "pixel_values",
+                          "image_attention_mask")
+    if out is not None:
+        finite(out.logits)
+        assert size == 48 and n >= 1 and mask_kind in (None, "ok")
+
+
+@given(st.sampled_from(["ok", "2d", "list", "empty", "int", "4ch", "tiny", "wide"]), st.booleans())
+def test_anyres_view_any_image(kind, squeeze):
+    """AnyRes tiles of any image: the base view and the tiles, or a message naming the image."""
+    from vlm_primer.backbones import anyres_view
+
+    cfg = LlavaNextConfig.from_preset("tiny")
+    image = {"ok": lambda: torch.rand(3, 96, 96), "2d": lambda: torch.rand(96, 96), "list": lambda: [[0.5]],
+             "empty": lambda: torch.rand(3, 0, 48), "int": lambda: torch.zeros(3, 48, 48, dtype=torch.uint8),
+             "4ch": lambda: torch.rand(4, 48, 48), "tiny": lambda: torch.rand(3, 1, 1),
+             "wide": lambda: torch.rand(3, 20, 150)}[kind]()
+    out = clear_or_ok(lambda: anyres_view(image, cfg, squeeze=squeeze), "image")
+    if out is not None:
+        tiles, size = out
+        assert tiles.shape[1:] == (3, 48, 48) and kind in ("ok", "tiny", "wide")
+        assert size == ((48, 48) if squeeze else tuple(image.shape[1:]))
+        finite(tiles)
+
+
+@given(st.sampled_from(["scene", "str", "none"]), st.sampled_from(["rng", 3]), st.sampled_from([1, 2, 3, 0, 2.0]),
+       st.sampled_from([48, 0, 16]))
+def test_mosaics_any_input(scene_kind, rng_kind, grid, cell):
+    """spread_scene / render_mosaic name a non-scene, a bad generator, grid and cell size."""
+    from vlm_primer.world.mosaic import render_mosaic, spread_scene
+
+    rng = np.random.default_rng(0)
+    scene = {"scene": sample_scene(rng, WorldConfig(max_objects=4), num_objects=1), "str": "a scene",
+             "none": None}[scene_kind]
+    moved = clear_or_ok(lambda: spread_scene(scene, rng if rng_kind == "rng" else rng_kind, grid),
+                        "scene", "rng", "grid", "mosaic")
+    if moved is not None:
+        image = clear_or_ok(lambda: render_mosaic(moved, cell, grid), "size")
+        if image is not None:
+            assert image.shape == (3, grid * cell, grid * cell)
+
+
+@given(st.sampled_from(["ok", "1d", "wide", "nan", "one"]), st.sampled_from([None, "ok", "shape", "list"]))
+def test_hard_negatives_any_scores(kind, same_kind):
+    from vlm_primer.backbones.blip2 import hard_negatives
+
+    scores = {"ok": torch.randn(3, 3), "1d": torch.randn(3), "wide": torch.randn(3, 2),
+              "nan": torch.full((3, 3), math.nan), "one": torch.randn(1, 1)}[kind]
+    same = {None: None, "ok": torch.zeros(3, 3, dtype=torch.bool), "shape": torch.zeros(2, 2), "list": [[0]]}[same_kind]
+    neg = clear_or_ok(lambda: hard_negatives(scores, same), "scores", "same", "batch of at least 2")
+    if neg is not None:
+        assert (neg != torch.arange(3)).all()
+
+
+@given(st.sampled_from(["qwen", "perceiver"]), st.sampled_from([(2, 16, 8), (2, 5, 8), (2, 16, 9), (16, 8), (0, 16, 8)]))
+def test_resamplers_any_features(kind, shape):
+    from vlm_primer.backbones.resamplers import PerceiverResampler, QwenResampler
+
+    model = QwenResampler(8, 16, 4) if kind == "qwen" else PerceiverResampler(8, 1, 4, 2, 4)
+    out = clear_or_ok(lambda: model(torch.randn(*shape)), "features", "square grids")
+    if out is not None:
+        finite(out)
+        assert out.shape[:2] == (shape[0], 4)
+
+
+@given(st.sampled_from(["ok", "str", "list"]), st.sampled_from(["next", None, "llava"]),
+       st.sampled_from([0.5, 0, 1, math.nan, "a", 2, True]), st.sampled_from([0, 3, -1, 1.5]))
+def test_anyres_dataset_any_arguments(questions, cfg_kind, squeeze, seed):
+    from vlm_primer.backbones.data import AnyResVQADataset
+    from vlm_primer.world import ShapesVQADataset
+
+    qs = {"ok": ShapesVQADataset("train", 2), "str": "questions", "list": [1, 2]}[questions]
+    cfg = {"next": LlavaNextConfig.from_preset("tiny"), None: None, "llava": LlavaConfig.from_preset("tiny")}[cfg_kind]
+    ds = clear_or_ok(lambda: AnyResVQADataset(qs, cfg, squeeze=squeeze, seed=seed), "squeeze", "cfg", "questions",
+                     "seed")
+    if ds is not None:
+        item = clear_or_ok(lambda: ds[1], "questions[1]")
+        assert (item is None) == (questions == "list")

@@ -55,6 +55,16 @@ class PresetConfig:
             raise TypeError(f"{cls.__name__} has no field(s) {unknown}; fields are {sorted(fields)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
+    def coerce_parts(self, **classes: type) -> None:
+        """Turn the fields named in ``classes`` (a model's parts: ``vision=ViTConfig``, ...) from dicts of fields
+        into those configs; a part of any other type is a ``TypeError``."""
+        for name, cls in classes.items():
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"{type(self).__name__}.{name} must be a {cls.__name__} (or a dict of its fields), "
+                                f"got {type(getattr(self, name)).__name__}")
+
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
 

@@ -35,8 +35,10 @@ from vlm_primer.backbones.qformer import QFormer, QFormerConfig
 from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import clip_loss
 from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, activation, causal_lm_loss
+from vlm_primer.validate import check_mask, check_tokens, value_checks_enabled
 
-__all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "QFormerLMHead", "hard_negatives"]
+__all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "InstructBlip", "InstructBlipConfig", "QFormerLMHead",
+           "hard_negatives"]
 
 # transformers' Blip2VisionModel (EVA-CLIP's layout): no ln_pre, LayerNorm on every output token.
 _EVA_TOWER = dict(pre_norm=False, final_norm_on="tokens", pool="cls", cls_token=True, patch_bias=True, eps=1e-6)
@@ -66,11 +68,7 @@ class Blip2Config(PresetConfig):
     BOUNDS: ClassVar[dict] = dict(image_token_id=">=0")
 
     def validate(self) -> None:
-        for name, cls in (("vision", ViTConfig), ("qformer", QFormerConfig), ("text", DecoderConfig)):
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, cls(**getattr(self, name)))
-            if not isinstance(getattr(self, name), cls):
-                raise TypeError(f"Blip2Config.{name} must be a {cls.__name__} (or a dict of its fields)")
+        self.coerce_parts(vision=ViTConfig, qformer=QFormerConfig, text=DecoderConfig)
         if self.qformer.vision_dim != self.vision.dim:
             raise ValueError(f"the Q-Former reads {self.qformer.vision_dim}-wide features but the tower is "
                              f"{self.vision.dim} wide")
@@ -86,6 +84,8 @@ class Blip2Config(PresetConfig):
 class Blip2(Llava):
     """BLIP-2 for generation: tower -> Q-Former queries -> ``language_projection`` -> soft visual tokens in a
     decoder LM. Explained in notebook 05b, §Stage 2. Inputs, loss and ``generate`` as :class:`Llava`'s."""
+
+    CONFIG = Blip2Config
 
     def __init__(self, cfg: Blip2Config) -> None:
         nn.Module.__init__(self)
@@ -106,9 +106,48 @@ class Blip2(Llava):
             raise ValueError("Blip2 is stage 2 (generation); stage 1 trains the Q-Former with Blip2Stage1")
         self.vision_tower.requires_grad_(train_vision)
         self.qformer.requires_grad_(True)
+        if not self.IMAGE_INPUTS:  # BLIP-2's queries read no text: the Q-Former's text parts stay as stage 1 left them
+            for p in self.qformer.text_parameters():
+                p.requires_grad_(False)
         self.language_projection.requires_grad_(True)
         self.language_model.requires_grad_(train_language)
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+@dataclass
+class InstructBlipConfig(Blip2Config):
+    """InstructBLIP's parts: BLIP-2's, with a Q-Former that reads text (the instruction) and has no stage-1 heads."""
+
+    qformer: QFormerConfig = field(default_factory=lambda: QFormerConfig(
+        **InstructBlipConfig.PRESETS["tiny"]["qformer"]))
+
+    PRESETS: ClassVar[dict] = {name: dict(preset, qformer=dict(preset["qformer"], text_input=True, stage1_heads=False))
+                               for name, preset in Blip2Config.PRESETS.items()}
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.qformer.text_input:
+            raise ValueError("InstructBLIP's Q-Former reads the instruction: it needs qformer.text_input=True")
+
+
+class InstructBlip(Blip2):
+    """InstructBLIP (Dai et al. 2023): BLIP-2 whose Q-Former also reads the instruction, so the queries extract
+    what the question asks about. Explained in notebook 05b, §InstructBLIP. ``forward`` and ``generate`` take
+    ``qformer_input_ids`` (the instruction in the Q-Former's vocabulary, one row per image) and
+    ``qformer_attention_mask`` beside :class:`Blip2`'s inputs."""
+
+    CONFIG = InstructBlipConfig
+    IMAGE_INPUTS = ("qformer_input_ids", "qformer_attention_mask")
+
+    def image_features(self, pixel_values: torch.Tensor, qformer_input_ids: Any = None,
+                       qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images and their instructions -> ``(N_img, num_queries, text_dim)``: queries and instruction share the
+        Q-Former's self-attention (every position sees every other); only the queries' outputs go on."""
+        if qformer_input_ids is None:
+            raise ValueError("InstructBLIP's Q-Former reads the instruction: pass qformer_input_ids (one row per image)")
+        image = self.vision_tower(pixel_values).last_hidden_state
+        hidden = self.qformer(image, qformer_input_ids, qformer_attention_mask, mask="bidirectional")
+        return self.language_projection(hidden[:, :self.cfg.qformer.num_queries])
 
 
 class QFormerLMHead(nn.Module):
@@ -132,11 +171,19 @@ def hard_negatives(scores: torch.Tensor, same: torch.Tensor | None = None,
     """For each row of ``scores`` ``(B, B)`` (row i: query i against candidates), a candidate index drawn with
     probability ``softmax(scores)``, never the row's own pair nor any candidate ``same`` marks as a match
     (e.g. an identical caption); a row with no negative left keeps a uniform draw over the others."""
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be a square (B, B) similarity matrix, got "
+                         f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
     batch = scores.shape[0]
     if batch < 2:
         raise ValueError("hard negatives need a batch of at least 2 pairs")
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError("scores hold NaN or infinite values: no distribution to draw hard negatives from")
     banned = torch.eye(batch, dtype=torch.bool, device=scores.device)
     if same is not None:
+        if not isinstance(same, torch.Tensor) or tuple(same.shape) != tuple(scores.shape):
+            raise ValueError(f"same must be a (B, B) = {tuple(scores.shape)} mask of matching pairs, got "
+                             f"{tuple(same.shape) if isinstance(same, torch.Tensor) else type(same).__name__}")
         banned = banned | same.to(scores.device).bool()
     none_left = banned.all(1, keepdim=True)
     banned = torch.where(none_left, torch.eye(batch, dtype=torch.bool, device=scores.device), banned)
@@ -149,8 +196,15 @@ class Blip2Stage1(nn.Module):
     temperature. ``forward(image, input_ids, attention_mask, same=None)`` returns ``loss`` (the sum) and
     ``itc``, ``itm``, ``itg`` (each detached) and the ITC similarity matrix ``sim``."""
 
-    def __init__(self, qformer: QFormer, temperature: float = 0.07, label_smoothing: float = 0.1) -> None:
+    def __init__(self, qformer: QFormer, temperature: float = 0.07, label_smoothing: float = 0.1,
+                 vision_tower: ViT | None = None) -> None:
         super().__init__()
+        if not (qformer.cfg.text_input and qformer.cfg.stage1_heads):
+            raise ValueError("stage 1 needs a Q-Former with text_input=True and stage1_heads=True")
+        if vision_tower is not None and vision_tower.cfg.dim != qformer.cfg.vision_dim:
+            raise ValueError(f"the Q-Former reads {qformer.cfg.vision_dim}-wide features but the tower is "
+                             f"{vision_tower.cfg.dim} wide")
+        self.vision_tower = vision_tower.requires_grad_(False) if vision_tower is not None else None
         self.qformer = qformer
         self.lm_head = QFormerLMHead(qformer)
         self.temperature = nn.Parameter(torch.tensor(float(temperature)))
@@ -163,12 +217,35 @@ class Blip2Stage1(nn.Module):
         text_emb = F.normalize(q.text_proj(text[:, 0]), dim=-1)
         return torch.einsum("iqd,td->iqt", image_emb, text_emb).amax(1)
 
-    def forward(self, image: torch.Tensor, input_ids: Any, attention_mask: torch.Tensor | None = None,
-                same: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor | None = None, input_ids: Any = None,
+                attention_mask: torch.Tensor | None = None, same: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, *, pixel_values: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """``image``: the frozen tower's features ``(B, N, vision_dim)``; or ``pixel_values`` when a
+        ``vision_tower`` was given (it runs frozen, as BLIP-2's image encoder does)."""
         q = self.qformer
-        ids = torch.as_tensor(input_ids, device=image.device)
-        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(image.device)
-        nq = q.cfg.num_queries
+        cfg = q.cfg
+        if pixel_values is not None:
+            if self.vision_tower is None or image is not None:
+                raise ValueError("pass image features, or pixel_values to a Blip2Stage1 built with a vision_tower")
+            with torch.no_grad():
+                image = self.vision_tower.eval()(pixel_values).last_hidden_state
+        if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[-1] != cfg.vision_dim \
+                or not image.is_floating_point() or image.shape[1] == 0:
+            raise ValueError(f"image must be float features (B, N, {cfg.vision_dim}) of the frozen tower, got "
+                             f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+        ids = check_tokens(input_ids, vocab_size=cfg.vocab_size, device=image.device)
+        if ids.shape[1] > cfg.max_positions:
+            raise ValueError(f"input_ids: {ids.shape[1]} tokens, more than the Q-Former's {cfg.max_positions} "
+                             "positions")
+        if len(image) != len(ids):
+            raise ValueError(f"{len(image)} images but {len(ids)} texts: stage 1 takes matching pairs")
+        mask = torch.ones_like(ids) if attention_mask is None else \
+            check_mask(attention_mask, shape=tuple(ids.shape), device=image.device).long()
+        if value_checks_enabled() and bool((mask.sum(1) < 2).any()):
+            raise ValueError("input_ids: every caption needs at least 2 real tokens (ITG predicts each token "
+                             "after the first)")
+        nq = cfg.num_queries
         # ITC: queries and text apart
         queries = q(image)
         text = q(input_ids=ids, attention_mask=mask, queries=False)

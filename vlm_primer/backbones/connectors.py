@@ -6,7 +6,10 @@ features and returns ``(B, N', text_dim)`` tokens for the language model:
 * ``linear``: one linear map (LLaVA-1.0, Liu et al. 2023);
 * ``mlp``: linear, GELU, linear (LLaVA-1.5; ``transformers``' ``LlavaMultiModalProjector``);
 * ``pixel_shuffle``: fold each ``f x f`` block of patches into one token of ``f^2`` times the width,
-  then the MLP: ``f^2`` times fewer image tokens (Idefics3, nanoVLM).
+  then the MLP: ``f^2`` times fewer image tokens (Idefics3, nanoVLM);
+* learned-query bottlenecks, ``num_queries`` tokens whatever the image (notebook 05b): ``qformer`` (BLIP-2's
+  Q-Former reading the patches, then a linear map), ``perceiver`` (Flamingo's perceiver resampler, then a
+  linear map), ``resampler`` (Qwen-VL's one cross-attention layer with 2-D positions).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from torch import nn
 from vlm_primer.nn.mlp import activation
 from vlm_primer.validate import check_choice
 
-__all__ = ["CONNECTORS", "LinearConnector", "MLPConnector", "PixelShuffleConnector", "build_connector",
-           "pixel_shuffle"]
+__all__ = ["CONNECTORS", "QUERY_CONNECTORS", "LinearConnector", "MLPConnector", "PixelShuffleConnector",
+           "QueryConnector", "build_connector", "pixel_shuffle"]
 
-CONNECTORS = ("linear", "mlp", "pixel_shuffle")
+CONNECTORS = ("linear", "mlp", "pixel_shuffle", "qformer", "perceiver", "resampler")
+QUERY_CONNECTORS = ("qformer", "perceiver", "resampler")
 
 
 class LinearConnector(nn.Module):
@@ -72,9 +76,42 @@ class PixelShuffleConnector(nn.Module):
         return self.mlp(pixel_shuffle(features, self.factor))
 
 
-def build_connector(kind: str, vision_dim: int, text_dim: int, *, factor: int = 2, act: str = "gelu") -> nn.Module:
-    """The connector called ``kind`` (one of :data:`CONNECTORS`)."""
+class QueryConnector(nn.Module):
+    """A learned-query bottleneck as LLaVA's connector: ``num_queries`` tokens, whatever the number of patches.
+    ``kind``: ``qformer`` (a ``depth``-layer Q-Former of the LM's width reading the patches, then ``proj``),
+    ``perceiver`` (a ``depth``-block perceiver resampler at the tower's width, then ``proj``) or ``resampler``
+    (Qwen-VL's single cross-attention at the LM's width, its own projection)."""
+
+    def __init__(self, kind: str, vision_dim: int, text_dim: int, *, num_queries: int, depth: int = 2,
+                 heads: int = 4) -> None:
+        super().__init__()
+        from vlm_primer.backbones.qformer import QFormer, QFormerConfig
+        from vlm_primer.backbones.resamplers import PerceiverResampler, QwenResampler
+
+        check_choice(kind, QUERY_CONNECTORS, "connector")
+        self.kind = kind
+        if kind == "qformer":
+            self.bottleneck = QFormer(QFormerConfig(dim=text_dim, depth=depth, heads=heads, mlp_dim=4 * text_dim,
+                                                    num_queries=num_queries, vision_dim=vision_dim, text_input=False))
+            self.proj = nn.Linear(text_dim, text_dim)
+        elif kind == "perceiver":
+            self.bottleneck = PerceiverResampler(vision_dim, depth, num_queries, heads, vision_dim // heads)
+            self.proj = nn.Linear(vision_dim, text_dim)
+        else:
+            self.bottleneck = QwenResampler(vision_dim, text_dim, num_queries, heads)
+            self.proj = nn.Identity()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.bottleneck(features))
+
+
+def build_connector(kind: str, vision_dim: int, text_dim: int, *, factor: int = 2, act: str = "gelu",
+                    num_queries: int = 32, depth: int = 2, heads: int = 4) -> nn.Module:
+    """The connector called ``kind`` (one of :data:`CONNECTORS`); ``num_queries``, ``depth`` and ``heads`` shape
+    the learned-query ones (:class:`QueryConnector`)."""
     check_choice(kind, CONNECTORS, "connector")
+    if kind in QUERY_CONNECTORS:
+        return QueryConnector(kind, vision_dim, text_dim, num_queries=num_queries, depth=depth, heads=heads)
     if kind == "linear":
         return LinearConnector(vision_dim, text_dim)
     if kind == "mlp":

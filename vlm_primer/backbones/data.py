@@ -25,7 +25,8 @@ from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
 from vlm_primer.validate import check_choice
 
-__all__ = ["AnyResVQADataset", "CAPTION_REQUEST", "LLAVA_KINDS", "LlavaChatDataset", "llava_collate", "prompt_ids"]
+__all__ = ["AnyResVQADataset", "CAPTION_REQUEST", "LLAVA_KINDS", "LlavaChatDataset", "caption_pairs_collate",
+           "llava_collate", "prompt_ids"]
 
 LLAVA_KINDS = ("caption", "vqa", "instruct")
 CAPTION_REQUEST = "write a short caption for this image."
@@ -108,8 +109,16 @@ class AnyResVQADataset(torch.utils.data.Dataset):
 
     def __init__(self, questions: torch.utils.data.Dataset, cfg: Any, transform: Callable | None = None, *,
                  squeeze: float = 0.5, seed: int = 0, tokenizer: Tokenizer | None = None) -> None:
-        if not 0.0 <= squeeze <= 1.0:
+        from vlm_primer.backbones.llava_next import LlavaNextConfig
+
+        if isinstance(squeeze, bool) or not isinstance(squeeze, (int, float)) or not 0.0 <= squeeze <= 1.0:
             raise ValueError(f"squeeze is the fraction of squeezed images, in [0, 1]; got {squeeze!r}")
+        if not isinstance(cfg, LlavaNextConfig):
+            raise TypeError(f"cfg must be the model's LlavaNextConfig, got {type(cfg).__name__}")
+        if not (hasattr(questions, "__getitem__") and hasattr(questions, "__len__")) or isinstance(questions, str):
+            raise TypeError(f"questions must be a VQA dataset (e.g. ShapesVQADataset), got {type(questions).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.questions, self.cfg, self.transform, self.squeeze, self.seed = questions, cfg, transform, squeeze, seed
         self.tokenizer = tokenizer or Tokenizer.load()
 
@@ -123,6 +132,9 @@ class AnyResVQADataset(torch.utils.data.Dataset):
         from vlm_primer.backbones.llava_next import anyres_view
 
         item = self.questions[index]
+        if not isinstance(item, dict) or not {"image", "question", "answer"} <= set(item):
+            raise TypeError(f"questions[{index}] must be a VQA item (a dict with image, question and answer), got "
+                            f"{type(item).__name__}")
         messages = [{"role": "user", "content": "<image>" + item["question"]},
                     {"role": "assistant", "content": item["answer"]}]
         ids, target = encode_chat(self.tokenizer, messages, add_bos=True)
@@ -152,5 +164,22 @@ def llava_collate(pad_id: int = 0) -> Callable[[list[dict[str, Any]]], dict[str,
                     "image_sizes": torch.tensor([it["image_size"] for it in items])}
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "pixel_values": torch.stack([it["image"] for it in items])}
+
+    return collate
+
+
+def caption_pairs_collate(tokenizer: Tokenizer | None = None, max_length: int = 32
+                          ) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """Image-caption items (``image``, ``caption``) -> what :class:`~vlm_primer.backbones.blip2.Blip2Stage1` takes:
+    ``pixel_values``, ``input_ids`` (``<bos>`` caption ``<eos>``), ``attention_mask`` and ``same`` ``(B, B)``, True
+    where two captions are identical (never a hard negative for each other)."""
+    tokenizer = tokenizer or Tokenizer.load()
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        captions = [it["caption"] for it in items]
+        enc = tokenizer(captions, max_length=max_length, add_bos=True)
+        same = torch.tensor([[a == b for b in captions] for a in captions])
+        return {"pixel_values": torch.stack([it["image"] for it in items]), "input_ids": enc["input_ids"],
+                "attention_mask": enc["attention_mask"], "same": same}
 
     return collate

@@ -15,13 +15,14 @@ Explained in notebook 05, §The architecture (survey §2.5 and §3.5.1; Liu et a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
-from vlm_primer.backbones.connectors import CONNECTORS, build_connector
+from vlm_primer.backbones.connectors import CONNECTORS, QUERY_CONNECTORS, build_connector
 from vlm_primer.config import PresetConfig
 from vlm_primer.nn import DecoderConfig, DecoderLM, DecoderOutput, ViT, ViTConfig
 from vlm_primer.validate import check_choice, check_images, check_tokens, value_checks_enabled
@@ -39,8 +40,12 @@ class LlavaConfig(PresetConfig):
     vision: ViTConfig = field(default_factory=lambda: ViTConfig(**LlavaConfig.PRESETS["tiny"]["vision"]))
     text: DecoderConfig = field(default_factory=lambda: DecoderConfig(**LlavaConfig.PRESETS["tiny"]["text"]))
     connector: str = "mlp"            # linear (LLaVA-1.0) | mlp (LLaVA-1.5) | pixel_shuffle (Idefics3, nanoVLM)
+                                      # | qformer (BLIP-2) | perceiver (Flamingo) | resampler (Qwen-VL)
     connector_act: str = "gelu"
     shuffle_factor: int = 2           # pixel_shuffle only: f x f patches -> one token
+    num_queries: int = 32             # qformer | perceiver | resampler: image tokens, whatever the image
+    connector_depth: int = 2          # qformer layers | perceiver blocks
+    connector_heads: int = 4
     select_layer: int = -2            # which hidden state of the vision tower (-1 = last block's output)
     select_feature: str = "patch"     # patch: drop CLS (LLaVA's "default") | cls_patch: keep it ("full")
     image_token_id: int = IMAGE_TOKEN_ID
@@ -56,15 +61,11 @@ class LlavaConfig(PresetConfig):
                      # llava-hf/llava-1.5-7b-hf: Vicuna's 32,000 tokens + <image> and padding = 32,064
                      text=dict(DecoderConfig.PRESETS["llama_7b"], vocab_size=32064), image_token_id=32000),
     }
-    BOUNDS: ClassVar[dict] = dict(shuffle_factor=">0", image_token_id=">=0")
+    BOUNDS: ClassVar[dict] = dict(shuffle_factor=">0", num_queries=">0", connector_depth=">0", connector_heads=">0",
+                                  image_token_id=">=0")
 
     def validate(self) -> None:
-        if isinstance(self.vision, dict):
-            self.vision = ViTConfig(**self.vision)
-        if isinstance(self.text, dict):
-            self.text = DecoderConfig(**self.text)
-        if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, DecoderConfig):
-            raise TypeError("LlavaConfig.vision must be a ViTConfig and .text a DecoderConfig (or dicts of fields)")
+        self.coerce_parts(vision=ViTConfig, text=DecoderConfig)
         check_choice(self.connector, CONNECTORS, "LlavaConfig.connector")
         check_choice(self.select_feature, ("patch", "cls_patch"), "LlavaConfig.select_feature")
         if not -(self.vision.depth + 1) <= self.select_layer <= self.vision.depth:
@@ -73,6 +74,15 @@ class LlavaConfig(PresetConfig):
         if self.image_token_id >= self.text.vocab_size:
             raise ValueError(f"LlavaConfig.image_token_id={self.image_token_id} is not in the vocabulary "
                              f"of {self.text.vocab_size} tokens")
+        if self.connector == "resampler" and (self.select_feature != "patch"
+                                              or math.isqrt(self.num_queries) ** 2 != self.num_queries):
+            raise ValueError("the Qwen-VL resampler puts 2-D positions on a square grid: it needs "
+                             f"select_feature='patch' and a square num_queries, got {self.num_queries}")
+        if self.connector in QUERY_CONNECTORS:
+            width = self.vision.dim if self.connector == "perceiver" else self.text.dim
+            if width % self.connector_heads:
+                raise ValueError(f"LlavaConfig.connector_heads={self.connector_heads} must divide the "
+                                 f"{self.connector} connector's width {width}")
         if self.connector == "pixel_shuffle" and (self.select_feature != "patch"
                                                    or self.vision.grid % self.shuffle_factor):
             raise ValueError(f"pixel_shuffle needs select_feature='patch' and a grid ({self.vision.grid}) "
@@ -80,6 +90,8 @@ class LlavaConfig(PresetConfig):
 
     @property
     def tokens_per_image(self) -> int:
+        if self.connector in QUERY_CONNECTORS:
+            return self.num_queries
         n = self.vision.num_patches + int(self.select_feature == "cls_patch" and self.vision.cls_token)
         return n // self.shuffle_factor**2 if self.connector == "pixel_shuffle" else n
 
@@ -106,12 +118,17 @@ def expand_image_tokens(ids: Sequence[int], image_id: int, counts: int | Sequenc
 class Llava(nn.Module):
     """Vision tower + connector + decoder LM (LLaVA-1.0/1.5). Explained in notebook 05, §The architecture."""
 
+    CONFIG: ClassVar[type] = LlavaConfig
+    # keyword inputs that forward/generate hand to image_features (InstructBLIP's instruction for its Q-Former)
+    IMAGE_INPUTS: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, cfg: LlavaConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.vision_tower = ViT(cfg.vision)
         self.connector = build_connector(cfg.connector, cfg.vision.dim, cfg.text.dim, factor=cfg.shuffle_factor,
-                                         act=cfg.connector_act)
+                                         act=cfg.connector_act, num_queries=cfg.num_queries,
+                                         depth=cfg.connector_depth, heads=cfg.connector_heads)
         self.language_model = DecoderLM(cfg.text)
 
     @classmethod
@@ -119,13 +136,13 @@ class Llava(nn.Module):
                    **cfg_fields: Any) -> "Llava":
         """A LLaVA around pretrained parts (e.g. the zoo's ``clip-tiny-pairs`` tower and ``lm-tiny``);
         the connector is new. ``context_length`` lengthens a RoPE language model's context (the image
-        tokens need room; the weights do not change)."""
+        tokens need room; the weights do not change). Subclasses build their own :attr:`CONFIG`."""
         text = language_model.cfg
         if context_length is not None:
             if text.pos_emb != "rope" and context_length > text.context_length:
                 raise ValueError("only a RoPE language model can take a longer context without new weights")
             text = text.replace(context_length=context_length)
-        model = cls(LlavaConfig(vision=vision_tower.cfg, text=text, **cfg_fields))
+        model = cls(cls.CONFIG(vision=vision_tower.cfg, text=text, **cfg_fields))
         model.vision_tower.load_state_dict(vision_tower.state_dict())
         model.language_model.load_state_dict(language_model.state_dict())
         return model
@@ -149,8 +166,10 @@ class Llava(nn.Module):
             hidden = hidden[:, 1:]
         return self.connector(hidden)
 
-    def embed(self, input_ids: Any, pixel_values: torch.Tensor | None = None, image_sizes: Any = None) -> torch.Tensor:
-        """Text embeddings with the image placeholders replaced by the images' tokens, in order."""
+    def embed(self, input_ids: Any, pixel_values: torch.Tensor | None = None, image_sizes: Any = None,
+              **image_inputs: Any) -> torch.Tensor:
+        """Text embeddings with the image placeholders replaced by the images' tokens, in order
+        (``image_inputs``: what :attr:`IMAGE_INPUTS` names, for ``image_features``)."""
         cfg = self.cfg
         if image_sizes is not None:
             raise ValueError("image_sizes is for LLaVA-NeXT's tiled images (LlavaNext); Llava takes square images")
@@ -160,7 +179,7 @@ class Llava(nn.Module):
                          device=ids.device)
         counts = [] if pixel_values is None else [self.tokens_per_image] * pixel_values.shape[0]
         self.check_placeholders(ids, counts)
-        features = None if pixel_values is None else self.image_features(pixel_values).flatten(0, 1)
+        features = None if pixel_values is None else self.image_features(pixel_values, **image_inputs).flatten(0, 1)
         return self.splice(ids, features)
 
     def check_placeholders(self, ids: torch.Tensor, counts: Sequence[int]) -> None:
@@ -202,14 +221,16 @@ class Llava(nn.Module):
             ids = torch.as_tensor(input_ids, device=labels.device)
             if ids.shape == labels.shape and bool((labels[ids == self.cfg.image_token_id] != -100).any()):
                 raise ValueError("labels must be -100 on the image positions: an image token is not a target")
-        embeds = self.embed(input_ids, pixel_values, image_sizes)
+        image_inputs = {k: kwargs.pop(k) for k in self.IMAGE_INPUTS if k in kwargs}
+        embeds = self.embed(input_ids, pixel_values, image_sizes, **image_inputs)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids: Any, pixel_values: Any = None, max_new_tokens: int = 20, *,
                  image_sizes: Any = None, **kwargs: Any) -> torch.Tensor:
         """The new token ids ``(B, T)`` after the prompt (greedy by default; see ``DecoderLM.generate``)."""
-        embeds = self.embed(input_ids, pixel_values, image_sizes)
+        image_inputs = {k: kwargs.pop(k) for k in self.IMAGE_INPUTS if k in kwargs}
+        embeds = self.embed(input_ids, pixel_values, image_sizes, **image_inputs)
         return self.language_model.generate(inputs_embeds=embeds, max_new_tokens=max_new_tokens, **kwargs)
 
     # ------------------------------------------------------------------ training stages

@@ -60,15 +60,24 @@ def _resize(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.interpolate(image[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
+def _check_image(image: Any) -> torch.Tensor:
+    """One float image ``(3, H, W)``, not empty."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
+        raise ValueError(f"image must be one image (3, H, W), got "
+                         f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+    check_images(image[None], name="image")
+    if min(image.shape[1:]) < 1:
+        raise ValueError(f"image is empty (shape {tuple(image.shape)})")
+    return image
+
+
 def anyres_tiles(image: torch.Tensor, tile: int, pinpoints: Sequence[Sequence[int]]) -> torch.Tensor:
     """An image ``(3, H, W)`` -> ``(1 + rows * cols, 3, tile, tile)``: the base view, then the tiles row by row.
 
     Resampling is bilinear with antialiasing (the reference processor uses PIL; the model is what the
     parity tests compare, given the same tiles).
     """
-    if image.ndim != 3:
-        raise ValueError(f"anyres_tiles takes one image (3, H, W), got shape {tuple(image.shape)}")
-    h0, w0 = image.shape[1:]
+    h0, w0 = _check_image(image).shape[1:]
     th, tw = select_best_resolution((h0, w0), pinpoints)
     scale = min(tw / w0, th / h0)
     nh, nw = min(th, int(round(h0 * scale))), min(tw, int(round(w0 * scale)))
@@ -88,7 +97,7 @@ def anyres_view(image: torch.Tensor, cfg: "LlavaNextConfig", transform: Callable
     notebook 05, §AnyRes)."""
     s = cfg.vision.image_size
     if squeeze:
-        image = _resize(image, s, s)
+        image = _resize(_check_image(image), s, s)
     tiles = anyres_tiles(image, s, cfg.grid_pinpoints)
     return (tiles if transform is None else transform(tiles)), (int(image.shape[1]), int(image.shape[2]))
 
@@ -133,6 +142,8 @@ class LlavaNextConfig(LlavaConfig):
 
 class LlavaNext(Llava):
     """LLaVA-NeXT: :class:`Llava` with AnyRes tiling and the ``image_newline`` token."""
+
+    CONFIG = LlavaNextConfig
 
     def __init__(self, cfg: LlavaNextConfig) -> None:
         super().__init__(cfg)

@@ -64,9 +64,10 @@ def qformer_mask(kind: str, num_queries: int, text_mask: torch.Tensor) -> torch.
 @dataclass
 class QFormerConfig(PresetConfig):
     """The Q-Former's shapes. ``vision_dim``: width of the frozen image features it reads; ``embed_dim``: the
-    ITC embedding width; ``text_input``: text can enter (word and position embeddings, the text feed-forward
-    and the ITC/ITM heads, all that stage 1 needs); without it the Q-Former reads queries only, as BLIP-2's
-    stage 2 and ``transformers``' ``Blip2ForConditionalGeneration`` keep it."""
+    ITC embedding width; ``text_input``: text can enter (word and position embeddings, the text feed-forward);
+    without it the Q-Former reads queries only, as BLIP-2's stage 2 and ``transformers``'
+    ``Blip2ForConditionalGeneration`` keep it; ``stage1_heads``: with text input, also the ITC/ITM heads
+    stage 1 trains (InstructBLIP's Q-Former reads its instruction without them)."""
 
     dim: int = 768
     depth: int = 12
@@ -82,6 +83,7 @@ class QFormerConfig(PresetConfig):
     eps: float = 1e-12
     dropout: float = 0.0
     text_input: bool = True
+    stage1_heads: bool = True
 
     PRESETS: ClassVar[dict] = {
         # Shapes World: reads the zoo's 64-wide tiny towers, speaks the project's 814-token vocabulary.
@@ -130,8 +132,8 @@ class QFormerLayer(nn.Module):
 
 
 class QFormer(nn.Module):
-    """The Q-Former with its learned ``query_tokens``; with ``text_input`` also the text embeddings and the
-    stage-1 heads: ``vision_proj`` / ``text_proj`` (ITC embeddings), ``itm_head`` (match / no match)."""
+    """The Q-Former with its learned ``query_tokens``; with ``text_input`` also the text embeddings, and with
+    ``stage1_heads`` the heads: ``vision_proj`` / ``text_proj`` (ITC embeddings), ``itm_head`` (match / no match)."""
 
     def __init__(self, cfg: QFormerConfig) -> None:
         super().__init__()
@@ -144,9 +146,18 @@ class QFormer(nn.Module):
         if cfg.text_input:
             self.word_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
             self.pos_emb = nn.Embedding(cfg.max_positions, cfg.dim)
+        if cfg.text_input and cfg.stage1_heads:
             self.vision_proj = nn.Linear(cfg.dim, cfg.embed_dim)
             self.text_proj = nn.Linear(cfg.dim, cfg.embed_dim)
             self.itm_head = nn.Linear(cfg.dim, 2)
+
+    def text_parameters(self):
+        """The parameters only text positions or stage 1 use: text embeddings, the text feed-forwards and the
+        ITC/ITM heads (frozen when the queries alone are trained, as in BLIP-2's stage 2)."""
+        for name, p in self.named_parameters():
+            if name.startswith(("word_emb.", "pos_emb.", "vision_proj.", "text_proj.", "itm_head.")) \
+                    or ".mlp_text." in name or ".ln_text." in name:
+                yield p
 
     def forward(self, image: torch.Tensor | None = None, input_ids: Any = None,
                 attention_mask: torch.Tensor | None = None, *, mask: str = "bidirectional",

@@ -22,7 +22,7 @@ from vlm_primer.contrastive.losses import ClipLoss
 from vlm_primer.nn import TextConfig, TextTransformer, ViT, ViTConfig
 from vlm_primer.validate import check_images, check_same_batch, check_tokens
 
-__all__ = ["CLIP", "CLIPConfig", "CLIPOutput", "SHAPES_SMALL", "SHAPES_TEXT", "check_pair_batch", "tower_configs"]
+__all__ = ["CLIP", "CLIPConfig", "CLIPOutput", "SHAPES_SMALL", "SHAPES_TEXT", "check_pair_batch"]
 
 # CLIP's image tower: CLS token, ln_pre after the embeddings, ln_post on the pooled CLS token.
 _CLIP_VISION = dict(pre_norm=True, final_norm_on="pooled", pool="cls", cls_token=True, patch_bias=False, eps=1e-5)
@@ -30,18 +30,6 @@ _CLIP_VISION = dict(pre_norm=True, final_norm_on="pooled", pool="cls", cls_token
 SHAPES_TEXT = dict(eos_token_id=3, pad_token_id=0)
 # Shapes World stays at 64 px at the small scale (vlm_primer.world.WorldConfig): 8 px patches, 64 tokens.
 SHAPES_SMALL = dict(image_size=64, patch_size=8)
-
-
-def tower_configs(cfg: Any) -> None:
-    """Turn ``cfg.vision`` / ``cfg.text`` dicts (from ``PRESETS`` or a saved ``to_dict()``) into configs."""
-    if isinstance(cfg.vision, dict):
-        cfg.vision = ViTConfig(**cfg.vision)
-    if isinstance(cfg.text, dict):
-        cfg.text = TextConfig(**cfg.text)
-    if not isinstance(cfg.vision, ViTConfig):
-        raise TypeError(f"vision must be a ViTConfig or a dict of its fields, got {type(cfg.vision).__name__}")
-    if not isinstance(cfg.text, TextConfig):
-        raise TypeError(f"text must be a TextConfig or a dict of its fields, got {type(cfg.text).__name__}")
 
 
 def check_pair_batch(
@@ -89,7 +77,7 @@ class CLIPConfig(PresetConfig):
     BOUNDS: ClassVar[dict] = dict(embed_dim=">0", max_logit_scale=">=0")
 
     def validate(self) -> None:
-        tower_configs(self)
+        self.coerce_parts(vision=ViTConfig, text=TextConfig)
         if self.vision.pool == "none":
             raise ValueError("CLIP needs a pooled image embedding: vision.pool must not be 'none'")
         if self.embed_dim < 1:

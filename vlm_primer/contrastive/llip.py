@@ -30,7 +30,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from vlm_primer.config import PresetConfig
-from vlm_primer.contrastive.clip import SHAPES_SMALL, SHAPES_TEXT, check_pair_batch, tower_configs
+from vlm_primer.contrastive.clip import SHAPES_SMALL, SHAPES_TEXT, check_pair_batch
 from vlm_primer.contrastive.losses import all_gather_with_grad, clip_loss, siglip_loss
 from vlm_primer.nn import Attention, TextConfig, TextTransformer, ViT, ViTConfig
 from vlm_primer.validate import check_choice, check_images
@@ -72,7 +72,7 @@ class LlipConfig(PresetConfig):
                                   max_logit_scale=">=0")
 
     def validate(self) -> None:
-        tower_configs(self)
+        self.coerce_parts(vision=ViTConfig, text=TextConfig)
         check_choice(self.loss, ("sigmoid", "infonce"), "loss")
         if self.vision.cls_token or self.vision.pool != "none" or self.vision.final_norm_on != "tokens":
             raise ValueError("Llip's vision tower reads out its mixture tokens: use cls_token=False, pool='none', "

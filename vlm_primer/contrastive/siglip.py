@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlm_primer.config import PresetConfig
-from vlm_primer.contrastive.clip import SHAPES_SMALL, SHAPES_TEXT, check_pair_batch, tower_configs
+from vlm_primer.contrastive.clip import SHAPES_SMALL, SHAPES_TEXT, check_pair_batch
 from vlm_primer.contrastive.losses import SigLipLoss
 from vlm_primer.nn import TextConfig, TextTransformer, ViT, ViTConfig
 
@@ -56,7 +56,7 @@ class SigLIPConfig(PresetConfig):
     }
 
     def validate(self) -> None:
-        tower_configs(self)
+        self.coerce_parts(vision=ViTConfig, text=TextConfig)
         if self.vision.pool == "none":
             raise ValueError("SigLIP needs a pooled image embedding: vision.pool must not be 'none' (use 'map')")
 

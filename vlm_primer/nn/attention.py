@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from vlm_primer.nn.norm import make_norm
 from vlm_primer.nn.pos import RotaryEmbedding
 
 
@@ -90,7 +91,9 @@ class Attention(nn.Module):
     ``forward(x, context=None, ...)``: queries from ``x`` ``(B, Lq, dim)``; keys and values from
     ``context`` ``(B, Lk, kv_dim)`` (cross-attention) or from ``x`` (self-attention).
     ``kv_heads < heads`` gives grouped-query attention (Llama-2/3), ``rope`` a
-    :class:`~vlm_primer.nn.pos.RotaryEmbedding` applied to queries and keys.
+    :class:`~vlm_primer.nn.pos.RotaryEmbedding` applied to queries and keys; ``qk_norm``
+    (``"layernorm"`` or ``"rmsnorm"``) normalises each head's queries and keys before the dot product
+    (``q_norm``, ``k_norm``; IDEFICS' cross-attention and perceiver).
     Explained in notebook 02, §Attention.
     """
 
@@ -107,6 +110,8 @@ class Attention(nn.Module):
         causal: bool = False,
         dropout: float = 0.0,
         rope: RotaryEmbedding | None = None,
+        qk_norm: str | None = None,
+        qk_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if dim_head is None:
@@ -124,6 +129,8 @@ class Attention(nn.Module):
         self.v = nn.Linear(kv_dim, kv_heads * dim_head, bias=qkv_bias)
         self.out = nn.Linear(heads * dim_head, dim, bias=out_bias)
         self.rope = rope
+        self.q_norm = make_norm(qk_norm, dim_head, qk_eps) if qk_norm else None
+        self.k_norm = make_norm(qk_norm, dim_head, qk_eps) if qk_norm else None
 
     def forward(
         self,
@@ -133,17 +140,21 @@ class Attention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``key_padding_mask`` ``(B, Lk)`` bool, True = real token; with a ``kv_cache`` it covers
         the cached keys plus the new ones. ``position_ids`` ``(B, Lq)`` are used by RoPE (default:
-        ``len(kv_cache) + arange(Lq)``)."""
+        ``len(kv_cache) + arange(Lq)``). ``value``: cross-attention whose values differ from its keys
+        (``context``), e.g. keys with positions added and values without (Qwen-VL's resampler)."""
         if x.ndim != 3:
             raise ValueError(f"attention input must be (B, L, dim), got shape {tuple(x.shape)}")
         is_cross = context is not None
         src = context if is_cross else x
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)
         k = rearrange(self.k(src), "b n (h d) -> b h n d", h=self.kv_heads)
-        v = rearrange(self.v(src), "b n (h d) -> b h n d", h=self.kv_heads)
+        v = rearrange(self.v(src if value is None else value), "b n (h d) -> b h n d", h=self.kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
 
         if self.rope is not None and not is_cross:
             if position_ids is None:

@@ -90,6 +90,8 @@ class Transformer(nn.Module):
 
     ``cross_attn_every=n`` (> 0) puts cross-attention in every ``n``-th block (blocks ``n-1, 2n-1, ...``);
     ``cross_attn=True`` puts it in every block. Other keyword arguments go to each block.
+    ``inserted`` (empty unless a model adds to it) holds layers run *before* block ``int(key)`` with
+    ``(x, context, context_mask)``: Flamingo's gated cross-attention between a frozen LM's blocks.
     """
 
     def __init__(self, depth: int, dim: int, heads: int, mlp_ratio: float = 4.0, *, cross_attn: bool = False,
@@ -100,6 +102,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(
             [TransformerBlock(dim, heads, mlp_ratio, cross_attn=has_x(i), **block_kwargs) for i in range(depth)]
         )
+        self.inserted = nn.ModuleDict()
 
     def forward(
         self,
@@ -116,6 +119,8 @@ class Transformer(nn.Module):
         output (``depth + 1`` tensors) when ``output_hidden_states``, else ``None``."""
         hidden = [x] if output_hidden_states else None
         for i, block in enumerate(self.blocks):
+            if str(i) in self.inserted:
+                x = self.inserted[str(i)](x, context, context_mask)
             x = block(x, context=context, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                       context_mask=context_mask, kv_cache=kv_caches[i] if kv_caches is not None else None,
                       position_ids=position_ids)

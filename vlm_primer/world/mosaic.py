@@ -26,6 +26,12 @@ from vlm_primer.world.tasks import ShapesVQADataset
 __all__ = ["MosaicVQADataset", "render_mosaic", "spread_scene"]
 
 
+def _check_scene(scene: Any) -> Scene:
+    if not isinstance(scene, Scene):
+        raise TypeError(f"scene must be a Scene (from sample_scene or a dataset's scene()), got {type(scene).__name__}")
+    return scene
+
+
 def _check_grid(grid: Any) -> int:
     if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
         raise ValueError(f"grid must be a positive int (cells per side), got {grid!r}")
@@ -35,7 +41,9 @@ def _check_grid(grid: Any) -> int:
 def spread_scene(scene: Scene, rng: np.random.Generator, grid: int = 2) -> Scene:
     """``scene`` with each object moved into its own cell of a ``grid`` x ``grid`` mosaic (cells drawn by
     ``rng`` without replacement), at the same place inside the cell; positions are in the whole image."""
-    grid = _check_grid(grid)
+    grid, scene = _check_grid(grid), _check_scene(scene)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if len(scene.objects) > grid * grid:
         raise ValueError(f"a {grid}x{grid} mosaic has {grid * grid} cells for one object each, "
                          f"the scene has {len(scene.objects)} objects")
@@ -48,7 +56,7 @@ def spread_scene(scene: Scene, rng: np.random.Generator, grid: int = 2) -> Scene
 def render_mosaic(scene: Scene, cell: int, grid: int = 2) -> torch.Tensor:
     """A mosaic scene (from :func:`spread_scene`) as a ``(3, grid * cell, grid * cell)`` image: each cell is
     rendered as a ``cell`` px scene of the objects whose centre lies in it, so they keep their size in pixels."""
-    grid = _check_grid(grid)
+    grid, scene = _check_grid(grid), _check_scene(scene)
     cells: dict[tuple[int, int], list] = {}
     for o in scene.objects:
         r, c = min(int(o.y * grid), grid - 1), min(int(o.x * grid), grid - 1)

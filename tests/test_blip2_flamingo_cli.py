@@ -1,0 +1,43 @@
+"""``python -m vlm_primer.train blip2 --stage 1|2`` and ``flamingo`` at the tiny preset: a few steps each, stage 2
+starting from stage 1's Q-Former, the options checked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+COMMON = ["--preset", "tiny", "--batch-size", "4", "--steps", "2", "--no-progress", "--device", "cpu",
+          "--set", "train_size=16"]
+
+
+def _finite(history):
+    return all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_blip2_stage_1_then_stage_2_from_its_q_former(tmp_path):
+    from vlm_primer.train import main
+    from vlm_primer.training.checkpoint import latest_checkpoint
+
+    h1 = main(["blip2", *COMMON, "--stage", "1", "--ckpt-dir", str(tmp_path / "s1")])
+    h2 = main(["blip2", *COMMON, "--stage", "2", "--set", f"qformer_init={tmp_path / 's1'}", "--set", "data=vqa",
+               "--ckpt-dir", str(tmp_path / "s2")])
+    assert h1[-1]["step"] == h2[-1]["step"] == 2 and _finite(h1 + h2)
+    # stage 2 began from stage 1's queries: its saved Q-Former text side is stage 1's, untouched
+    from safetensors.torch import load_file
+
+    s1 = load_file(latest_checkpoint(tmp_path / "s1") / "model.safetensors")
+    s2 = load_file(latest_checkpoint(tmp_path / "s2") / "model.safetensors")
+    assert torch.equal(s1["lm_head.word_emb.weight"], s2["qformer.word_emb.weight"])  # (stage 1 ties them)
+    assert torch.equal(s1["qformer.itm_head.weight"], s2["qformer.itm_head.weight"])
+    assert not torch.equal(s1["qformer.query_tokens"], s2["qformer.query_tokens"])
+    with pytest.raises(ValueError, match="stages 1 and 2"):
+        main(["blip2", *COMMON, "--stage", "3"])
+    with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['connector'\]"):
+        main(["blip2", *COMMON, "--set", "connector=mlp"])
+
+
+def test_flamingo_trains_only_its_new_layers():
+    from vlm_primer.train import main
+
+    history = main(["flamingo", *COMMON])
+    assert history[-1]["step"] == 2 and _finite(history)
