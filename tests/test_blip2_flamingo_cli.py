@@ -41,3 +41,27 @@ def test_flamingo_trains_only_its_new_layers():
 
     history = main(["flamingo", *COMMON])
     assert history[-1]["step"] == 2 and _finite(history)
+
+
+def test_replies_from_instructblip_and_flamingo_and_an_instruction_batch():
+    """generate_replies hands InstructBLIP's Q-Former the question, and reads Flamingo's new tokens; the
+    instruction dataset's batches carry the question for the Q-Former."""
+    from vlm_primer.backbones import Flamingo, FlamingoConfig, InstructBlip, InstructBlipConfig
+    from vlm_primer.backbones.data import InstructionChatDataset, llava_collate
+    from vlm_primer.backbones.inference import generate_replies
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 48, 48)
+    for model in (InstructBlip(InstructBlipConfig.from_preset("tiny")), Flamingo(FlamingoConfig.from_preset("tiny"))):
+        replies = generate_replies(model.eval(), ["what color is it?", "how many?", "is there a star?"], images,
+                                   max_new_tokens=3, batch_size=2)
+        assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    model = InstructBlip(InstructBlipConfig.from_preset("tiny"))
+    from vlm_primer.backbones.stages import TINY_WORLD
+    from vlm_primer.world import WorldConfig
+
+    data = InstructionChatDataset("vqa", size=4, image_tokens=model.tokens_per_image, config=WorldConfig(**TINY_WORLD))
+    batch = llava_collate()([data[i] for i in range(3)])
+    assert batch["qformer_input_ids"].shape[0] == 3 and batch["qformer_attention_mask"].sum(1).min() > 2
+    out = model(**batch)
+    assert torch.isfinite(out.loss)

@@ -97,3 +97,25 @@ def test_bad_batches_name_the_problem():
         stage1(image[:1], ids[:1])
     with pytest.raises(ValueError, match="text_input=True and stage1_heads=True"):
         Blip2Stage1(QFormer(QFormerConfig.from_preset("tiny", stage1_heads=False)))
+
+
+def test_query_attention_maps_are_the_weights_the_forward_uses():
+    from einops import rearrange
+
+    q = QFormer(CFG).eval()
+    image = torch.randn(2, 9, CFG.vision_dim)
+    maps = q.query_attention(image)
+    assert maps.shape == (2, CFG.num_queries, 9)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, CFG.num_queries))
+    # the same weights, per head, reproduce the cross-attention's output
+    xattn, seen = q.layers[0].xattn, {}
+    handle = xattn.register_forward_hook(lambda m, args, kwargs, out: seen.update(x=args[0], out=out),
+                                         with_kwargs=True)
+    with torch.no_grad():
+        q(image)
+        handle.remove()
+        weights = xattn.attention_weights(seen["x"], image)
+        values = rearrange(xattn.v(image), "b n (h d) -> b h n d", h=xattn.heads)
+        torch.testing.assert_close(xattn.out(rearrange(weights @ values, "b h n d -> b n (h d)")), seen["out"])
+    with pytest.raises(ValueError, match="layer 1 has no cross-attention"):
+        q.query_attention(image, layer=1)

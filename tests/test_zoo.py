@@ -16,7 +16,11 @@ from vlm_primer.zoo.recipes import _zero_shot_set
 # What each card must claim at least (the chapters that use these models rely on it).
 BOUNDS = {"clip-tiny": ("zero_shot_top1", ">=", 0.85), "siglip-tiny": ("zero_shot_top1", ">=", 0.80),
           "clip-tiny-pairs": ("replace_control_win", ">=", 0.85), "lm-tiny": ("val_perplexity", "<=", 3.0),
-          "llava-tiny": ("vqa_all", ">=", 0.65), "llava-next-tiny": ("tiles_all", ">=", 0.70)}
+          "llava-tiny": ("vqa_all", ">=", 0.65), "llava-next-tiny": ("tiles_all", ">=", 0.70),
+          # lm-tiny frozen: BLIP-2's image-only queries leave it near the blind prior (44.6 %); the instruction-aware
+          # queries and Flamingo's cross-attention from the question's tokens do not
+          "blip2-tiny": ("vqa_all", ">=", 0.43), "instructblip-tiny": ("vqa_all", ">=", 0.62),
+          "flamingo-tiny": ("vqa_all", ">=", 0.57)}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -59,6 +63,11 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
     assert meta["model"] == "LlavaNext" and meta["recipe"]["steps"] == 2
     assert {"tiles_all", "squeezed_all", "tiles_shapeset_all", "squeezed_shapeset_all"} <= meta["quality"].keys()
     assert isinstance(load("llava-next-tiny", tmp_path).image_newline, torch.nn.Parameter)
+    for name in ("blip2-tiny", "instructblip-tiny", "flamingo-tiny"):
+        meta = build(name, tmp_path, steps=2, progress=False)
+        assert meta["model"] == MODELS[name] and 0 <= meta["quality"]["vqa_all"] <= 1
+    with pytest.raises(ValueError, match="no transformers class"):
+        export("flamingo-tiny", tmp_path / "hf")
 
 
 def test_llava_export_loads_in_transformers(tmp_path):

@@ -25,8 +25,8 @@ from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
 from vlm_primer.validate import check_choice
 
-__all__ = ["AnyResVQADataset", "CAPTION_REQUEST", "LLAVA_KINDS", "LlavaChatDataset", "caption_pairs_collate",
-           "llava_collate", "prompt_ids"]
+__all__ = ["AnyResVQADataset", "CAPTION_REQUEST", "InstructionChatDataset", "LLAVA_KINDS", "LlavaChatDataset",
+           "caption_pairs_collate", "llava_collate", "prompt_ids"]
 
 LLAVA_KINDS = ("caption", "vqa", "instruct")
 CAPTION_REQUEST = "write a short caption for this image."
@@ -100,6 +100,18 @@ class LlavaChatDataset(torch.utils.data.Dataset):
         return {"input_ids": ids, "target": target, "image": image, "kind": self.kind}
 
 
+class InstructionChatDataset(LlavaChatDataset):
+    """:class:`LlavaChatDataset` items plus ``instruction``: the user's request (without ``<image>``) as token ids,
+    for a Q-Former that reads it (InstructBLIP, notebook 05b); :func:`llava_collate` pads them into
+    ``qformer_input_ids`` and ``qformer_attention_mask``."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        out = super().__getitem__(index)
+        request = self.messages(self.scenes[index])[0]["content"].replace("<image>", "")
+        out["instruction"] = self.tokenizer.encode(request, add_bos=True)
+        return out
+
+
 class AnyResVQADataset(torch.utils.data.Dataset):
     """VQA conversations for LLaVA-NeXT: each question of ``questions`` (a
     :class:`~vlm_primer.world.ShapesVQADataset`, images in ``[0, 1]``) with its image as AnyRes tiles
@@ -158,12 +170,20 @@ def llava_collate(pad_id: int = 0) -> Callable[[list[dict[str, Any]]], dict[str,
             ids[i, :n] = torch.tensor(it["input_ids"])
             mask[i, :n] = 1
             labels[i, :n] = torch.where(torch.tensor(it["target"]), ids[i, :n], -100)
+        extra = {}
+        if "instruction" in items[0]:  # InstructBLIP: the request, for the Q-Former
+            width = max(len(it["instruction"]) for it in items)
+            extra["qformer_input_ids"] = torch.full((len(items), width), pad_id, dtype=torch.long)
+            extra["qformer_attention_mask"] = torch.zeros(len(items), width, dtype=torch.long)
+            for i, it in enumerate(items):
+                extra["qformer_input_ids"][i, :len(it["instruction"])] = torch.tensor(it["instruction"])
+                extra["qformer_attention_mask"][i, :len(it["instruction"])] = 1
         if "image_size" in items[0]:  # LLaVA-NeXT: a different number of tiles per image
             return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                     "pixel_values": [it["image"] for it in items],
                     "image_sizes": torch.tensor([it["image_size"] for it in items])}
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "pixel_values": torch.stack([it["image"] for it in items])}
+                "pixel_values": torch.stack([it["image"] for it in items]), **extra}
 
     return collate
 

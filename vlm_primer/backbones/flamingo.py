@@ -225,17 +225,23 @@ class Flamingo(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: Any, pixel_values: Any = None, max_new_tokens: int = 20, *,
-                 image_attention_mask: Any = None, **kwargs: Any) -> torch.Tensor:
-        """Prompt ids followed by the new ids (greedy by default; see ``DecoderLM.generate``). The images are
-        encoded once; new tokens look at the image the prompt's last token looks at."""
+                 image_attention_mask: Any = None, image_sizes: Any = None, **kwargs: Any) -> torch.Tensor:
+        """The new token ids ``(B, T)`` after the prompt, as :meth:`Llava.generate` (greedy by default; see
+        ``DecoderLM.generate``). The images are encoded once; new tokens look at the image the prompt's last
+        token looks at."""
+        if image_sizes is not None:
+            raise ValueError("image_sizes is for LLaVA-NeXT's tiled images; Flamingo takes square images")
         ids = check_tokens(input_ids, vocab_size=self.cfg.text.vocab_size,
                            device=self.language_model.tok_emb.weight.device)
-        return self.language_model.generate(ids, max_new_tokens,
-                                            **self._inputs(ids, pixel_values, image_attention_mask), **kwargs)
+        out = self.language_model.generate(ids, max_new_tokens,
+                                           **self._inputs(ids, pixel_values, image_attention_mask), **kwargs)
+        return out[:, ids.shape[1]:]
 
-    def set_stage(self, train_vision: bool = False, train_language: bool = False) -> int:
-        """Flamingo's training: tower and LM frozen; the perceiver and the gated layers learn. Returns the number
-        of trainable parameters."""
+    def set_stage(self, stage: int = 2, train_vision: bool = False, train_language: bool = False) -> int:
+        """Flamingo's one training stage (``stage`` 2, named as LLaVA's for the shared training loop): tower and LM
+        frozen, the perceiver and the gated layers learn. Returns the number of trainable parameters."""
+        if stage != 2:
+            raise ValueError(f"Flamingo trains in one stage (2: perceiver and gated layers), got stage {stage!r}")
         self.vision_tower.requires_grad_(train_vision)
         self.language_model.requires_grad_(train_language)
         for layer in self.gated_layers:

@@ -65,10 +65,23 @@ def generate_replies(model: Llava, prompts: Sequence[str | Messages], images: to
         batch_images = [images[i] for i in rows]
         pixels = torch.stack(batch_images) if image_sizes is None else batch_images
         sizes = None if image_sizes is None else torch.as_tensor(image_sizes)[list(rows)]
+        extra = _instructions(model, tokenizer, [prompts[i] for i in rows], device)
         new = model.generate(ids.to(device), _to(pixels, device), max_new_tokens, attention_mask=mask.to(device),
-                             image_sizes=sizes, eos_token_id=tokenizer.end_id, **sampling)
+                             image_sizes=sizes, eos_token_id=tokenizer.end_id, **extra, **sampling)
         replies += [_decode(tokenizer, row.tolist()) for row in new]
     return replies
+
+
+def _instructions(model: Llava, tokenizer: Tokenizer, prompts: Sequence[str | Messages],
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """For a model whose Q-Former reads the instruction (InstructBLIP): each prompt's last user text, without
+    ``<image>``, as ``qformer_input_ids`` and ``qformer_attention_mask``; nothing for other models."""
+    if "qformer_input_ids" not in getattr(model, "IMAGE_INPUTS", ()):
+        return {}
+    texts = [p if isinstance(p, str) else [m["content"] for m in p if m["role"] == "user"][-1] for p in prompts]
+    enc = tokenizer([t.replace("<image>", "") for t in texts], add_bos=True,
+                    max_length=model.cfg.qformer.max_positions)
+    return {"qformer_input_ids": enc["input_ids"].to(device), "qformer_attention_mask": enc["attention_mask"].to(device)}
 
 
 def _to(pixels: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:

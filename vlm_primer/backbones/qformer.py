@@ -151,6 +151,23 @@ class QFormer(nn.Module):
             self.text_proj = nn.Linear(cfg.dim, cfg.embed_dim)
             self.itm_head = nn.Linear(cfg.dim, 2)
 
+    @torch.no_grad()
+    def query_attention(self, image: torch.Tensor, layer: int = 0) -> torch.Tensor:
+        """Where each query looks: its cross-attention weights over the image tokens in layer ``layer`` (a
+        cross-attention layer: 0, ``cross_attention_freq``, ...), averaged over heads, ``(B, num_queries, N)``.
+        Notebook 05b, §What the queries look at."""
+        block = self.layers[layer]
+        if block.xattn is None:
+            raise ValueError(f"layer {layer} has no cross-attention (every {self.cfg.cross_attention_freq}-th has)")
+        seen = {}
+        handle = block.xattn.register_forward_pre_hook(lambda module, args, kwargs: seen.update(
+            x=args[0], context=kwargs["context"]), with_kwargs=True)
+        try:
+            self(image)
+        finally:
+            handle.remove()
+        return block.xattn.attention_weights(seen["x"], seen["context"]).mean(1)
+
     def text_parameters(self):
         """The parameters only text positions or stage 1 use: text embeddings, the text feed-forwards and the
         ITC/ITM heads (frozen when the queries alone are trained, as in BLIP-2's stage 2)."""

@@ -132,6 +132,17 @@ class Attention(nn.Module):
         self.q_norm = make_norm(qk_norm, dim_head, qk_eps) if qk_norm else None
         self.k_norm = make_norm(qk_norm, dim_head, qk_eps) if qk_norm else None
 
+    def attention_weights(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The softmax weights ``(B, heads, Lq, Lk)`` of queries from ``x`` over keys from ``context`` (or ``x``),
+        as ``forward`` computes them without masks, RoPE or a cache: what the plots of attention maps show."""
+        src = x if context is None else context
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)
+        k = rearrange(self.k(src), "b n (h d) -> b h n d", h=self.kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        k = repeat(k, "b h n d -> b (h r) n d", r=self.heads // self.kv_heads)
+        return torch.softmax(q @ k.transpose(-1, -2) * self.dim_head**-0.5, dim=-1)
+
     def forward(
         self,
         x: torch.Tensor,

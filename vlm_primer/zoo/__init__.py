@@ -36,7 +36,8 @@ from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weigh
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
-                          "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext"}
+                          "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext",
+                          "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo"}
 
 
 def _check_name(name: str) -> str:
@@ -46,16 +47,16 @@ def _check_name(name: str) -> str:
 
 
 def _recipe_module(name: str):
-    """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``
-    or ``zoo/llava_next_recipes.py``."""
+    """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``,
+    ``zoo/llava_next_recipes.py`` or ``zoo/bottleneck_recipes.py``."""
     _check_name(name)
     return next(m for m in _recipe_modules() if name in m.RECIPES)
 
 
 def _recipe_modules() -> tuple:
-    from vlm_primer.zoo import llava_next_recipes, llava_recipes, recipes
+    from vlm_primer.zoo import bottleneck_recipes, llava_next_recipes, llava_recipes, recipes
 
-    return recipes, llava_recipes, llava_next_recipes
+    return recipes, llava_recipes, llava_next_recipes, bottleneck_recipes
 
 
 def recipes_table() -> dict[str, Any]:
@@ -101,6 +102,9 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind == "LlavaNext":
         from vlm_primer.backbones import LlavaNext, LlavaNextConfig
         return LlavaNext(LlavaNextConfig(**config))
+    if kind in ("Blip2", "InstructBlip", "Flamingo"):
+        from vlm_primer import backbones
+        return getattr(backbones, kind)(getattr(backbones, kind + "Config")(**config))
     from vlm_primer.nn import DecoderConfig, DecoderLM
     return DecoderLM(DecoderConfig(**config))
 
@@ -201,6 +205,11 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind in ("Llava", "LlavaNext"):
         from vlm_primer.interop.llava import llava_to_hf
         hf = llava_to_hf(model)
+    elif kind in ("Blip2", "InstructBlip", "Flamingo"):
+        raise ValueError(f"{name} has no transformers class to export to: its tower is CLIP-layout (transformers' "
+                         "BLIP-2 and InstructBLIP take an EVA-layout one) and lm-tiny uses grouped-query attention "
+                         "(IDEFICS has none); the converters in vlm_primer.interop.blip2 / .idefics take models "
+                         "that fit")
     else:
         from transformers import LlamaForCausalLM
 
