@@ -115,3 +115,27 @@ def test_bad_inputs_name_the_problem():
         _cfg(cross_every=3)
     with pytest.raises(ValueError, match="grouped-query"):
         flamingo_to_hf(Flamingo(FlamingoConfig.from_preset("tiny")))
+
+
+def test_few_shot_prompts_give_each_example_its_own_image():
+    from vlm_primer.backbones.data import prompt_ids
+    from vlm_primer.backbones.fewshot import few_shot_ids, few_shot_vqa
+    from vlm_primer.text import Tokenizer
+    from vlm_primer.world import ShapesVQADataset, WorldConfig
+
+    tok = Tokenizer.load()
+    assert few_shot_ids(tok, [], "what color is it?") == prompt_ids(tok, "what color is it?", 1)
+    ids = torch.tensor([few_shot_ids(tok, [("how many?", "two"), ("is there a star?", "yes")], "what shape?")])
+    seen = media_mask(ids, IMG, 3, tok.eos_id)[0]
+    image_at = (ids[0] == IMG).nonzero().flatten().tolist()
+    eos_at = (ids[0] == tok.eos_id).nonzero().flatten().tolist()
+    for n, (start, end) in enumerate(zip(image_at, eos_at + [ids.shape[1] - 1])):
+        assert seen[start:end + 1, n].all() and seen[start:end + 1].sum() == end + 1 - start
+    assert not seen[:image_at[0]].any() and not seen[eos_at[0] + 1:image_at[1]].any()
+    model = Flamingo(FlamingoConfig.from_preset("tiny")).eval()
+    world = WorldConfig(image_size=48, sizes=("large",))
+    qs, support = ShapesVQADataset("test", 3, config=world), ShapesVQADataset("train", 5, config=world)
+    out = few_shot_vqa(model, lambda x: x, qs, support, 2, batch_size=2)
+    assert len(out["predictions"]) == 3 and 0 <= out["accuracy"]["all"] <= 1
+    with pytest.raises(ValueError, match="support set holds 5"):
+        few_shot_vqa(model, lambda x: x, qs, support, 6)

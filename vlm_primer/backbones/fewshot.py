@@ -1,0 +1,65 @@
+"""Few-shot prompting with interleaved images: ``k`` solved examples, each with its own picture, then the question.
+
+Explained in notebook 05b, §Flamingo in context (Alayrac et al. 2022, §3: few-shot learning by prompting). The
+prompt is ``<bos>`` followed by ``k`` one-turn conversations (``<image>`` question, answer, ``<|end|>``), each
+closed by ``<eos>`` so that, under Flamingo's media mask (:func:`~vlm_primer.backbones.flamingo.media_mask`), the
+tokens of one example never look at another example's picture; then the question's turn and ``<|assistant|>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from vlm_primer.backbones.data import prompt_ids
+from vlm_primer.backbones.flamingo import Flamingo
+from vlm_primer.text import Tokenizer, encode_chat
+
+__all__ = ["few_shot_ids", "few_shot_vqa"]
+
+
+def few_shot_ids(tokenizer: Tokenizer, examples: Sequence[tuple[str, str]], question: str) -> list[int]:
+    """Token ids of a ``k``-shot prompt (``examples``: ``(question, answer)`` pairs, one image each, in order)
+    ending where the answer to ``question`` (about the last image) starts."""
+    ids = [tokenizer.bos_id]
+    for q, a in examples:
+        turn = [{"role": "user", "content": "<image>" + q}, {"role": "assistant", "content": a}]
+        ids += encode_chat(tokenizer, turn)[0] + [tokenizer.eos_id]
+    return ids + prompt_ids(tokenizer, question, 1)[1:]
+
+
+@torch.no_grad()
+def few_shot_vqa(model: Flamingo, transform: Callable[[torch.Tensor], torch.Tensor], questions, support, k: int, *,
+                 seed: int = 0, batch_size: int = 50, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """Exact-match accuracy of ``model`` on ``questions`` (a VQA dataset) when each question comes after ``k``
+    examples drawn (by ``seed``) from ``support`` (another VQA dataset, e.g. the training split); returns the
+    ``predictions`` and the ``accuracy`` per question type (:func:`~vlm_primer.world.accuracy_by_type`)."""
+    from vlm_primer.world import accuracy_by_type
+
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"k (examples before the question) must be a non-negative int, got {k!r}")
+    if k > len(support):
+        raise ValueError(f"k={k} examples, but the support set holds {len(support)}")
+    tokenizer = tokenizer or Tokenizer.load()
+    rng = np.random.default_rng(seed)
+    device = next(model.parameters()).device
+    qs, preds = [questions.question(i) for i in range(len(questions))], []
+    for start in range(0, len(qs), batch_size):
+        rows, pixels = [], []
+        for i in range(start, min(start + batch_size, len(qs))):
+            shots = [support[int(j)] for j in rng.choice(len(support), size=k, replace=False)]
+            rows.append(few_shot_ids(tokenizer, [(s["question"], s["answer"]) for s in shots], qs[i].question))
+            pixels.append(torch.stack([transform(s["image"]) for s in shots] + [transform(questions[i]["image"])]))
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, seq in enumerate(rows):  # left padding: every prompt ends where the answer starts
+            ids[r, width - len(seq):], mask[r, width - len(seq):] = torch.tensor(seq), 1
+        new = model.eval().generate(ids.to(device), torch.stack(pixels).to(device), 4, attention_mask=mask.to(device),
+                                    eos_token_id=tokenizer.end_id)
+        for row in new.tolist():
+            row = row[:row.index(tokenizer.end_id)] if tokenizer.end_id in row else row
+            preds.append(tokenizer.decode(row).strip())
+    return {"predictions": preds, "accuracy": accuracy_by_type(qs, preds)}
