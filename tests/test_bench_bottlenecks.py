@@ -1,0 +1,26 @@
+"""benchmarks/bench_bottlenecks.py: its arms build, train a step and report accuracy, parameters, tokens and time
+(the full run, three seeds, is written to benchmarks/results/bottlenecks.json for notebook 05b)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_bottlenecks as bench  # noqa: E402
+
+
+@pytest.mark.parametrize("arm", ["Qwen resampler", "InstructBLIP", "Flamingo"])
+def test_an_arm_trains_and_reports(arm):
+    threads = torch.get_num_threads()
+    try:
+        out = bench.run((arm, 1, 1))
+    finally:
+        torch.set_num_threads(threads)
+    assert out["arm"] == arm and 0.0 <= out["accuracy"]["vqa_all"] <= 1.0 and out["trainable_params"] > 0
+    assert out["visual_tokens_per_image"] == {"Qwen resampler": bench.QUERIES, "InstructBLIP": 8, "Flamingo": 8}[arm]
+    assert out["input_positions_per_image"] == (1 if arm == "Flamingo" else out["visual_tokens_per_image"])
