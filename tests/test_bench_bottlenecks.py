@@ -24,3 +24,15 @@ def test_an_arm_trains_and_reports(arm):
     assert out["arm"] == arm and 0.0 <= out["accuracy"]["vqa_all"] <= 1.0 and out["trainable_params"] > 0
     assert out["visual_tokens_per_image"] == {"Qwen resampler": bench.QUERIES, "InstructBLIP": 8, "Flamingo": 8}[arm]
     assert out["input_positions_per_image"] == (1 if arm == "Flamingo" else out["visual_tokens_per_image"])
+
+
+def test_results_file_has_three_seeds_of_every_arm_at_the_recipes_budget():
+    import json
+
+    from vlm_primer.zoo import bottleneck_recipes
+
+    results = json.loads(bench.OUT.read_text())
+    assert results["steps"] == {"stage1": bottleneck_recipes.STAGE1_STEPS, "stage2": bottleneck_recipes.STAGE2_STEPS,
+                                "batch": 32} and results["queries"] == bench.QUERIES
+    for arm in bench.ARMS:
+        assert len({r["seed"] for r in results["runs"] if r["arm"] == arm}) >= 3, arm
