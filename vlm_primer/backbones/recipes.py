@@ -27,39 +27,6 @@ from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 OPTIONS = ("stage", "data", "init", "train_vision", "train_size", "connector")
 
 
-def _model(args: RecipeArgs) -> tuple[Llava, object]:
-    connector = args.options.get("connector", "mlp")
-    if args.preset == "tiny":
-        return tiny_llava("clip-tiny-pairs", connector=connector, seed=args.seed)
-    return Llava(LlavaConfig.from_preset(args.preset, connector=connector)), None
-
-
-@register_recipe("llava", help="LLaVA stage 1 (connector on captions) or 2 (instruction tuning) (chapter 05)")
-def llava_recipe(args: RecipeArgs) -> TrainJob:
-    unknown = sorted(set(args.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {OPTIONS}")
-    stage = int(args.options.get("stage", 1))
-    model, transform = _model(args)
-    if "init" in args.options:  # a run's --ckpt-dir (its latest checkpoint), a checkpoint, or a .safetensors file
-        from vlm_primer.training.checkpoint import latest_checkpoint, load_weights
-
-        init = args.options["init"]
-        load_weights(model, latest_checkpoint(init) or init)
-    model.set_stage(stage, train_vision=args.options.get("train_vision", "0") in ("1", "true", "yes"))
-    kind = args.options.get("data", "caption" if stage == 1 else "mix")
-    from vlm_primer.world import WorldConfig
-
-    world = TINY_WORLD if args.preset == "tiny" else WorldConfig.from_preset(
-        args.preset, image_size=model.cfg.vision.image_size).to_dict()
-    data = stage_data(kind, model, transform, size=int(args.options.get("train_size", 50_000)), seed=args.seed,
-                      world=world)
-    train = TrainConfig.from_preset(args.preset, lr=LR.get(stage, 1e-3), weight_decay=0.0)
-    if args.batch_size is not None:
-        train = train.replace(batch_size=args.batch_size)
-    return TrainJob(model, data, train, collate_fn=llava_collate(model.cfg.text.pad_token_id))
-
-
 def _tiny_parts():
     """The zoo's ``clip-tiny-pairs`` tower, ``lm-tiny`` and the tower's transform (the tiny presets' backbones)."""
     from vlm_primer import zoo
@@ -79,6 +46,33 @@ def _init(model, path: str | None) -> None:
         from vlm_primer.training.checkpoint import latest_checkpoint, load_weights
 
         load_weights(model, latest_checkpoint(path) or path)
+
+
+def _model(args: RecipeArgs) -> tuple[Llava, object]:
+    connector = args.options.get("connector", "mlp")
+    if args.preset == "tiny":
+        return tiny_llava("clip-tiny-pairs", connector=connector, seed=args.seed)
+    return Llava(LlavaConfig.from_preset(args.preset, connector=connector)), None
+
+
+@register_recipe("llava", help="LLaVA stage 1 (connector on captions) or 2 (instruction tuning) (chapter 05)")
+def llava_recipe(args: RecipeArgs) -> TrainJob:
+    _check_options(args, OPTIONS)
+    stage = int(args.options.get("stage", 1))
+    model, transform = _model(args)
+    _init(model, args.options.get("init"))
+    model.set_stage(stage, train_vision=args.options.get("train_vision", "0") in ("1", "true", "yes"))
+    kind = args.options.get("data", "caption" if stage == 1 else "mix")
+    from vlm_primer.world import WorldConfig
+
+    world = TINY_WORLD if args.preset == "tiny" else WorldConfig.from_preset(
+        args.preset, image_size=model.cfg.vision.image_size).to_dict()
+    data = stage_data(kind, model, transform, size=int(args.options.get("train_size", 50_000)), seed=args.seed,
+                      world=world)
+    train = TrainConfig.from_preset(args.preset, lr=LR.get(stage, 1e-3), weight_decay=0.0)
+    if args.batch_size is not None:
+        train = train.replace(batch_size=args.batch_size)
+    return TrainJob(model, data, train, collate_fn=llava_collate(model.cfg.text.pad_token_id))
 
 
 BLIP2_OPTIONS = ("stage", "data", "init", "qformer_init", "train_size")
