@@ -60,6 +60,7 @@ from vlm_primer.backbones.data import llava_collate, prompt_ids
 from vlm_primer.backbones.inference import chat, generate_replies
 from vlm_primer.backbones.stages import (TINY_OBJECTS, TINY_WORLD, stage_data, tiny_llava, train_stage, vqa_eval,
                                          vqa_set)
+from vlm_primer.evaluation import seed_verdict
 from vlm_primer.evaluation.judge import answer_facts, judge_score, relative_score
 from vlm_primer.text import Tokenizer
 from vlm_primer.world import (ShapesInstructDataset, WorldConfig, accuracy_by_type, blind_prior, grounded_caption,
@@ -450,15 +451,6 @@ acc_of = {arm: [r["accuracy"]["all"] for r in bench["runs"] if r["arm"] == arm] 
 assert all(len(v) >= 3 for v in acc_of.values()), "every arm needs at least three seeds"
 
 
-def verdict(a: list[float], b: list[float]) -> str:
-    """'higher' / 'lower' when every seed of a beats / trails every seed of b, else 'within the seed spread'."""
-    if min(a) > max(b):
-        return "higher"
-    if max(a) < min(b):
-        return "lower"
-    return "within the seed spread"
-
-
 reference_arm = acc_of["LLaVA-1.5"]
 fig, ax = plt.subplots(figsize=(10, 3.4))
 for k, arm in enumerate(arms):
@@ -475,7 +467,7 @@ pairs = [(arm, "LLaVA-1.5") for arm in arms if arm not in ("LLaVA-1.5", "CLIP to
 pairs.append(("SigLIP tower", "CLIP tower"))
 verdicts = {}
 for a, b in pairs:
-    verdicts[a] = verdict(acc_of[a], acc_of[b])
+    verdicts[a] = seed_verdict(acc_of[a], acc_of[b])
     print(f"{a} − {b}: {np.mean(acc_of[a]) - np.mean(acc_of[b]):+.1%} in the mean, {verdicts[a]}\n"
           f"    seeds {min(acc_of[a]):.1%}–{max(acc_of[a]):.1%} vs {min(acc_of[b]):.1%}–{max(acc_of[b]):.1%}")
 assert all(min(v) > blind["all"] for arm, v in acc_of.items() if arm != "frozen LM"), "every trained arm beats blind"
@@ -682,7 +674,7 @@ anyres_verdicts = {}
 for label, key in (("every type", "all"), ("shape questions", "shapeset_all")):
     tiles_s = [r["accuracy"][f"tiles_{key}"] for r in anyres["runs"]]
     squeezed_s = [r["accuracy"][f"squeezed_{key}"] for r in anyres["runs"]]
-    anyres_verdicts[key] = verdict(tiles_s, squeezed_s)
+    anyres_verdicts[key] = seed_verdict(tiles_s, squeezed_s)
     gains = ", ".join(f"{a - b:+.1%}" for a, b in zip(tiles_s, squeezed_s))
     print(f"{label:>16}: tiles {min(tiles_s):.1%}–{max(tiles_s):.1%} vs squeezed "
           f"{min(squeezed_s):.1%}–{max(squeezed_s):.1%}: {anyres_verdicts[key]} (per seed {gains})")

@@ -151,6 +151,45 @@ def pixel_shuffle(x, factor):
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, n // factor**2, factor * factor * d)
 
 
+def qformer_masks(kind, num_queries, num_text):
+    n = num_queries + num_text
+    is_q = torch.arange(n) < num_queries
+    row, col = is_q[:, None], is_q[None, :]
+    if kind == "bidirectional":
+        return torch.ones(n, n, dtype=torch.bool)
+    if kind == "unimodal":
+        return row == col
+    return (row & col) | (~row & (col | torch.ones(n, n, dtype=torch.bool).tril()))
+
+
+def itc_scores(image_embeds, text_embeds):
+    zi, zt = F.normalize(image_embeds, dim=-1), F.normalize(text_embeds, dim=-1)
+    return torch.einsum("iqd,td->iqt", zi, zt).amax(1)
+
+
+def negative_probs(scores):
+    return torch.softmax(scores.masked_fill(torch.eye(len(scores), dtype=torch.bool), float("-inf")), dim=1)
+
+
+def latest_image(ids, image_id, eos_id):
+    out, current, seen = [], -1, -1
+    for tok in ids:
+        if tok == image_id:
+            seen += 1
+            current = seen
+        out.append(current)
+        if tok == eos_id:
+            current = -1  # cut off after this token, until the next image
+    return out
+
+
+def gated_layer_params(dim, vision_dim, heads, dim_head, mlp_dim, alpha_type):
+    inner = heads * dim_head
+    xattn = dim * inner + 2 * vision_dim * inner + inner * dim
+    gates = 2 * (dim if alpha_type == "vector" else 1)
+    return 2 * dim + xattn + 3 * dim * mlp_dim + gates
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
@@ -158,4 +197,6 @@ SOLUTIONS = {
     "02.5": expected_repeats, "02.6": recall_at_1, "02.7": ensemble,
     "05.1": splice, "05.2": image_tokens, "05.3": mlp_connector_params, "05.4": anyres_tokens, "05.5": fact_f1,
     "05.6": pixel_shuffle,
+    "05b.1": qformer_masks, "05b.2": itc_scores, "05b.3": negative_probs, "05b.4": latest_image,
+    "05b.5": gated_layer_params,
 }

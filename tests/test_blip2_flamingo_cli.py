@@ -65,3 +65,34 @@ def test_replies_from_instructblip_and_flamingo_and_an_instruction_batch():
     assert batch["qformer_input_ids"].shape[0] == 3 and batch["qformer_attention_mask"].sum(1).min() > 2
     out = model(**batch)
     assert torch.isfinite(out.loss)
+
+
+def test_minigpt4_trains_the_projection_alone():
+    """``--set train_qformer=0``: stage 2 trains the projection and nothing else (MiniGPT-4's recipe)."""
+    from vlm_primer.backbones.recipes import blip2_recipe
+    from vlm_primer.training.recipes import RecipeArgs
+
+    options = {"stage": "2", "data": "vqa", "train_size": "16"}
+    for train_qformer, want in (("0", {"language_projection"}), ("1", {"language_projection", "qformer"})):
+        job = blip2_recipe(RecipeArgs(options=dict(options, train_qformer=train_qformer)))
+        assert {n.split(".")[0] for n, p in job.model.named_parameters() if p.requires_grad} == want
+    batch = next(iter(torch.utils.data.DataLoader(job.train_data, 4, collate_fn=job.collate_fn)))
+    job = blip2_recipe(RecipeArgs(options=dict(options, train_qformer="0")))
+    job.model(**batch).loss.backward()
+    assert {n.split(".")[0] for n, p in job.model.named_parameters() if p.grad is not None} == {"language_projection"}
+
+
+@pytest.mark.parametrize("name", ["Blip2Config", "InstructBlipConfig", "FlamingoConfig", "LlavaConfig",
+                                  "LlavaNextConfig", "QFormerConfig"])
+def test_every_preset_builds(name):
+    """Each preset is a valid config, and the paper-shaped models build (on the meta device: shapes only)."""
+    from vlm_primer import backbones
+
+    cls = getattr(backbones, name)
+    for preset in cls.PRESETS:
+        cfg = cls.from_preset(preset)
+        model_cls = {"Blip2Config": "Blip2", "InstructBlipConfig": "InstructBlip", "FlamingoConfig": "Flamingo",
+                     "LlavaConfig": "Llava", "LlavaNextConfig": "LlavaNext", "QFormerConfig": "QFormer"}[name]
+        with torch.device("meta"):
+            model = getattr(backbones, model_cls)(cfg)
+        assert sum(p.numel() for p in model.parameters()) > 0

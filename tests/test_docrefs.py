@@ -7,7 +7,7 @@ from pathlib import Path
 from vlm_primer.book import load_book
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = re.compile(r"[Nn]otebooks? (\d\d)((?:,? (?:and )?§[A-Za-z0-9][A-Za-z0-9 '\-]*)*)")
+REF = re.compile(r"[Nn]otebooks? (\d\d[a-z]?)((?:,? (?:and )?§[A-Za-z0-9][A-Za-z0-9 '\-]*)*)")
 
 
 def headings(book, chapter_id):

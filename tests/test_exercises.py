@@ -68,6 +68,14 @@ WRONG = [
     ("05.5", lambda a, b: 1.0 if not a and not b else 2 * len(set(a) & set(b)) / (len(set(a)) + len(set(b))),
      "multiset"),
     ("05.6", lambda x, f: x.reshape(x.shape[0], -1, x.shape[-1] * f * f), "2 x 2 block"),
+    ("05b.1", lambda kind, q, t: torch.ones(q + t, q + t, dtype=torch.bool).tril() if kind == "multimodal_causal"
+     else SOLUTIONS["05b.1"](kind, q, t), "queries see each other"),
+    ("05b.2", lambda i, t: torch.einsum("iqd,td->iqt", F.normalize(i, dim=-1), F.normalize(t, dim=-1)).mean(1),
+     "best query"),
+    ("05b.3", lambda s: torch.softmax(s, dim=1) * (1 - torch.eye(len(s))), "renormalise"),
+    ("05b.4", lambda ids, img, eos: [sum(1 for x in ids[:k + 1] if x == img) - 1 for k in range(len(ids))],
+     "after an <eos>"),
+    ("05b.5", lambda d, v, h, dh, m, a: 2 * d + 2 * d * h * dh + 2 * v * h * dh + 2 * d * m + 2, "three matrices"),
 ]
 
 

@@ -551,3 +551,18 @@ def test_anyres_dataset_any_arguments(questions, cfg_kind, squeeze, seed):
     if ds is not None:
         item = clear_or_ok(lambda: ds[1], "questions[1]")
         assert (item is None) == (questions == "list")
+
+
+@given(st.sampled_from(["ok", "str", "short", "list"]), st.sampled_from([0, 2, -1, 1.5, True]),
+       st.sampled_from([0, 3, -1, "a"]))
+def test_interleaved_dataset_any_arguments(questions, max_shots, seed):
+    from vlm_primer.backbones.fewshot import InterleavedVQADataset
+    from vlm_primer.world import ShapesVQADataset
+
+    qs = {"ok": ShapesVQADataset("train", 4), "str": "questions", "short": ShapesVQADataset("train", 2),
+          "list": [{"image": torch.zeros(3, 8, 8), "question": "q", "answer": "a"}] * 4}[questions]
+    ds = clear_or_ok(lambda: InterleavedVQADataset(qs, max_shots=max_shots, seed=seed), "max_shots", "seed",
+                     "questions", "cannot supply")
+    if ds is not None:
+        item = ds[len(ds) - 1]
+        assert item["image"].shape[0] == max_shots + 1 and len(item["input_ids"]) == len(item["target"])

@@ -108,3 +108,16 @@ def test_check_tokens_and_batches():
     assert check_same_batch(a=torch.rand(4), b=None) == 4
     with pytest.raises(ValueError, match="pool must be one of"):
         check_choice("max", ("cls", "mean"), "pool")
+
+
+def test_seed_verdict_needs_every_seed_on_one_side():
+    import pytest
+
+    from vlm_primer.evaluation import seed_verdict
+
+    assert seed_verdict([0.6, 0.62, 0.61], [0.5, 0.55, 0.59]) == "higher"
+    assert seed_verdict([0.4, 0.42, 0.41], [0.5, 0.55, 0.59]) == "lower"
+    assert seed_verdict([0.6, 0.5, 0.61], [0.5, 0.55, 0.59]) == "within the seed spread"
+    assert seed_verdict([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]) == "within the seed spread"  # ties are no finding
+    with pytest.raises(ValueError, match="at least 3"):
+        seed_verdict([0.6, 0.7], [0.5, 0.5, 0.5])

@@ -99,13 +99,16 @@ class Blip2(Llava):
         """Images -> ``(N_img, num_queries, text_dim)``: the queries read the tower's last hidden state."""
         return self.language_projection(self.qformer(self.vision_tower(pixel_values).last_hidden_state))
 
-    def set_stage(self, stage: int, train_vision: bool = False, train_language: bool = False) -> int:
+    def set_stage(self, stage: int, train_vision: bool = False, train_language: bool = False,
+                  train_qformer: bool = True) -> int:
         """BLIP-2 freezes the tower and the LM in both stages; stage 2 trains the Q-Former and the projection
-        (stage 1 is :class:`Blip2Stage1`'s). Returns the number of trainable parameters."""
+        (stage 1 is :class:`Blip2Stage1`'s). ``train_qformer=False`` freezes the Q-Former too, so that only the
+        projection learns: MiniGPT-4's recipe (notebook 05b, §Frozen and MiniGPT-4). Returns the number of trainable
+        parameters."""
         if stage != 2:
             raise ValueError("Blip2 is stage 2 (generation); stage 1 trains the Q-Former with Blip2Stage1")
         self.vision_tower.requires_grad_(train_vision)
-        self.qformer.requires_grad_(True)
+        self.qformer.requires_grad_(train_qformer)
         if not self.IMAGE_INPUTS:  # BLIP-2's queries read no text: the Q-Former's text parts stay as stage 1 left them
             for p in self.qformer.text_parameters():
                 p.requires_grad_(False)
@@ -210,12 +213,24 @@ class Blip2Stage1(nn.Module):
         self.temperature = nn.Parameter(torch.tensor(float(temperature)))
         self.label_smoothing = label_smoothing
 
-    def similarity(self, queries: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """ITC scores ``(B_img, B_txt)``: the best query's cosine similarity with the caption's first token."""
-        q = self.qformer
-        image_emb = F.normalize(q.vision_proj(queries), dim=-1)
-        text_emb = F.normalize(q.text_proj(text[:, 0]), dim=-1)
-        return torch.einsum("iqd,td->iqt", image_emb, text_emb).amax(1)
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images -> the queries' ITC embeddings ``(B, num_queries, embed_dim)``, L2-normalised (needs the
+        ``vision_tower``; with :meth:`encode_text` and :meth:`similarity` the zero-shot tools of
+        :mod:`vlm_primer.evaluation` work on a stage-1 Q-Former)."""
+        if self.vision_tower is None:
+            raise ValueError("encode_image needs the frozen tower: build Blip2Stage1(qformer, vision_tower=...)")
+        with torch.no_grad():
+            image = self.vision_tower.eval()(pixel_values).last_hidden_state
+        return F.normalize(self.qformer.vision_proj(self.qformer(image)), dim=-1)
+
+    def encode_text(self, input_ids: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Captions -> their ITC embedding ``(B, embed_dim)`` (the first token's output, text alone), L2-normalised."""
+        text = self.qformer(input_ids=input_ids, attention_mask=attention_mask, queries=False)
+        return F.normalize(self.qformer.text_proj(text[:, 0]), dim=-1)
+
+    def similarity(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """ITC scores ``(B_img, B_txt)``: the **best** query's cosine similarity with the caption."""
+        return torch.einsum("iqd,td->iqt", image_embeds, text_embeds.to(image_embeds.dtype)).amax(1)
 
     def forward(self, image: torch.Tensor | None = None, input_ids: Any = None,
                 attention_mask: torch.Tensor | None = None, same: torch.Tensor | None = None,
@@ -247,9 +262,7 @@ class Blip2Stage1(nn.Module):
                              "after the first)")
         nq = cfg.num_queries
         # ITC: queries and text apart
-        queries = q(image)
-        text = q(input_ids=ids, attention_mask=mask, queries=False)
-        sim = self.similarity(queries, text)
+        sim = self.similarity(F.normalize(q.vision_proj(q(image)), dim=-1), self.encode_text(ids, mask))
         temp = self.temperature.clamp(1e-3, 0.5)
         itc = clip_loss(sim / temp)
         # ITM: one hard negative caption per image and one hard negative image per caption

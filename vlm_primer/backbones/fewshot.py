@@ -17,7 +17,7 @@ from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.backbones.flamingo import Flamingo
 from vlm_primer.text import Tokenizer, encode_chat
 
-__all__ = ["few_shot_ids", "few_shot_vqa"]
+__all__ = ["InterleavedVQADataset", "few_shot_ids", "few_shot_vqa"]
 
 
 def few_shot_ids(tokenizer: Tokenizer, examples: Sequence[tuple[str, str]], question: str) -> list[int]:
@@ -63,3 +63,49 @@ def few_shot_vqa(model: Flamingo, transform: Callable[[torch.Tensor], torch.Tens
             row = row[:row.index(tokenizer.end_id)] if tokenizer.end_id in row else row
             preds.append(tokenizer.decode(row).strip())
     return {"predictions": preds, "accuracy": accuracy_by_type(qs, preds)}
+
+
+class InterleavedVQADataset(torch.utils.data.Dataset):
+    """Interleaved training sequences for Flamingo: each question of ``questions`` (a VQA dataset) after ``k``
+    solved examples, ``k`` drawn from ``0..max_shots`` per item (by ``seed``), the examples drawn from the same
+    dataset (never the item itself); laid out as :func:`few_shot_ids` lays out a prompt, every answer a target.
+    Items as :class:`~vlm_primer.backbones.data.LlavaChatDataset`'s, with ``image`` ``(max_shots + 1, 3, H, W)``:
+    the examples' pictures, the question's, then zero images that no ``<image>`` marker points to (the media mask
+    never reaches them). Notebook 05b, §Flamingo in context."""
+
+    def __init__(self, questions, transform: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                 max_shots: int = 4, seed: int = 0, tokenizer: Tokenizer | None = None) -> None:
+        if isinstance(max_shots, bool) or not isinstance(max_shots, int) or max_shots < 0:
+            raise ValueError(f"max_shots must be a non-negative int, got {max_shots!r}")
+        if not (hasattr(questions, "__getitem__") and hasattr(questions, "__len__")) or isinstance(questions, str):
+            raise TypeError(f"questions must be a VQA dataset (e.g. ShapesVQADataset), got {type(questions).__name__}")
+        if len(questions) <= max_shots:
+            raise ValueError(f"{len(questions)} questions cannot supply {max_shots} examples besides the question")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.questions, self.transform, self.max_shots, self.seed = questions, transform, max_shots, seed
+        self.tokenizer = tokenizer or Tokenizer.load()
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def shots(self, index: int) -> list[int]:
+        """The indices of item ``index``'s examples, in prompt order."""
+        rng = np.random.default_rng([self.seed, index])
+        k = int(rng.integers(0, self.max_shots + 1))
+        others = rng.choice(len(self.questions) - 1, size=k, replace=False)
+        return [int(j) + (j >= index) for j in others]  # skip the item itself
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        tok = self.tokenizer
+        items = [self.questions[j] for j in self.shots(index)] + [self.questions[index]]
+        ids, target = [tok.bos_id], [False]
+        for n, it in enumerate(items):
+            turn = [{"role": "user", "content": "<image>" + it["question"]},
+                    {"role": "assistant", "content": it["answer"]}]
+            turn_ids, turn_target = encode_chat(tok, turn)
+            ids += list(turn_ids) + ([tok.eos_id] if n < len(items) - 1 else [])
+            target += list(turn_target) + ([False] if n < len(items) - 1 else [])
+        images = [it["image"] if self.transform is None else self.transform(it["image"]) for it in items]
+        images += [torch.zeros_like(images[0])] * (self.max_shots + 1 - len(images))
+        return {"input_ids": ids, "target": target, "image": torch.stack(images), "kind": "vqa"}

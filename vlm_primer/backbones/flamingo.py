@@ -64,7 +64,7 @@ class FlamingoConfig(PresetConfig):
         # IDEFICS-9B's shapes: CLIP ViT-H/14, a Llama-7B LM, 64 latents, a gated layer before every 4th block.
         "base": dict(vision=dict(image_size=224, patch_size=14, dim=1280, depth=32, heads=16, mlp_dim=5120,
                                  **_CLIP_TOWER),
-                     text=dict(DecoderConfig.PRESETS["llama_7b"], vocab_size=32000), image_token_id=32000),
+                     text=dict(DecoderConfig.PRESETS["llama_7b"], vocab_size=32001), image_token_id=32000),
     }
     BOUNDS: ClassVar[dict] = dict(num_latents=">0", perceiver_depth=">0", perceiver_heads=">0",
                                   perceiver_dim_head=">0", cross_every=">0", image_token_id=">=0")

@@ -75,7 +75,7 @@ def llava_recipe(args: RecipeArgs) -> TrainJob:
     return TrainJob(model, data, train, collate_fn=llava_collate(model.cfg.text.pad_token_id))
 
 
-BLIP2_OPTIONS = ("stage", "data", "init", "qformer_init", "train_size")
+BLIP2_OPTIONS = ("stage", "data", "init", "qformer_init", "train_size", "train_qformer")
 
 
 @register_recipe("blip2", help="BLIP-2 stage 1 (Q-Former: ITC, ITM, ITG) or 2 (queries -> frozen LM) (chapter 05b)")
@@ -83,7 +83,7 @@ def blip2_recipe(args: RecipeArgs) -> TrainJob:
     """``--stage 1`` trains the Q-Former on captions with its three losses (tower frozen); ``--stage 2`` trains
     the queries and the projection into the frozen LM on ``--set data=caption|vqa|mix`` (default caption, as
     BLIP-2's generative pre-training). ``--set qformer_init=RUN`` starts stage 2 from a stage-1 run; ``init``
-    resumes the same stage's weights."""
+    resumes the same stage's weights; ``--set train_qformer=0`` trains the projection alone (MiniGPT-4)."""
     from vlm_primer.backbones.blip2 import Blip2, Blip2Config, Blip2Stage1
     from vlm_primer.backbones.data import caption_pairs_collate
     from vlm_primer.backbones.qformer import QFormerConfig
@@ -114,7 +114,7 @@ def blip2_recipe(args: RecipeArgs) -> TrainJob:
         data = ShapesCaptionDataset("train", size, world, seed=args.seed, num_objects=TINY_OBJECTS, statements=False,
                                     num_paraphrases=1, transform=transform)
         return TrainJob(stage1, data, train, collate_fn=caption_pairs_collate())
-    model.set_stage(2)
+    model.set_stage(2, train_qformer=bool(int(args.options.get("train_qformer", 1))))
     data = stage_data(args.options.get("data", "caption"), model, transform, size=size, seed=args.seed,
                       world=world.to_dict())
     return TrainJob(model, data, train, collate_fn=llava_collate(model.cfg.text.pad_token_id))

@@ -10,7 +10,7 @@ from pathlib import Path
 STATUSES = ("written", "planned")
 CHAPTER_KEYS = {"id", "title", "notebook", "modules", "survey_section", "cpu_budget_s", "status"}
 BOOK_KEYS = {"title", "authors", "description", "language"}
-NOTEBOOK_NAME = re.compile(r"^notebooks/(\d\d)_[a-z0-9_]+\.ipynb$")
+NOTEBOOK_NAME = re.compile(r"^notebooks/(\d\d[a-z]?)_[a-z0-9_]+\.ipynb$")  # 05b: a chapter after 05
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def load_book(root: str | Path | None = None) -> Book:
             raise ValueError(f"{where} has unknown keys {sorted(extra)}")
         m = NOTEBOOK_NAME.match(ch["notebook"])
         if not m:
-            raise ValueError(f"{where}: notebook must look like notebooks/NN_slug.ipynb, got {ch['notebook']!r}")
+            raise ValueError(f"{where}: notebook must look like notebooks/NN_slug.ipynb (or NNb_slug.ipynb), got {ch['notebook']!r}")
         if m.group(1) != ch["id"]:
             raise ValueError(f"{where}: id {ch['id']!r} does not match notebook {ch['notebook']!r}")
         if ch["status"] not in STATUSES:

@@ -2,10 +2,11 @@
 
 from vlm_primer.evaluation.probes import PROBE_KINDS, CaptionProbe, caption_probe, pair_similarity, probe_scores
 from vlm_primer.evaluation.retrieval import first_hit_rank, recall_at_k, retrieval_metrics
+from vlm_primer.evaluation.seeds import seed_verdict
 from vlm_primer.evaluation.zeroshot import build_classifier, zero_shot_accuracy, zero_shot_classify
 
 __all__ = [
     "PROBE_KINDS", "CaptionProbe", "caption_probe", "pair_similarity", "probe_scores",
-    "build_classifier", "first_hit_rank", "recall_at_k", "retrieval_metrics", "zero_shot_accuracy",
-    "zero_shot_classify",
+    "build_classifier", "first_hit_rank", "recall_at_k", "retrieval_metrics", "seed_verdict",
+    "zero_shot_accuracy", "zero_shot_classify",
 ]

@@ -3,6 +3,8 @@
 Explained in notebook 05b. Each reads the ``clip-tiny-pairs`` tower and talks through ``lm-tiny``, both frozen,
 as in the papers; only the bottleneck learns:
 
+* ``qformer-tiny``: BLIP-2's stage 1 alone, the Q-Former after 600 steps of ITC, ITM and ITG on captions (the very
+  Q-Former ``blip2-tiny`` starts its stage 2 from); its card measures ITC zero-shot classification;
 * ``blip2-tiny``: stage 1 trains the Q-Former on captions (ITC, ITM, ITG); stage 2 sends its 8 queries through
   a linear map into ``lm-tiny`` and trains them on VQA (the paper's stage 2 trains on captions and leaves
   questions to an LLM that already follows instructions; ``lm-tiny`` read questions only with whole-sentence
@@ -30,10 +32,13 @@ TRAIN_SIZE = 40_000
 
 
 def measure(name: str, model: nn.Module) -> dict[str, float]:
-    """Exact-match VQA accuracy (per question type and overall) on 1,200 held-out test questions."""
+    """Exact-match VQA accuracy (per question type and overall) on 1,200 held-out test questions; for
+    ``qformer-tiny`` the ITC zero-shot top-1 (:func:`itc_zero_shot`)."""
     from vlm_primer.backbones.stages import vqa_eval, vqa_set
     from vlm_primer.zoo import preprocess
 
+    if name == "qformer-tiny":
+        return {"itc_zero_shot_top1": round(itc_zero_shot(model), 4)}
     acc = vqa_eval(model.float().eval(), preprocess("clip-tiny-pairs"), vqa_set(1200))["accuracy"]
     return {f"vqa_{k}": round(v, 4) for k, v in acc.items()}
 
@@ -74,21 +79,50 @@ def train_blip2_stage1(model: nn.Module, steps: int, seed: int = 0, progress: bo
     return Trainer(stage1, loader, cfg).fit()
 
 
-def train_blip2(stage1_steps: int = STAGE1_STEPS, stage2_steps: int = STAGE2_STEPS, seed: int = 0,
-                progress: bool = False) -> nn.Module:
-    """A BLIP-2 on the zoo's frozen tower and ``lm-tiny``: stage 1 (skipped when ``stage1_steps`` is 0, the
-    ablation of notebook 05b), then stage 2 on VQA."""
+def itc_zero_shot(qformer: nn.Module, n: int = 480) -> float:
+    """Top-1 of a stage-1 Q-Former's ITC scores (best query against each class's prompts) over the 48
+    colour-shape names, on ``n`` single-object test scenes of the tiny world, read through ``clip-tiny-pairs``."""
+    from vlm_primer.backbones import Blip2Stage1
+    from vlm_primer.backbones.stages import TINY_WORLD
+    from vlm_primer.evaluation import build_classifier, zero_shot_accuracy
+    from vlm_primer.text import Tokenizer
+    from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+    from vlm_primer.zoo.recipes import ZERO_SHOT_TEMPLATES
+
+    tower, _, transform = _parts()
+    ds = ShapesCaptionDataset("test", n, WorldConfig(**TINY_WORLD), num_objects=1, statements=False,
+                              transform=transform)
+    items = [ds[i] for i in range(n)]
+    model = Blip2Stage1(qformer.float().eval(), vision_tower=tower).eval()
+    tok = Tokenizer.load()
+    with_bos = lambda texts, max_length: tok(texts, max_length=max_length, add_bos=True)  # noqa: E731 (as in stage 1)
+    classifier = build_classifier(model, with_bos, ds.classnames, list(ZERO_SHOT_TEMPLATES), max_length=32)
+    images, labels = torch.stack([it["image"] for it in items]), torch.tensor([it["label_id"] for it in items])
+    return float(zero_shot_accuracy(model, images, labels, classifier, topk=(1,))["top1"])
+
+
+def blip2_after_stage1(stage1_steps: int = STAGE1_STEPS, seed: int = 0, progress: bool = False) -> nn.Module:
+    """A BLIP-2 on the zoo's frozen tower and ``lm-tiny`` after stage 1 (none when ``stage1_steps`` is 0)."""
     from vlm_primer.backbones import Blip2, QFormerConfig
-    from vlm_primer.backbones.stages import train_stage
     from vlm_primer.utils import seed_everything
 
-    tower, lm, transform = _parts()
+    tower, lm, _ = _parts()
     seed_everything(seed)
     model = Blip2.from_parts(tower, lm, context_length=256,
                              qformer=QFormerConfig.from_preset("tiny", vocab_size=lm.cfg.vocab_size))
     if stage1_steps:
         train_blip2_stage1(model, stage1_steps, seed=seed, progress=progress)
-    train_stage(model, 2, _vqa(model, transform, seed), stage2_steps, lr=LR, train_language=False,
+    return model
+
+
+def train_blip2(stage1_steps: int = STAGE1_STEPS, stage2_steps: int = STAGE2_STEPS, seed: int = 0,
+                progress: bool = False) -> nn.Module:
+    """A BLIP-2 on the zoo's frozen tower and ``lm-tiny``: stage 1 (skipped when ``stage1_steps`` is 0, the
+    ablation of notebook 05b), then stage 2 on VQA."""
+    from vlm_primer.backbones.stages import train_stage
+
+    model = blip2_after_stage1(stage1_steps, seed, progress)
+    train_stage(model, 2, _vqa(model, _parts()[2], seed), stage2_steps, lr=LR, train_language=False,
                 seed=seed, progress=progress)
     return model
 
@@ -127,6 +161,13 @@ def train_flamingo(steps: int = STAGE2_STEPS, seed: int = 0, progress: bool = Fa
     return model
 
 
+def qformer_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """BLIP-2's stage 1 on the frozen ``clip-tiny-pairs`` tower: the Q-Former (8 queries) after 600 steps of ITC,
+    ITM and ITG on captions, exactly where ``blip2-tiny``'s stage 2 starts."""
+    model = blip2_after_stage1(steps or STAGE1_STEPS, progress=progress).qformer
+    return model, measure("qformer-tiny", model)
+
+
 def blip2_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """BLIP-2 on the frozen ``clip-tiny-pairs`` tower and ``lm-tiny``: 600 steps of stage 1 (ITC, ITM, ITG on
     captions), then 1,500 of stage 2 (8 queries into the LM, on VQA)."""
@@ -150,4 +191,4 @@ def flamingo_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.M
     return model, measure("flamingo-tiny", model)
 
 
-RECIPES = {"blip2-tiny": blip2_tiny, "instructblip-tiny": instructblip_tiny, "flamingo-tiny": flamingo_tiny}
+RECIPES = {"qformer-tiny": qformer_tiny, "blip2-tiny": blip2_tiny, "instructblip-tiny": instructblip_tiny, "flamingo-tiny": flamingo_tiny}
