@@ -566,3 +566,15 @@ def test_interleaved_dataset_any_arguments(questions, max_shots, seed):
     if ds is not None:
         item = ds[len(ds) - 1]
         assert item["image"].shape[0] == max_shots + 1 and len(item["input_ids"]) == len(item["target"])
+
+
+@given(st.sampled_from([(2, 5, 16), (1, 3, 16), (2, 5, 8), (2, 16)]), st.sampled_from([1, 3, 0, -1, True]))
+def test_itg_captions_any_features(shape, max_new):
+    from vlm_primer.backbones import Blip2Stage1, QFormer, QFormerConfig
+    from vlm_primer.backbones.blip2 import itg_captions
+
+    stage1 = Blip2Stage1(QFormer(QFormerConfig(dim=16, depth=2, heads=2, mlp_dim=32, num_queries=2, vision_dim=16,
+                                               vocab_size=20, max_positions=8, embed_dim=8)))
+    out = clear_or_ok(lambda: itg_captions(stage1, torch.randn(*shape), 2, 3, max_new), "image", "max_new_tokens")
+    if out is not None:
+        assert out.shape[0] == shape[0] and 1 <= out.shape[1] <= max_new and out.dtype == torch.long

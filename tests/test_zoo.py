@@ -68,7 +68,8 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
         meta = build(name, tmp_path, steps=2, progress=False)
         assert meta["model"] == MODELS[name] and 0 <= meta["quality"]["vqa_all"] <= 1
     meta = build("qformer-tiny", tmp_path, steps=2, progress=False)
-    assert meta["model"] == "QFormer" and 0 <= meta["quality"]["itc_zero_shot_top1"] <= 1
+    assert meta["model"] == "Blip2Stage1" and 0 <= meta["quality"]["itc_zero_shot_top1"] <= 1
+    assert 0 <= meta["quality"]["itg_caption_match"] <= 1
     with pytest.raises(ValueError, match="Q-Former alone"):
         export("qformer-tiny", tmp_path / "hf-q")
     with pytest.raises(ValueError, match="no transformers class"):

@@ -37,7 +37,7 @@ from vlm_primer.contrastive.losses import clip_loss
 from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, activation, causal_lm_loss
 from vlm_primer.validate import check_mask, check_tokens, value_checks_enabled
 
-__all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "InstructBlip", "InstructBlipConfig", "QFormerLMHead",
+__all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "InstructBlip", "InstructBlipConfig", "QFormerLMHead", "itg_captions",
            "hard_negatives"]
 
 # transformers' Blip2VisionModel (EVA-CLIP's layout): no ln_pre, LayerNorm on every output token.
@@ -213,6 +213,11 @@ class Blip2Stage1(nn.Module):
         self.temperature = nn.Parameter(torch.tensor(float(temperature)))
         self.label_smoothing = label_smoothing
 
+    @property
+    def cfg(self) -> QFormerConfig:
+        """The Q-Former's config (what the zoo's card stores for ``qformer-tiny``)."""
+        return self.qformer.cfg
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images -> the queries' ITC embeddings ``(B, num_queries, embed_dim)``, L2-normalised (needs the
         ``vision_tower``; with :meth:`encode_text` and :meth:`similarity` the zero-shot tools of
@@ -280,3 +285,26 @@ class Blip2Stage1(nn.Module):
                              label_smoothing=self.label_smoothing)
         return {"loss": itc + itm + itg, "itc": itc.detach(), "itm": itm.detach(), "itg": itg.detach(),
                 "sim": sim.detach()}
+
+
+@torch.no_grad()
+def itg_captions(stage1: Blip2Stage1, image: torch.Tensor, bos_id: int, eos_id: int,
+                 max_new_tokens: int = 16) -> torch.Tensor:
+    """Greedy captions from a stage-1 Q-Former through its ITG head, for the frozen tower's features ``image``
+    ``(B, N, vision_dim)``: the queries read the image, each new token sees the queries and the tokens before it
+    (the multimodal causal mask). Returns the ids after ``<bos>`` ``(B, T)``, ``eos_id`` and what follows it left
+    as generated. Notebook 05b, §Stage 1."""
+    cfg = stage1.qformer.cfg
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[-1] != cfg.vision_dim:
+        raise ValueError(f"image must be the tower's features (B, N, {cfg.vision_dim}), got "
+                         f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    stage1.eval()
+    ids = torch.full((len(image), 1), bos_id, dtype=torch.long, device=image.device)
+    for _ in range(min(max_new_tokens, cfg.max_positions - 1)):  # no cache: the Q-Former is small
+        hidden = stage1.qformer(image, ids, mask="multimodal_causal")[:, cfg.num_queries:]
+        ids = torch.cat([ids, stage1.lm_head(hidden[:, -1:]).argmax(-1)], dim=1)
+        if bool((ids == eos_id).any(1).all()):
+            break
+    return ids[:, 1:]

@@ -37,7 +37,7 @@ from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weigh
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
                           "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext",
-                          "qformer-tiny": "QFormer", "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo"}
+                          "qformer-tiny": "Blip2Stage1", "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo"}
 
 
 def _check_name(name: str) -> str:
@@ -102,7 +102,10 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind == "LlavaNext":
         from vlm_primer.backbones import LlavaNext, LlavaNextConfig
         return LlavaNext(LlavaNextConfig(**config))
-    if kind in ("QFormer", "Blip2", "InstructBlip", "Flamingo"):
+    if kind == "Blip2Stage1":
+        from vlm_primer.backbones import Blip2Stage1, QFormer, QFormerConfig
+        return Blip2Stage1(QFormer(QFormerConfig(**config)))
+    if kind in ("Blip2", "InstructBlip", "Flamingo"):
         from vlm_primer import backbones
         return getattr(backbones, kind)(getattr(backbones, kind + "Config")(**config))
     from vlm_primer.nn import DecoderConfig, DecoderLM
@@ -205,7 +208,7 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind in ("Llava", "LlavaNext"):
         from vlm_primer.interop.llava import llava_to_hf
         hf = llava_to_hf(model)
-    elif kind == "QFormer":
+    elif kind == "Blip2Stage1":
         raise ValueError(f"{name} has no transformers class to export to: it is a Q-Former alone (vlm_primer.interop"
                          ".blip2.qformer_to_hf converts its weights into a Blip2QFormerModel)")
     elif kind in ("Blip2", "InstructBlip", "Flamingo"):

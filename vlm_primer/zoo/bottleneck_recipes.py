@@ -3,8 +3,9 @@
 Explained in notebook 05b. Each reads the ``clip-tiny-pairs`` tower and talks through ``lm-tiny``, both frozen,
 as in the papers; only the bottleneck learns:
 
-* ``qformer-tiny``: BLIP-2's stage 1 alone, the Q-Former after 600 steps of ITC, ITM and ITG on captions (the very
-  Q-Former ``blip2-tiny`` starts its stage 2 from); its card measures ITC zero-shot classification;
+* ``qformer-tiny``: BLIP-2's stage 1 alone, the Q-Former and its ITG head after 600 steps of ITC, ITM and ITG on
+  captions (the very Q-Former ``blip2-tiny`` starts its stage 2 from); its card measures ITC zero-shot
+  classification and how often its ITG captions name the object;
 * ``blip2-tiny``: stage 1 trains the Q-Former on captions (ITC, ITM, ITG); stage 2 sends its 8 queries through
   a linear map into ``lm-tiny`` and trains them on VQA (the paper's stage 2 trains on captions and leaves
   questions to an LLM that already follows instructions; ``lm-tiny`` read questions only with whole-sentence
@@ -38,7 +39,8 @@ def measure(name: str, model: nn.Module) -> dict[str, float]:
     from vlm_primer.zoo import preprocess
 
     if name == "qformer-tiny":
-        return {"itc_zero_shot_top1": round(itc_zero_shot(model), 4)}
+        return {"itc_zero_shot_top1": round(itc_zero_shot(model.qformer), 4),
+                "itg_caption_match": round(itg_caption_match(model), 4)}
     acc = vqa_eval(model.float().eval(), preprocess("clip-tiny-pairs"), vqa_set(1200))["accuracy"]
     return {f"vqa_{k}": round(v, 4) for k, v in acc.items()}
 
@@ -60,9 +62,9 @@ def _vqa(model: nn.Module, transform, seed: int) -> torch.utils.data.Dataset:
                             image_id=model.cfg.image_token_id)
 
 
-def train_blip2_stage1(model: nn.Module, steps: int, seed: int = 0, progress: bool = False) -> list[dict[str, float]]:
+def train_blip2_stage1(model: nn.Module, steps: int, seed: int = 0, progress: bool = False) -> nn.Module:
     """BLIP-2's stage 1 for ``model.qformer`` (it needs its text side): ITC, ITM and ITG on 32 captions a step,
-    the tower frozen."""
+    the tower frozen. Returns the trained :class:`Blip2Stage1` (it shares ``model``'s Q-Former and tower)."""
     from vlm_primer.backbones import Blip2Stage1
     from vlm_primer.backbones.data import caption_pairs_collate
     from vlm_primer.backbones.stages import TINY_OBJECTS, TINY_WORLD
@@ -76,7 +78,8 @@ def train_blip2_stage1(model: nn.Module, steps: int, seed: int = 0, progress: bo
     loader = ResumableLoader(data, 32, collate_fn=caption_pairs_collate(), shuffle=True, seed=seed)
     cfg = TrainConfig(max_steps=steps, batch_size=32, lr=LR, warmup_steps=min(30, steps // 5), weight_decay=0.05,
                       log_every=max(1, steps // 20), seed=seed, device="cpu", progress=progress, live_plot=False)
-    return Trainer(stage1, loader, cfg).fit()
+    Trainer(stage1, loader, cfg).fit()
+    return stage1
 
 
 def itc_zero_shot(qformer: nn.Module, n: int = 480) -> float:
@@ -101,8 +104,31 @@ def itc_zero_shot(qformer: nn.Module, n: int = 480) -> float:
     return float(zero_shot_accuracy(model, images, labels, classifier, topk=(1,))["top1"])
 
 
-def blip2_after_stage1(stage1_steps: int = STAGE1_STEPS, seed: int = 0, progress: bool = False) -> nn.Module:
-    """A BLIP-2 on the zoo's frozen tower and ``lm-tiny`` after stage 1 (none when ``stage1_steps`` is 0)."""
+def itg_caption_match(stage1: nn.Module, n: int = 240) -> float:
+    """How often a stage-1 Q-Former's greedy ITG caption (:func:`~vlm_primer.backbones.blip2.itg_captions`) of a
+    single-object test scene names its object, colour and shape (synonyms merged by the judge's fact reader)."""
+    from vlm_primer.backbones.blip2 import itg_captions
+    from vlm_primer.backbones.stages import TINY_WORLD
+    from vlm_primer.evaluation.judge import answer_facts
+    from vlm_primer.text import Tokenizer
+    from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+
+    tower, _, transform = _parts()
+    tok = Tokenizer.load()
+    ds = ShapesCaptionDataset("test", n, WorldConfig(**TINY_WORLD), num_objects=1, statements=False,
+                              transform=transform)
+    items = [ds[i] for i in range(n)]
+    with torch.no_grad():
+        image = tower.eval()(torch.stack([it["image"] for it in items])).last_hidden_state
+    ids = itg_captions(stage1, image, tok.bos_id, tok.eos_id)
+    captions = [tok.decode(row[:row.index(tok.eos_id)] if tok.eos_id in row else row) for row in ids.tolist()]
+    return sum(("object", *it["label"].split()) in answer_facts(c) for it, c in zip(items, captions)) / n
+
+
+def blip2_after_stage1(stage1_steps: int = STAGE1_STEPS, seed: int = 0, progress: bool = False
+                       ) -> tuple[nn.Module, nn.Module | None]:
+    """A BLIP-2 on the zoo's frozen tower and ``lm-tiny`` after stage 1 (none when ``stage1_steps`` is 0), and
+    the trained :class:`Blip2Stage1` (or None)."""
     from vlm_primer.backbones import Blip2, QFormerConfig
     from vlm_primer.utils import seed_everything
 
@@ -110,9 +136,8 @@ def blip2_after_stage1(stage1_steps: int = STAGE1_STEPS, seed: int = 0, progress
     seed_everything(seed)
     model = Blip2.from_parts(tower, lm, context_length=256,
                              qformer=QFormerConfig.from_preset("tiny", vocab_size=lm.cfg.vocab_size))
-    if stage1_steps:
-        train_blip2_stage1(model, stage1_steps, seed=seed, progress=progress)
-    return model
+    stage1 = train_blip2_stage1(model, stage1_steps, seed=seed, progress=progress) if stage1_steps else None
+    return model, stage1
 
 
 def train_blip2(stage1_steps: int = STAGE1_STEPS, stage2_steps: int = STAGE2_STEPS, seed: int = 0,
@@ -121,7 +146,7 @@ def train_blip2(stage1_steps: int = STAGE1_STEPS, stage2_steps: int = STAGE2_STE
     ablation of notebook 05b), then stage 2 on VQA."""
     from vlm_primer.backbones.stages import train_stage
 
-    model = blip2_after_stage1(stage1_steps, seed, progress)
+    model, _ = blip2_after_stage1(stage1_steps, seed, progress)
     train_stage(model, 2, _vqa(model, _parts()[2], seed), stage2_steps, lr=LR, train_language=False,
                 seed=seed, progress=progress)
     return model
@@ -164,8 +189,9 @@ def train_flamingo(steps: int = STAGE2_STEPS, seed: int = 0, progress: bool = Fa
 def qformer_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """BLIP-2's stage 1 on the frozen ``clip-tiny-pairs`` tower: the Q-Former (8 queries) after 600 steps of ITC,
     ITM and ITG on captions, exactly where ``blip2-tiny``'s stage 2 starts."""
-    model = blip2_after_stage1(steps or STAGE1_STEPS, progress=progress).qformer
-    return model, measure("qformer-tiny", model)
+    _, stage1 = blip2_after_stage1(steps or STAGE1_STEPS, progress=progress)
+    stage1.vision_tower = None  # the frozen clip-tiny-pairs tower stays in its own file
+    return stage1, measure("qformer-tiny", stage1)
 
 
 def blip2_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
@@ -191,4 +217,5 @@ def flamingo_tiny(steps: int | None = None, progress: bool = True) -> tuple[nn.M
     return model, measure("flamingo-tiny", model)
 
 
-RECIPES = {"qformer-tiny": qformer_tiny, "blip2-tiny": blip2_tiny, "instructblip-tiny": instructblip_tiny, "flamingo-tiny": flamingo_tiny}
+RECIPES = {"qformer-tiny": qformer_tiny, "blip2-tiny": blip2_tiny, "instructblip-tiny": instructblip_tiny,
+           "flamingo-tiny": flamingo_tiny}
