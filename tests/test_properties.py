@@ -578,3 +578,14 @@ def test_itg_captions_any_features(shape, max_new):
     out = clear_or_ok(lambda: itg_captions(stage1, torch.randn(*shape), 2, 3, max_new), "image", "max_new_tokens")
     if out is not None:
         assert out.shape[0] == shape[0] and 1 <= out.shape[1] <= max_new and out.dtype == torch.long
+
+
+@given(st.lists(st.tuples(st.lists(st.text(alphabet="ab .", max_size=8), max_size=3),
+                          st.text(alphabet="ab .", max_size=8)), max_size=4))
+def test_caption_scores_any_captions(pairs):
+    from vlm_primer.evaluation import caption_scores
+
+    refs, cands = [r for r, _ in pairs], [c for _, c in pairs]
+    out = clear_or_ok(lambda: caption_scores(refs, cands), "no captions", "references[")
+    if out is not None:
+        assert all(math.isfinite(v) and v >= 0 for v in out.values()) and out["BLEU-1"] <= 1 + 1e-9
