@@ -15,12 +15,11 @@ makes a smoke run that is printed, not saved.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import seed_run_record
+from common import write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "anyres.json"
 
@@ -56,11 +55,8 @@ def main() -> None:
         runs = list(pool.map(run, [(s, args.steps) for s in args.seeds]))
     if args.steps is not None:
         return
-    OUT.parent.mkdir(exist_ok=True)
-    record = seed_run_record("bench_anyres.py", args.seeds, args.jobs, start)
-    OUT.write_text(json.dumps({**record, "steps": STEPS, "batch": 32, "squeezed_fraction": SQUEEZE, "runs": runs},
-                              indent=1) + "\n")
-    print(f"wrote {OUT}")
+    write_seed_runs(OUT, "bench_anyres.py", args.seeds, args.jobs, start, runs, steps=STEPS, batch=32,
+                    squeezed_fraction=SQUEEZE)
 
 
 if __name__ == "__main__":

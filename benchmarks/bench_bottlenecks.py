@@ -22,12 +22,11 @@ positions each image takes in the LM's input and the tokens it offers the LM, an
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import seed_run_record
+from common import write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "bottlenecks.json"
 ARMS = ("LLaVA MLP", "Q-Former", "perceiver", "Qwen resampler", "BLIP-2", "BLIP-2, no stage 1", "InstructBLIP",
@@ -112,11 +111,8 @@ def main() -> None:
         return
     from vlm_primer.zoo import bottleneck_recipes as R
 
-    OUT.parent.mkdir(exist_ok=True)
-    record = seed_run_record("bench_bottlenecks.py", args.seeds, args.jobs, start)
-    OUT.write_text(json.dumps({**record, "steps": {"stage1": R.STAGE1_STEPS, "stage2": R.STAGE2_STEPS, "batch": 32},
-                               "queries": QUERIES, "runs": runs}, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    write_seed_runs(OUT, "bench_bottlenecks.py", args.seeds, args.jobs, start, runs,
+                    steps={"stage1": R.STAGE1_STEPS, "stage2": R.STAGE2_STEPS, "batch": 32}, queries=QUERIES)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ notebook 05b); ``--steps N`` makes a smoke run, printed, not saved.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import seed_run_record
+from common import write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "fewshot.json"
 ARMS = ("single image", "interleaved")
@@ -80,11 +79,8 @@ def main() -> None:
         return
     from vlm_primer.zoo import bottleneck_recipes as R
 
-    OUT.parent.mkdir(exist_ok=True)
-    record = seed_run_record("bench_fewshot.py", args.seeds, args.jobs, start)
-    OUT.write_text(json.dumps({**record, "steps": R.STAGE2_STEPS, "batch": 32, "questions": QUESTIONS,
-                               "shots": list(SHOTS), "runs": runs}, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    write_seed_runs(OUT, "bench_fewshot.py", args.seeds, args.jobs, start, runs, steps=R.STAGE2_STEPS, batch=32,
+                    questions=QUESTIONS, shots=list(SHOTS))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import seed_run_record
+from common import write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "llava_ablations.json"
 STEPS = (150, 400)
@@ -92,11 +92,8 @@ def main() -> None:
         return
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     runs = [r for r in old.get("runs", []) if r["arm"] not in args.only or r["seed"] not in args.seeds] + results
-    OUT.parent.mkdir(exist_ok=True)
-    record = seed_run_record("bench_llava_ablations.py", args.seeds, args.jobs, start)
-    OUT.write_text(json.dumps({**record, "steps": {"stage1": steps[0], "stage2": steps[1], "batch": 32},
-                               "runs": runs}, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    write_seed_runs(OUT, "bench_llava_ablations.py", args.seeds, args.jobs, start, runs,
+                    steps={"stage1": steps[0], "stage2": steps[1], "batch": 32})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""What the speed benchmarks share: alternating step timing and the peak memory of a fresh process."""
+"""What the benchmarks share: alternating step timing and the peak memory of a fresh process (speed); the record a
+quality benchmark writes of its seeds (quality)."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,3 +55,12 @@ def seed_run_record(script: str, seeds: list[int], jobs: int, start: float) -> d
     return {"command": f"python benchmarks/{script} --seeds " + " ".join(map(str, seeds)), "seeds": seeds,
             "machine": f"{platform.machine()}, {jobs} runs in parallel on one thread each",
             "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1)}
+
+
+def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: float, runs: list[dict],
+                    **fields: Any) -> None:
+    """Write a quality benchmark's results file ``out``: :func:`seed_run_record`, the benchmark's own ``fields``
+    (its budget) and every run."""
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({**seed_run_record(script, seeds, jobs, start), **fields, "runs": runs}, indent=1) + "\n")
+    print(f"wrote {out}")

@@ -62,3 +62,16 @@ def test_results_file_has_three_seeds_of_both_arms_at_the_recipes_budget():
     assert results["steps"] == bottleneck_recipes.STAGE2_STEPS and results["shots"] == list(bench.SHOTS)
     for arm in bench.ARMS:
         assert len({r["seed"] for r in results["runs"] if r["arm"] == arm}) >= 3, arm
+
+
+def test_results_writer_records_the_command_budget_and_runs(tmp_path):
+    import json
+    import time
+
+    from common import write_seed_runs
+
+    out = tmp_path / "results" / "x.json"
+    write_seed_runs(out, "bench_x.py", [0, 1, 2], 2, time.perf_counter(), [{"arm": "a", "seed": 0}], steps=5)
+    got = json.loads(out.read_text())
+    assert got["command"] == "python benchmarks/bench_x.py --seeds 0 1 2" and got["steps"] == 5
+    assert list(got)[-1] == "runs" and got["runs"] == [{"arm": "a", "seed": 0}]

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava
+from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava, check_image_token
 from vlm_primer.backbones.qformer import QFormer, QFormerConfig
 from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import clip_loss
@@ -72,9 +72,7 @@ class Blip2Config(PresetConfig):
         if self.qformer.vision_dim != self.vision.dim:
             raise ValueError(f"the Q-Former reads {self.qformer.vision_dim}-wide features but the tower is "
                              f"{self.vision.dim} wide")
-        if self.image_token_id >= self.text.vocab_size:
-            raise ValueError(f"Blip2Config.image_token_id={self.image_token_id} is not in the vocabulary of "
-                             f"{self.text.vocab_size} tokens")
+        check_image_token(self)
 
     @property
     def tokens_per_image(self) -> int:

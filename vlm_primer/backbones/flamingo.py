@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vlm_primer.backbones.llava import _CLIP_TOWER, IMAGE_TOKEN_ID
+from vlm_primer.backbones.llava import _CLIP_TOWER, IMAGE_TOKEN_ID, check_image_token
 from vlm_primer.backbones.resamplers import PerceiverResampler
 from vlm_primer.config import PresetConfig
 from vlm_primer.nn import MLP, Attention, DecoderConfig, DecoderLM, DecoderOutput, RMSNorm, ViT, ViTConfig
@@ -75,9 +75,7 @@ class FlamingoConfig(PresetConfig):
         if self.text.depth % self.cross_every:
             raise ValueError(f"FlamingoConfig.cross_every={self.cross_every} must divide the LM's depth "
                              f"({self.text.depth}): one gated layer before every cross_every-th block")
-        if self.image_token_id >= self.text.vocab_size:
-            raise ValueError(f"FlamingoConfig.image_token_id={self.image_token_id} is not in the vocabulary of "
-                             f"{self.text.vocab_size} tokens")
+        check_image_token(self)
 
     @property
     def visual_tokens(self) -> int:

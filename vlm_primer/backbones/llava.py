@@ -33,6 +33,14 @@ IMAGE_TOKEN_ID = 5  # <image> in the project's tokenizer (vlm_primer.text.specia
 _CLIP_TOWER = dict(pre_norm=True, final_norm_on="pooled", pool="cls", cls_token=True, patch_bias=False, eps=1e-5)
 
 
+def check_image_token(cfg: Any) -> None:
+    """The image placeholder ``cfg.image_token_id`` must be a token of the LM's vocabulary (``cfg.text``): the
+    check LLaVA's, BLIP-2's and Flamingo's configs share."""
+    if cfg.image_token_id >= cfg.text.vocab_size:
+        raise ValueError(f"{type(cfg).__name__}.image_token_id={cfg.image_token_id} is not in the vocabulary of "
+                         f"{cfg.text.vocab_size} tokens")
+
+
 @dataclass
 class LlavaConfig(PresetConfig):
     """LLaVA's three parts and how they are joined. ``vision``/``text`` accept configs or dicts of fields."""
@@ -71,9 +79,7 @@ class LlavaConfig(PresetConfig):
         if not -(self.vision.depth + 1) <= self.select_layer <= self.vision.depth:
             raise ValueError(f"LlavaConfig.select_layer={self.select_layer} is outside the tower's "
                              f"{self.vision.depth + 1} hidden states")
-        if self.image_token_id >= self.text.vocab_size:
-            raise ValueError(f"LlavaConfig.image_token_id={self.image_token_id} is not in the vocabulary "
-                             f"of {self.text.vocab_size} tokens")
+        check_image_token(self)
         if self.connector == "resampler" and (self.select_feature != "patch"
                                               or math.isqrt(self.num_queries) ** 2 != self.num_queries):
             raise ValueError("the Qwen-VL resampler puts 2-D positions on a square grid: it needs "
