@@ -209,6 +209,22 @@ def check_mask(
     return mask.bool()
 
 
+def check_caption_pairs(input_ids: Any, attention_mask: Any, *, images: int, vocab_size: int,
+                        device: torch.device | None = None, max_len: int | None = None,
+                        model: str = "the model") -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions to train a captioner on, one per image: ``(ids, mask)`` as int64 tensors (the mask all ones when
+    ``None``). Each caption needs two real tokens, since the captioning loss predicts every token after the first."""
+    ids = check_tokens(input_ids, max_len=max_len, vocab_size=vocab_size, device=device)
+    if len(ids) != images:
+        raise ValueError(f"{images} images but {len(ids)} captions: {model} trains on matching pairs")
+    mask = torch.ones_like(ids) if attention_mask is None else \
+        check_mask(attention_mask, shape=tuple(ids.shape), device=ids.device).long()
+    if value_checks_enabled() and bool((mask.sum(1) < 2).any()):
+        raise ValueError("input_ids: every caption needs at least 2 real tokens (the captioning loss predicts each "
+                         "token after the first)")
+    return ids, mask
+
+
 def check_finite(value: Any, name: str) -> None:
     """A float or a tensor of finite values (``NaN``/``inf`` refused while value checks are on)."""
     if isinstance(value, torch.Tensor):

@@ -34,7 +34,8 @@ from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava, check_image_token
 from vlm_primer.backbones.qformer import QFormer, QFormerConfig
 from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import clip_loss
-from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, activation, causal_lm_loss
+from vlm_primer.generative.losses import hard_negatives
+from vlm_primer.nn import BertLMHead, DecoderConfig, DecoderLM, ViT, ViTConfig, causal_lm_loss
 from vlm_primer.validate import check_mask, check_tokens, value_checks_enabled
 
 __all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "InstructBlip", "InstructBlipConfig", "QFormerLMHead", "itg_captions",
@@ -151,45 +152,11 @@ class InstructBlip(Blip2):
         return self.language_projection(hidden[:, :self.cfg.qformer.num_queries])
 
 
-class QFormerLMHead(nn.Module):
-    """BERT's prediction head: ``dense -> act -> LayerNorm -> word embeddings^T + bias`` (tied weights)."""
+class QFormerLMHead(BertLMHead):
+    """BERT's prediction head on the Q-Former, tied to its word embeddings (:class:`~vlm_primer.nn.BertLMHead`)."""
 
     def __init__(self, qformer: QFormer) -> None:
-        super().__init__()
-        cfg = qformer.cfg
-        self.dense = nn.Linear(cfg.dim, cfg.dim)
-        self.act = activation(cfg.act)
-        self.ln = nn.LayerNorm(cfg.dim, eps=cfg.eps)
-        self.word_emb = qformer.word_emb  # shared, not copied
-        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.ln(self.act(self.dense(hidden))), self.word_emb.weight, self.bias)
-
-
-def hard_negatives(scores: torch.Tensor, same: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each row of ``scores`` ``(B, B)`` (row i: query i against candidates), a candidate index drawn with
-    probability ``softmax(scores)``, never the row's own pair nor any candidate ``same`` marks as a match
-    (e.g. an identical caption); a row with no negative left keeps a uniform draw over the others."""
-    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
-        raise ValueError(f"scores must be a square (B, B) similarity matrix, got "
-                         f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
-    batch = scores.shape[0]
-    if batch < 2:
-        raise ValueError("hard negatives need a batch of at least 2 pairs")
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError("scores hold NaN or infinite values: no distribution to draw hard negatives from")
-    banned = torch.eye(batch, dtype=torch.bool, device=scores.device)
-    if same is not None:
-        if not isinstance(same, torch.Tensor) or tuple(same.shape) != tuple(scores.shape):
-            raise ValueError(f"same must be a (B, B) = {tuple(scores.shape)} mask of matching pairs, got "
-                             f"{tuple(same.shape) if isinstance(same, torch.Tensor) else type(same).__name__}")
-        banned = banned | same.to(scores.device).bool()
-    none_left = banned.all(1, keepdim=True)
-    banned = torch.where(none_left, torch.eye(batch, dtype=torch.bool, device=scores.device), banned)
-    weights = torch.softmax(scores.detach().float(), dim=1).masked_fill(banned, 0.0) + (~banned) * 1e-8
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        super().__init__(qformer.word_emb, qformer.cfg.act, qformer.cfg.eps)
 
 
 class Blip2Stage1(nn.Module):

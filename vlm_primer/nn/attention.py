@@ -19,12 +19,29 @@ from vlm_primer.nn.pos import RotaryEmbedding
 class KVCache:
     """Keys and values of one attention layer for incremental decoding, shaped ``(B, kv_heads, L, d)``.
 
-    Explained in notebook 04, §KV cache.
+    A self-attention cache grows by the new tokens at every step. ``cross`` is the same layer's
+    cross-attention cache: the context (an image) does not change while a caption is decoded, so its keys
+    and values are computed at the first step and reused after (a cache belongs to one context).
+    :meth:`reorder` keeps the rows a beam search continues. Explained in notebook 04, §KV cache.
     """
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self._cross: KVCache | None = None
+
+    @property
+    def cross(self) -> "KVCache":
+        if self._cross is None:
+            self._cross = KVCache()
+        return self._cross
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (in that order), here and in the cross-attention cache."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        if self._cross is not None:
+            self._cross.reorder(index)
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
@@ -156,16 +173,24 @@ class Attention(nn.Module):
         """``key_padding_mask`` ``(B, Lk)`` bool, True = real token; with a ``kv_cache`` it covers
         the cached keys plus the new ones. ``position_ids`` ``(B, Lq)`` are used by RoPE (default:
         ``len(kv_cache) + arange(Lq)``). ``value``: cross-attention whose values differ from its keys
-        (``context``), e.g. keys with positions added and values without (Qwen-VL's resampler)."""
+        (``context``), e.g. keys with positions added and values without (Qwen-VL's resampler).
+        Cross-attention with a ``kv_cache``: the context's keys/values are computed once, then reused."""
         if x.ndim != 3:
             raise ValueError(f"attention input must be (B, L, dim), got shape {tuple(x.shape)}")
         is_cross = context is not None
         src = context if is_cross else x
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)
-        k = rearrange(self.k(src), "b n (h d) -> b h n d", h=self.kv_heads)
-        v = rearrange(self.v(src if value is None else value), "b n (h d) -> b h n d", h=self.kv_heads)
         if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+            q = self.q_norm(q)
+        if is_cross and kv_cache is not None and kv_cache.k is not None:
+            k, v = kv_cache.k, kv_cache.v  # the context's keys/values from the first step
+        else:
+            k = rearrange(self.k(src), "b n (h d) -> b h n d", h=self.kv_heads)
+            v = rearrange(self.v(src if value is None else value), "b n (h d) -> b h n d", h=self.kv_heads)
+            if self.k_norm is not None:
+                k = self.k_norm(k)
+            if is_cross and kv_cache is not None:
+                kv_cache.update(k, v)
 
         if self.rope is not None and not is_cross:
             if position_ids is None:

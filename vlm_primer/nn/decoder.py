@@ -17,10 +17,11 @@ from torch import nn
 
 from vlm_primer.config import PresetConfig
 from vlm_primer.nn.attention import KVCache
+from vlm_primer.nn.decoding import pick_next
 from vlm_primer.nn.norm import make_norm
 from vlm_primer.nn.pos import RotaryEmbedding, learned_positions
 from vlm_primer.nn.transformer import Transformer, init_weights
-from vlm_primer.validate import (check_choice, check_finite, check_labels, check_mask, check_mlp_width,
+from vlm_primer.validate import (check_choice, check_labels, check_mask, check_mlp_width,
                                  check_same_batch, check_tokens, validation, value_checks_enabled)
 
 
@@ -229,21 +230,10 @@ class DecoderLM(nn.Module):
 
     @staticmethod
     def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Next token ids ``(B,)`` from logits ``(B, V)``: greedy for ``temperature == 0``."""
-        check_finite(temperature, "temperature")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if temperature == 0:
-            return logits.argmax(dim=-1)
-        logits = logits.float() / temperature
-        if top_k is not None:
-            if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-                raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
-            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+               generator: torch.Generator | None = None, top_p: float = 1.0) -> torch.Tensor:
+        """Next token ids ``(B,)`` from logits ``(B, V)``: greedy for ``temperature == 0``, else a sample
+        (optionally top-k and nucleus ``top_p``); :func:`vlm_primer.nn.decoding.pick_next`."""
+        return pick_next(logits, temperature, top_k, top_p, generator)
 
     @torch.no_grad()
     def generate(
@@ -253,6 +243,7 @@ class DecoderLM(nn.Module):
         *,
         temperature: float = 0.0,
         top_k: int | None = None,
+        top_p: float = 1.0,
         eos_token_id: int | None = None,
         use_cache: bool = True,
         attention_mask: torch.Tensor | None = None,
@@ -261,7 +252,7 @@ class DecoderLM(nn.Module):
         context_mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Autoregressive decoding (greedy at ``temperature=0``, else sampling, optionally top-k).
+        """Autoregressive decoding (greedy at ``temperature=0``, else sampling, optionally top-k and nucleus).
 
         The prompt is ``input_ids`` ``(B, L)`` or ``inputs_embeds`` ``(B, L, dim)`` (e.g. image tokens
         followed by text). Left padding is handled through ``attention_mask`` (positions count real
@@ -313,7 +304,7 @@ class DecoderLM(nn.Module):
                     embeds = torch.cat([inputs_embeds, self.tok_emb(new)], dim=1)
                     out = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=caches,
                                position_ids=positions, **kw)
-                token = self.sample(out.logits[:, -1], temperature, top_k, generator)
+                token = self.sample(out.logits[:, -1], temperature, top_k, generator, top_p)
                 if eos is not None:
                     token = token.masked_fill(done, self.cfg.pad_token_id)
                     done = done | (token == eos)

@@ -78,7 +78,8 @@ class TransformerBlock(nn.Module):
         if self.cross_attn:
             if context is None:
                 raise ValueError("this block has cross-attention: pass context=(B, Lc, context_dim)")
-            h = self.xattn(self.ln_x(x), context=context, key_padding_mask=context_mask)
+            h = self.xattn(self.ln_x(x), context=context, key_padding_mask=context_mask,
+                           kv_cache=kv_cache.cross if kv_cache is not None else None)
             if self.xattn_gate is not None:
                 h = torch.tanh(self.xattn_gate) * h
             x = x + self.drop(h)
