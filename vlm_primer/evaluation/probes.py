@@ -85,13 +85,19 @@ def pair_similarity(model: torch.nn.Module, tokenizer: Callable[..., dict], imag
 
 
 def probe_scores(model: torch.nn.Module, tokenizer: Callable[..., dict], probe: CaptionProbe,
-                 max_length: int) -> dict[str, dict[str, float]]:
+                 max_length: int, score: Callable[[torch.Tensor, list[str]], torch.Tensor] | None = None
+                 ) -> dict[str, dict[str, float]]:
     """Per negative kind: ``prefers_true`` (how often the true caption scores higher) and ``gap``
-    (mean ``|cos(true) - cos(negative)|``, how far the negative moves the score)."""
-    s_true = pair_similarity(model, tokenizer, probe.images, probe.true, max_length)
+    (mean ``|s(true) - s(negative)|``, how far the negative moves the score). ``score(images, captions)`` ->
+    ``(N,)`` scores pairs; by default the cosine similarity (:func:`pair_similarity`), e.g. BLIP's ITM match
+    probability instead (notebook 04)."""
+    if score is None:
+        def score(images, captions):
+            return pair_similarity(model, tokenizer, images, captions, max_length)
+    s_true = score(probe.images, probe.true)
     out = {}
     for kind, caps in probe.negatives.items():
-        s_neg = pair_similarity(model, tokenizer, probe.images, caps, max_length)
+        s_neg = score(probe.images, caps)
         out[kind] = {"prefers_true": (s_true > s_neg).float().mean().item(),
                      "gap": (s_true - s_neg).abs().mean().item()}
     return out

@@ -14,7 +14,16 @@ import torch
 from vlm_primer.nn.decoding import DECODING, decode
 from vlm_primer.validate import check_choice
 
-__all__ = ["Captioner"]
+__all__ = ["Captioner", "with_bos"]
+
+
+def with_bos(tokenizer: Any = None) -> Any:
+    """The project tokenizer as BLIP and CoCa read captions: ``<bos>`` (BLIP's ``[CLS]``) caption ``<eos>``, a
+    callable ``(texts, max_length=32) -> {"input_ids", "attention_mask"}``."""
+    from vlm_primer.text import Tokenizer
+
+    tok = tokenizer or Tokenizer.load()
+    return lambda texts, max_length=32: tok(texts, max_length=max_length, add_bos=True)
 
 
 class Captioner:

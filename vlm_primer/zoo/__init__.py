@@ -37,7 +37,8 @@ from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weigh
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
                           "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext",
-                          "qformer-tiny": "Blip2Stage1", "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo"}
+                          "qformer-tiny": "Blip2Stage1", "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo",
+                          "blip-tiny": "Blip", "coca-tiny": "CoCa"}
 
 
 def _check_name(name: str) -> str:
@@ -48,15 +49,15 @@ def _check_name(name: str) -> str:
 
 def _recipe_module(name: str):
     """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``,
-    ``zoo/llava_next_recipes.py`` or ``zoo/bottleneck_recipes.py``."""
+    ``zoo/llava_next_recipes.py``, ``zoo/bottleneck_recipes.py`` or ``zoo/generative_recipes.py``."""
     _check_name(name)
     return next(m for m in _recipe_modules() if name in m.RECIPES)
 
 
 def _recipe_modules() -> tuple:
-    from vlm_primer.zoo import bottleneck_recipes, llava_next_recipes, llava_recipes, recipes
+    from vlm_primer.zoo import bottleneck_recipes, generative_recipes, llava_next_recipes, llava_recipes, recipes
 
-    return recipes, llava_recipes, llava_next_recipes, bottleneck_recipes
+    return recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes
 
 
 def recipes_table() -> dict[str, Any]:
@@ -105,6 +106,11 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind == "Blip2Stage1":
         from vlm_primer.backbones import Blip2Stage1, QFormer, QFormerConfig
         return Blip2Stage1(QFormer(QFormerConfig(**config)))
+    if kind in ("Blip", "CoCa"):
+        from vlm_primer import generative
+        from vlm_primer.generative import coca
+        cls, cfg = (generative.Blip, generative.BlipConfig) if kind == "Blip" else (coca.CoCa, coca.CoCaConfig)
+        return cls(cfg(**config))
     if kind in ("Blip2", "InstructBlip", "Flamingo"):
         from vlm_primer import backbones
         return getattr(backbones, kind)(getattr(backbones, kind + "Config")(**config))
@@ -211,6 +217,10 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind == "Blip2Stage1":
         raise ValueError(f"{name} has no transformers class to export to: it is a Q-Former alone (vlm_primer.interop"
                          ".blip2.qformer_to_hf converts its weights into a Blip2QFormerModel)")
+    elif kind in ("Blip", "CoCa"):
+        raise ValueError(f"{name} has no transformers class to export to: CoCa has none, and our BLIP keeps the "
+                         "encoder and the decoder in one MED (transformers splits them into a retrieval and a "
+                         "captioning model; vlm_primer.interop.blip converts those into ours)")
     elif kind in ("Blip2", "InstructBlip", "Flamingo"):
         raise ValueError(f"{name} has no transformers class to export to: its tower is CLIP-layout (transformers' "
                          "BLIP-2 and InstructBLIP take an EVA-layout one) and lm-tiny uses grouped-query attention "
