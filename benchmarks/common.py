@@ -30,6 +30,21 @@ def median_alternating(steps: dict[str, Callable[..., Any]], data: tuple, repeat
     return {side: statistics.median(v) for side, v in times.items()}
 
 
+def median_rate(fns: dict[str, Callable[[], Any]], units: int, repeats: int = 5) -> dict[str, float]:
+    """``units`` per second of each ``fns[side]()``: one warm-up call, then the median of ``repeats`` timed calls
+    (generation speed: tokens per call)."""
+    out = {}
+    for side, fn in fns.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[side] = units / statistics.median(times)
+    return out
+
+
 def rss_kb() -> int:
     """This process's resident set size now, KiB (Linux)."""
     with open("/proc/self/status") as f:

@@ -190,11 +190,44 @@ def gated_layer_params(dim, vision_dim, heads, dim_head, mlp_dim, alpha_type):
     return 2 * dim + xattn + 3 * dim * mlp_dim + gates
 
 
+# --------------------------------------------------------------------------- chapter 04
+
+
+def smoothed_ce(logits, target, eps):
+    logp = logits.log_softmax(-1)
+    one_hot = torch.nn.functional.one_hot(target, logits.shape[-1]).to(logp.dtype)
+    return -((1 - eps) * one_hot + eps / logits.shape[-1]).mul(logp).sum(-1).mean()
+
+
+def nucleus_keep(probs, p):
+    order = probs.argsort(descending=True)
+    before = probs[order].cumsum(0) - probs[order]  # mass of the more likely tokens
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep[order] = before < p
+    return keep
+
+
+def beam_step(scores, logp, k):
+    total = (scores[:, None] + logp).flatten()
+    best = total.topk(k).indices
+    return [(int(i) // logp.shape[1], int(i) % logp.shape[1]) for i in best]
+
+
+def soft_targets(sim, alpha):
+    return alpha * sim.softmax(1) + (1 - alpha) * torch.eye(len(sim))
+
+
+def attentional_pool(tokens, queries, wq, wk, wv):
+    q, k, v = queries @ wq.T, tokens @ wk.T, tokens @ wv.T
+    return torch.softmax(torch.einsum("qd,bnd->bqn", q, k) / q.shape[-1] ** 0.5, -1) @ v
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
     "02.1": clip_multi_positive, "02.2": siglip, "02.3": siglip_bias, "02.4": chance_loss,
     "02.5": expected_repeats, "02.6": recall_at_1, "02.7": ensemble,
+    "04.1": smoothed_ce, "04.2": nucleus_keep, "04.3": beam_step, "04.4": soft_targets, "04.5": attentional_pool,
     "05.1": splice, "05.2": image_tokens, "05.3": mlp_connector_params, "05.4": anyres_tokens, "05.5": fact_f1,
     "05.6": pixel_shuffle,
     "05b.1": qformer_masks, "05b.2": itc_scores, "05b.3": negative_probs, "05b.4": latest_image,

@@ -68,6 +68,12 @@ WRONG = [
     ("05.5", lambda a, b: 1.0 if not a and not b else 2 * len(set(a) & set(b)) / (len(set(a)) + len(set(b))),
      "multiset"),
     ("05.6", lambda x, f: x.reshape(x.shape[0], -1, x.shape[-1] * f * f), "2 x 2 block"),
+    ("04.1", lambda logits, target, eps: F.cross_entropy(logits, target), "no longer one-hot"),
+    ("04.2", lambda probs, p: probs.argsort(descending=True).argsort() < 1, "crosses it"),
+    ("04.3", lambda scores, logp, k: [(int(i) // 3, int(i) % 3) for i in logp.flatten().topk(k).indices], "running score"),
+    ("04.4", lambda sim, alpha: (1 - alpha) * sim.softmax(1) + alpha * torch.eye(len(sim)), "alpha weighs"),
+    ("04.5", lambda t, q, wq, wk, wv: torch.softmax(torch.einsum("qd,bnd->bqn", q @ wq.T, t @ wk.T), -1) @ (t @ wv.T),
+     "sqrt(d)"),
     ("05b.1", lambda kind, q, t: torch.ones(q + t, q + t, dtype=torch.bool).tril() if kind == "multimodal_causal"
      else SOLUTIONS["05b.1"](kind, q, t), "queries see each other"),
     ("05b.2", lambda i, t: torch.einsum("iqd,td->iqt", F.normalize(i, dim=-1), F.normalize(t, dim=-1)).mean(1),
