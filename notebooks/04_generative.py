@@ -37,6 +37,7 @@
 
 # %%
 import json
+import shutil
 import textwrap
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ from IPython.display import display
 
 from vlm_primer import get_scale, get_seed, seed_everything, zoo
 from vlm_primer.backbones.data import caption_pairs_collate
-from vlm_primer.evaluation import caption_scores, recall_at_k, seed_verdict
+from vlm_primer.evaluation import caption_scores, meteor, recall_at_k, seed_verdict
 from vlm_primer.generative import Blip, itc_loss
 from vlm_primer.generative.capfilt import capfilt, corrupt_captions, filter_report
 from vlm_primer.generative.captioner import with_bos
@@ -256,7 +257,8 @@ assert last["lm"] < first["lm"] - 2.0, "the LM loss should fall fast: the captio
 # nucleus captions equal `transformers`' `generate()` (§Parity).
 #
 # Captions are scored against references with CIDEr-D {cite:p}`vedantam2015cider` (TF-IDF weighted n-gram
-# agreement, 0 to 10; our implementation equals `pycocoevalcap`'s). Shapes World captions are templated, so a
+# agreement, 0 to 10; our implementation equals `pycocoevalcap`'s), and METEOR where Java runs its reference
+# implementation. Shapes World captions are templated, so a
 # model that learned the templates but not the image scores well too. The control that tells: the same captions
 # scored against *another* image's references (each caption moved one image along), and a caption that names no
 # object at all. We also count how often a caption names every object of its scene, colour and shape, and nothing
@@ -275,6 +277,9 @@ named_shifted = np.mean([G.names_objects(c, it["scene"]) for c, it in zip(greedy
 print(f"blip-tiny greedy on {len(images)} test scenes ({speed:.0f} captions/s): CIDEr-D {ours:.2f}; "
       f"another image's references {shifted:.2f}; a caption naming nothing {template:.2f}")
 print(f"every object named right: {named:.1%} (another image's caption: {named_shifted:.1%})")
+if shutil.which("java"):  # METEOR runs the reference Java implementation
+    print(f"METEOR {meteor(refs, greedy)[0]:.3f} (another image's references "
+          f"{meteor(refs[1:] + refs[:1], greedy)[0]:.3f})")
 assert ours >= 3.5 and ours > shifted + 1.0, "captions should fit their own image far better than another's"
 assert named >= 0.55 and named > 5 * named_shifted
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,18 @@ def test_bad_input_names_the_problem():
         caption_scores([["a"]], [3])
     with pytest.raises(TypeError, match="list of captions"):
         bleu([["a"]], "a")
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR runs the reference Java implementation")
+def test_meteor_runs_the_reference_implementation_per_image_in_order():
+    from vlm_primer.evaluation import meteor
+
+    refs = [["a red circle", "a big red circle"], ["a blue square"], ["two green stars"]]
+    cands = ["A red circle.", "a green star", "two green stars"]
+    score, per_image = meteor(refs, cands)
+    assert per_image[0] == pytest.approx(1.0) and per_image[2] == pytest.approx(1.0) and per_image[1] < 0.5
+    assert min(per_image) < score < 1.0
+    # image order is kept: each image alone scores what it scored in the corpus
+    assert meteor(refs[1:2], cands[1:2])[1][0] == pytest.approx(per_image[1])
+    with pytest.raises(ValueError):
+        meteor(refs, cands[:2])

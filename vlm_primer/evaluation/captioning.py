@@ -13,6 +13,10 @@ numbers are comparable with papers' (the tests check equality on random corpora)
   at the reference's), times a Gaussian penalty on the length difference (sigma 6), averaged over n, times 10;
 * **ROUGE-L** (Lin 2004): per image, the F-measure (beta 1.2) of the best precision and the best recall of the
   longest common subsequence over the references.
+
+**METEOR** (Banerjee and Lavie 2005; version 1.5) aligns words through exact matches, stems, WordNet synonyms and a
+paraphrase table; :func:`meteor` runs the reference implementation itself (``pycocoevalcap``'s Java jar, offline)
+rather than a re-implementation, so it needs Java.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import re
 from collections import Counter
 from typing import Sequence
 
-__all__ = ["bleu", "caption_scores", "cider_d", "rouge_l", "simple_tokenize"]
+__all__ = ["bleu", "caption_scores", "cider_d", "meteor", "rouge_l", "simple_tokenize"]
 
 _PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
 
@@ -134,6 +138,30 @@ def rouge_l(references: Sequence[Sequence[str]], candidates: Sequence[str],
         prec, rec = max(m / len(tokens) for m, _ in lcs), max(m / length for m, length in lcs)
         per_image.append((1 + beta ** 2) * prec * rec / (rec + beta ** 2 * prec) if prec and rec else 0.0)
     return sum(per_image) / len(per_image), per_image
+
+
+def meteor(references: Sequence[Sequence[str]], candidates: Sequence[str], tokenize: bool = True
+           ) -> tuple[float, list[float]]:
+    """METEOR 1.5 of ``candidates`` against ``references``: ``(corpus score, per-image scores)``, computed by
+    ``pycocoevalcap``'s Java implementation (the COCO evaluation's). Raises a ``RuntimeError`` naming what is missing
+    when Java or ``pycocoevalcap`` is not installed."""
+    import shutil
+
+    _check(references, candidates)
+    if shutil.which("java") is None:
+        raise RuntimeError("METEOR runs the reference Java implementation: install Java (a JRE) to compute it")
+    try:
+        from pycocoevalcap.meteor.meteor import Meteor
+    except ImportError as e:
+        raise RuntimeError("METEOR needs pycocoevalcap (pip install pycocoevalcap)") from e
+    if tokenize:
+        references = [[simple_tokenize(r) for r in refs] for refs in references]
+        candidates = [simple_tokenize(c) for c in candidates]
+    scorer = Meteor()  # a Java process, ended when the scorer is collected
+    score, per_image = scorer.compute_score({i: list(r) for i, r in enumerate(references)},
+                                            {i: [c] for i, c in enumerate(candidates)})
+    del scorer
+    return float(score), [float(x) for x in per_image]
 
 
 def caption_scores(references: Sequence[Sequence[str]], candidates: Sequence[str],
