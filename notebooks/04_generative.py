@@ -167,12 +167,12 @@ counts = np.zeros((len(groups), len(modes)), dtype=int)
 for j, mode in enumerate(modes):
     for name in uses[mode]:
         counts[list(groups).index(group_of(name)), j] += params[name].numel()
-fig, ax = plt.subplots(figsize=(6.4, 3.2))
+fig, ax = plt.subplots(figsize=(7.4, 3.4))
 ax.imshow(counts > 0, cmap="Blues", vmin=0, vmax=1.6, aspect="auto")
 for i in range(len(groups)):
     for j in range(len(modes)):
         ax.text(j, i, f"{counts[i, j]:,}" if counts[i, j] else "—", ha="center", va="center", fontsize=9)
-ax.set_xticks(range(3), ["unimodal encoder\n(ITC)", "image-grounded encoder\n(ITM)", "image-grounded decoder\n(LM)"])
+ax.set_xticks(range(3), ["unimodal\nencoder (ITC)", "image-grounded\nencoder (ITM)", "image-grounded\ndecoder (LM)"])
 ax.set_yticks(range(len(groups)), list(groups))
 ax.set_title("Which MED parameters each mode uses (blip-tiny, computed)")
 plt.tight_layout()
