@@ -16,10 +16,9 @@ Prints ratios ours / theirs (time and memory: goal <= 1.0; tokens/s: goal >= 1.0
 from __future__ import annotations
 
 import argparse
-import resource
 
 import torch
-from common import child_peak_mb, median_alternating, median_rate, rss_kb
+from common import child_peak_mb, median_alternating, median_rate, print_peak_mb
 
 
 def build(side: str):
@@ -88,12 +87,7 @@ def memory_child(side: str, b: int) -> None:
 
     import vlm_primer.interop.blip  # noqa: F401
 
-    data = batch(b)
-    before = rss_kb()
-    step = stepper(side)
-    for _ in range(3):
-        step(*data)
-    print(f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024:.1f}")
+    print_peak_mb(lambda: stepper(side), batch(b))
 
 
 def main() -> None:

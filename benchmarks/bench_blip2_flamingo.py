@@ -20,10 +20,9 @@ steps, the median of ``--repeats``. Memory: peak RSS increase of a fresh process
 from __future__ import annotations
 
 import argparse
-import resource
 
 import torch
-from common import child_peak_mb, median_alternating, rss_kb
+from common import child_peak_mb, median_alternating, print_peak_mb
 
 MODELS = ("blip2", "flamingo")
 
@@ -109,12 +108,7 @@ def memory_child(model: str, side: str, b: int) -> None:
     import vlm_primer.interop.blip2  # noqa: F401
     import vlm_primer.interop.idefics  # noqa: F401
 
-    data = batch(model, b)
-    before = rss_kb()
-    step = stepper(model, side)
-    for _ in range(3):
-        step(*data)
-    print(f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024:.1f}")
+    print_peak_mb(lambda: stepper(model, side), batch(model, b))
 
 
 def main() -> None:

@@ -15,10 +15,9 @@ model; it counts weights, optimizer state, activations and the allocator's cachi
 from __future__ import annotations
 
 import argparse
-import resource
 
 import torch
-from common import child_peak_mb, median_alternating, rss_kb
+from common import child_peak_mb, median_alternating, print_peak_mb
 
 
 def build(kind: str, side: str):
@@ -78,13 +77,7 @@ def memory_child(kind: str, side: str, b: int) -> None:
     import vlm_primer.interop.clip  # noqa: F401
     import vlm_primer.interop.siglip  # noqa: F401
 
-    data = batch(kind, b)
-    before = rss_kb()
-    _, step = build(kind, side)
-    for _ in range(3):  # the peak is reached once AdamW has allocated its state
-        step(*data)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(f"{(peak - before) / 1024:.1f}")
+    print_peak_mb(lambda: build(kind, side)[1], batch(kind, b))  # the peak is reached once AdamW has its state
 
 
 def peak_memory_mb(kind: str, side: str, b: int, threads: int) -> float:

@@ -15,12 +15,9 @@ Prints ratios ours / theirs (time and memory: goal <= 1.0; tokens/s: goal >= 1.0
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
-import time
 
 import torch
-from common import child_peak_mb, median_alternating, rss_kb
+from common import child_peak_mb, median_alternating, median_rate, print_peak_mb
 
 
 def build(side: str):
@@ -76,15 +73,7 @@ def tokens_per_second(new_tokens: int) -> tuple[float, float]:
     gen = {"ours": lambda: models["ours"].generate(prompt, pixels, new_tokens, eos_token_id=-1),
            "theirs": lambda: models["theirs"].generate(input_ids=prompt, pixel_values=pixels, max_new_tokens=new_tokens,
                                                        min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)}
-    out = {}
-    for side, fn in gen.items():
-        fn()  # warm-up
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        out[side] = new_tokens / statistics.median(times)
+    out = median_rate(gen, new_tokens)
     return out["ours"], out["theirs"]
 
 
@@ -93,12 +82,7 @@ def memory_child(side: str, b: int) -> None:
 
     import vlm_primer.interop.llava  # noqa: F401
 
-    data = batch(b)
-    before = rss_kb()
-    step = stepper(side)
-    for _ in range(3):
-        step(*data)
-    print(f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024:.1f}")
+    print_peak_mb(lambda: stepper(side), batch(b))
 
 
 def peak_memory_mb(side: str, b: int, threads: int) -> float:

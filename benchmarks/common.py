@@ -54,6 +54,18 @@ def rss_kb() -> int:
     return 0
 
 
+def print_peak_mb(make_step: Callable[[], Callable[..., Any]], data: tuple, steps: int = 3) -> None:
+    """What a benchmark's ``--child`` mode prints: how far the peak RSS (MiB) rises while ``make_step()`` builds a
+    model and its optimizer and runs ``steps`` steps on ``data`` (read back by :func:`child_peak_mb`)."""
+    import resource
+
+    before = rss_kb()
+    step = make_step()
+    for _ in range(steps):
+        step(*data)
+    print(f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024:.1f}")
+
+
 def child_peak_mb(script: str, args: list[str]) -> float:
     """Run ``script args`` in a fresh interpreter and return the number on the last line it prints
     (a ``--child`` mode that measures its own peak memory)."""

@@ -247,14 +247,14 @@ assert last["lm"] < first["lm"] - 2.0, "the LM loss should fall fast: the captio
 # %% [markdown]
 # ## Decoding: greedy search, beam search, nucleus sampling
 #
-# A decoder gives $P(y_t \mid y_{<t}, x)$; a caption still has to be chosen. **Greedy** search takes the most
-# likely token at every step. {term}`Beam search <beam search>` keeps the $k$ most likely partial captions, extends each by every
-# token, keeps the best $k$ again, and returns the best finished caption by $\sum_t \log P(y_t) / T^{\alpha}$
-# (length penalty $\alpha = 1$). {term}`Nucleus sampling <nucleus sampling>` {cite:p}`holtzman2020nucleus` draws the next token from
-# the smallest set whose probability adds up to $p$, after dividing the logits by a temperature: diverse captions,
-# which is what CapFilt's captioner wants. All three run on one KV cache (`vlm_primer.nn.decoding`); the image's
-# cross-attention keys and values are computed at the first step only. On the same weights our greedy, beam and
-# nucleus captions equal `transformers`' `generate()` (§Parity).
+# A decoder gives $P(y_t \mid y_{<t}, x)$; a caption still has to be chosen. **Greedy** search takes the most likely
+# token at every step. {term}`Beam search <beam search>` keeps the $k$ most likely partial captions, extends each by
+# every token, keeps the best $k$ again, and returns the best finished caption by $\sum_t \log P(y_t) / T^{\alpha}$
+# (length penalty $\alpha = 1$). {term}`Nucleus sampling <nucleus sampling>` {cite:p}`holtzman2020nucleus` draws the
+# next token from the smallest set whose probability adds up to $p$, after dividing the logits by a temperature:
+# diverse captions, which is what CapFilt's captioner wants. All three run on one KV cache (`vlm_primer.nn.decoding`);
+# the image's cross-attention keys and values are computed at the first step only. On the same weights our greedy,
+# beam and nucleus captions equal `transformers`' `generate()` (§Parity).
 #
 # Captions are scored against references with CIDEr-D {cite:p}`vedantam2015cider` (TF-IDF weighted n-gram
 # agreement, 0 to 10; our implementation equals `pycocoevalcap`'s), and METEOR where Java runs its reference
@@ -308,12 +308,12 @@ plt.show()
 # %%
 from vlm_primer.generative import CaptionStepper  # noqa: E402
 
-stepper = CaptionStepper(blip.text, blip.image_features(images[:4]))
 with torch.no_grad():
-    ids = torch.full((4, 1), blip.cfg.text.dec_token_id)
-    for _ in range(8):
-        ids = torch.cat([ids, stepper(ids[:, -1:] if ids.shape[1] > 1 else ids).argmax(-1, keepdim=True)], 1)
     image_feats = blip.image_features(images[:4])
+    stepper = CaptionStepper(blip.text, image_feats)
+    ids = torch.full((4, 1), blip.cfg.text.dec_token_id)
+    for _ in range(8):  # one new token per step: the cache holds the rest
+        ids = torch.cat([ids, stepper(ids[:, -1:]).argmax(-1, keepdim=True)], 1)
     recomputed = torch.full((4, 1), blip.cfg.text.dec_token_id)
     for _ in range(8):
         hidden = blip.text(recomputed, image=image_feats, mode="decoder")
@@ -482,30 +482,29 @@ for m, v in verdicts.items():
 # {cite:p}`li2022blip`.
 
 # %%
-def retrieval(model, tokenizer, n=200):
-    ds = G.caption_dataset("test", n, num_paraphrases=4)
-    its = [ds[i] for i in range(n)]
-    caps = [c for it in its for c in it["captions"]]
-    owner = torch.tensor([i for i, it in enumerate(its) for _ in it["captions"]])
-    enc = tokenizer(caps, max_length=32 if tokenizer is not tok else 16)
+retrieval_ds = G.caption_dataset("test", 200, num_paraphrases=4)
+retrieval_items = [retrieval_ds[i] for i in range(200)]
+retrieval_images = torch.stack([it["image"] for it in retrieval_items])
+retrieval_captions = [c for it in retrieval_items for c in it["captions"]]
+owner = torch.tensor([i for i, it in enumerate(retrieval_items) for _ in it["captions"]])
+
+
+def retrieval(model, tokenizer, max_length):
+    enc = tokenizer(retrieval_captions, max_length=max_length)
     with torch.no_grad():
-        sim = F.normalize(model.encode_image(torch.stack([it["image"] for it in its])), dim=-1) @ \
+        sim = F.normalize(model.encode_image(retrieval_images), dim=-1) @ \
             F.normalize(model.encode_text(enc["input_ids"], enc["attention_mask"]), dim=-1).t()
     return recall_at_k(sim, owner, ks=(1,))
 
 
 table = {}
-clip_card = zoo.card("clip-tiny-pairs")["quality"]
-for name, model, tk in [("CLIP", clip, tok), ("CoCa", coca, with_bos()), ("BLIP", blip, with_bos())]:
-    r = retrieval(model, tk)
-    row = {"zero-shot": zoo.card(f"{name.lower()}-tiny" if name != "CLIP" else "clip-tiny-pairs")["quality"][
-        "zero_shot_top1"], "R@1 i→t": r["i2t_R@1"], "R@1 t→i": r["t2i_R@1"]}
-    if name == "CLIP":
-        row |= {"CIDEr-D": None, "objects named": None, "binding (ITC)": clip_card["binding_swap_win"]}
-    else:
-        q = zoo.card(f"{name.lower()}-tiny")["quality"]
-        row |= {"CIDEr-D": q["cider_d"], "objects named": q["names_objects"], "binding (ITC)": q["itc_binding_win"]}
-    table[name] = row
+for name, zoo_name, model, tk, length in [("CLIP", "clip-tiny-pairs", clip, tok, 16),
+                                          ("CoCa", "coca-tiny", coca, with_bos(), 32),
+                                          ("BLIP", "blip-tiny", blip, with_bos(), 32)]:
+    q, r = zoo.card(zoo_name)["quality"], retrieval(model, tk, length)
+    table[name] = {"zero-shot": q["zero_shot_top1"], "R@1 i→t": r["i2t_R@1"], "R@1 t→i": r["t2i_R@1"],
+                   "CIDEr-D": q.get("cider_d"), "objects named": q.get("names_objects"),
+                   "binding (ITC)": q["binding_swap_win"] if name == "CLIP" else q["itc_binding_win"]}
 cols = list(table["BLIP"])
 print(f"{'':6s}" + "".join(f"{c:>15s}" for c in cols))
 for name, row in table.items():
@@ -513,9 +512,9 @@ for name, row in table.items():
 spread = {m: {k: (min(v), max(v)) for k, v in {"zero_shot_top1": [r["zero_shot_top1"] for r in models
           if r["model"] == m], "cider_d": [r["cider_d"] for r in models if r["model"] == m]}.items()}
           for m in ("blip", "coca")}
-print("seed spreads (3 seeds): " + "; ".join(f"{m}: zero-shot {s['zero_shot_top1'][0]:.1%}–{s['zero_shot_top1'][1]:.1%}"
-                                         f", CIDEr-D {s['cider_d'][0]:.2f}–{s['cider_d'][1]:.2f}"
-                                         for m, s in spread.items()))
+print("seed spreads (3 seeds): " + "; ".join(
+    f"{m}: zero-shot {s['zero_shot_top1'][0]:.1%}–{s['zero_shot_top1'][1]:.1%}, "
+    f"CIDEr-D {s['cider_d'][0]:.2f}–{s['cider_d'][1]:.2f}" for m, s in spread.items()))
 zs_verdict = seed_verdict([r["zero_shot_top1"] for r in models if r["model"] == "coca"],
                           [r["zero_shot_top1"] for r in models if r["model"] == "blip"])
 print(f"CoCa vs BLIP zero-shot over seeds: {zs_verdict}")
