@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import child_peak_mb, median_alternating, median_rate, print_peak_mb
+from common import median_alternating, median_rate, print_peak_mb, print_step_and_memory
 
 
 def build(side: str):
@@ -108,13 +108,8 @@ def main() -> None:
     print(f"BLIP captioner, CPU, {a.threads} thread(s), batch {a.batch}, 65 image + 20 text tokens; torch "
           f"{torch.__version__}, transformers {transformers.__version__} (attention: {attn})")
     t = median_alternating({side: stepper(side) for side in ("ours", "theirs")}, batch(a.batch), a.repeats)
-    mem = {side: child_peak_mb(__file__, ["--child", side, "--batch", str(a.batch), "--threads", str(a.threads)])
-           for side in ("ours", "theirs")}
     ours_g, theirs_g = tokens_per_second(a.new_tokens)
-    print(f"training step   ours {1e3 * t['ours']:8.1f} ms  theirs {1e3 * t['theirs']:8.1f} ms  ratio "
-          f"{t['ours'] / t['theirs']:5.2f}")
-    print(f"peak memory     ours {mem['ours']:8.1f} MiB theirs {mem['theirs']:8.1f} MiB ratio "
-          f"{mem['ours'] / max(mem['theirs'], 1e-9):5.2f}")
+    print_step_and_memory(t, __file__, ["--batch", str(a.batch), "--threads", str(a.threads)])
     print(f"generation      ours {ours_g:8.1f} tok/s theirs {theirs_g:6.1f} tok/s ratio {ours_g / theirs_g:5.2f} "
           f"(greedy, {a.new_tokens} new tokens, KV cache, batch 8)")
 

@@ -74,6 +74,17 @@ def child_peak_mb(script: str, args: list[str]) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def print_step_and_memory(seconds: dict[str, float], script: str, child_args: list[str]) -> None:
+    """The two lines every speed benchmark prints: the median training step (``seconds`` from
+    :func:`median_alternating`) and the peak memory of a fresh process per side (``script --child SIDE
+    *child_args``), each with the ratio ours / theirs."""
+    mem = {side: child_peak_mb(script, ["--child", side, *child_args]) for side in ("ours", "theirs")}
+    print(f"training step   ours {1e3 * seconds['ours']:8.1f} ms  theirs {1e3 * seconds['theirs']:8.1f} ms  ratio "
+          f"{seconds['ours'] / seconds['theirs']:5.2f}")
+    print(f"peak memory     ours {mem['ours']:8.1f} MiB theirs {mem['theirs']:8.1f} MiB ratio "
+          f"{mem['ours'] / max(mem['theirs'], 1e-9):5.2f}")
+
+
 def seed_run_record(script: str, seeds: list[int], jobs: int, start: float) -> dict[str, Any]:
     """What a quality benchmark's results file says of its run: the command (``script --seeds ...``), the seeds,
     the machine, the date and the minutes since ``start`` (``time.perf_counter()``)."""

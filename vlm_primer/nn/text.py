@@ -1,6 +1,8 @@
 """Text transformer encoder (CLIP / SigLIP text towers): tokens + learned positions, blocks, pool.
 
-Explained in notebook 02, §Text encoder.
+Explained in notebook 02, §Text encoder. Two options make it BERT-like (FLAVA's text encoder, masked language
+modelling; explained in notebook 03, §MLM): a token-type (segment) table added to the embeddings
+(``type_vocab_size``) and a LayerNorm on the embedding sum (``embed_norm``). Both are off by default.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class TextConfig(PresetConfig):
     final_norm: bool = True
     qkv_bias: bool = True
     dropout: float = 0.0
+    type_vocab_size: int = 0      # BERT's token-type (segment) table; 0 = none
+    embed_norm: bool = False      # BERT's LayerNorm on word + type + position embeddings
 
     PRESETS: ClassVar[dict] = {
         "tiny": dict(context_length=32, dim=64, depth=4, heads=4),
@@ -54,7 +58,7 @@ class TextConfig(PresetConfig):
 
     BOUNDS: ClassVar[dict] = dict(vocab_size=">0", context_length=">0", dim=">0", depth=">0", heads=">0",
                                   mlp_ratio="(0, 64]", mlp_dim=">0", eps=">0", dropout="[0, 1)",
-                                  eos_token_id=">=0", pad_token_id=">=0")
+                                  eos_token_id=">=0", pad_token_id=">=0", type_vocab_size=">=0")
 
     def validate(self) -> None:
         check_mlp_width(self)
@@ -102,23 +106,45 @@ class TextTransformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         self.pos_emb = learned_positions(cfg.context_length, cfg.dim, std=0.01)
+        self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
+        self.ln_embed = nn.LayerNorm(cfg.dim, eps=cfg.eps) if cfg.embed_norm else None
         self.transformer = Transformer(cfg.depth, cfg.dim, cfg.heads, cfg.mlp_ratio, act=cfg.act, eps=cfg.eps,
                                        causal=cfg.causal, qkv_bias=cfg.qkv_bias, mlp_dim=cfg.mlp_dim,
                                        dropout=cfg.dropout)
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.eps) if cfg.final_norm else None
         self.apply(init_weights)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_hidden_states: bool = False) -> TextOutput:
-        """``input_ids`` ``(B, L)`` with ``L <= context_length``; ``attention_mask`` ``(B, L)``, 1 = real token.
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Checked ids ``(B, L)`` -> ``word [+ token type] + position`` embeddings ``(B, L, dim)`` [then LayerNorm].
 
-        Both may be tensors or array-likes; ids of any integer dtype (see :mod:`vlm_primer.validate`).
+        Without ``token_type_ids`` every token has type 0 (as in BERT)."""
+        x = self.tok_emb(input_ids)
+        if self.type_emb is not None:
+            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        x = x + self.pos_emb[: input_ids.shape[1]]
+        return self.ln_embed(x) if self.ln_embed is not None else x
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_hidden_states: bool = False, token_type_ids: torch.Tensor | None = None) -> TextOutput:
+        """``input_ids`` ``(B, L)`` with ``L <= context_length``; ``attention_mask`` ``(B, L)``, 1 = real token;
+        ``token_type_ids`` ``(B, L)`` in ``[0, type_vocab_size)`` (only with a token-type table).
+
+        All may be tensors or array-likes; ids of any integer dtype (see :mod:`vlm_primer.validate`).
         """
         cfg, device = self.cfg, self.tok_emb.weight.device
         input_ids = check_tokens(input_ids, max_len=cfg.context_length, vocab_size=cfg.vocab_size, device=device)
         if attention_mask is not None:
             attention_mask = check_mask(attention_mask, shape=tuple(input_ids.shape), device=device)
-        x = self.tok_emb(input_ids) + self.pos_emb[: input_ids.shape[1]]
+        if token_type_ids is not None:
+            if self.type_emb is None:
+                raise ValueError("token_type_ids were given but this text encoder has no token-type table "
+                                 "(TextConfig.type_vocab_size=0)")
+            token_type_ids = check_tokens(token_type_ids, vocab_size=cfg.type_vocab_size, name="token_type_ids",
+                                          device=device)
+            if token_type_ids.shape != input_ids.shape:
+                raise ValueError(f"token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
+                                 f"got {tuple(token_type_ids.shape)}")
+        x = self.embed(input_ids, token_type_ids)
         x, hidden = self.transformer(x, key_padding_mask=attention_mask, output_hidden_states=output_hidden_states)
         if self.norm is not None:
             x = self.norm(x)

@@ -17,6 +17,8 @@ from vlm_primer.nn.pos import RotaryEmbedding
 class TransformerBlock(nn.Module):
     """Pre-LN block: ``x + attn(ln1(x))``, [``x + xattn(ln_x(x), context)``], ``x + mlp(ln2(x))``.
 
+    ``post_norm=True`` gives BERT's post-LN block instead, each sub-layer normalised *after* its residual
+    sum: ``ln1(x + attn(x))``, [``ln_x(x + xattn(x, context))``], ``ln2(x + mlp(x))``; same parameters.
     ``cross_attn=True`` adds a cross-attention sub-layer over ``context`` (``context_dim`` wide).
     ``gated_xattn=True`` multiplies the cross-attention output by ``tanh(gate)`` with ``gate``
     initialised to zero (Flamingo-style), so the block starts out as the plain language-model block.
@@ -43,8 +45,10 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
         rope: RotaryEmbedding | None = None,
         gated_xattn: bool = False,
+        post_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.post_norm = post_norm
         self.ln1 = make_norm(norm, dim, eps)
         self.attn = Attention(
             dim, heads, dim_head, kv_heads=kv_heads, qkv_bias=qkv_bias, out_bias=out_bias,
@@ -73,17 +77,22 @@ class TransformerBlock(nn.Module):
     ) -> torch.Tensor:
         """``key_padding_mask`` (B, Lk) masks self-attention keys; ``context_mask`` (B, Lc) masks the
         cross-attention context (True = real)."""
-        x = x + self.drop(self.attn(self.ln1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                                    kv_cache=kv_cache, position_ids=position_ids))
+        x = self._residual(x, self.ln1, lambda h: self.attn(h, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                                                           kv_cache=kv_cache, position_ids=position_ids))
         if self.cross_attn:
             if context is None:
                 raise ValueError("this block has cross-attention: pass context=(B, Lc, context_dim)")
-            h = self.xattn(self.ln_x(x), context=context, key_padding_mask=context_mask,
-                           kv_cache=kv_cache.cross if kv_cache is not None else None)
-            if self.xattn_gate is not None:
-                h = torch.tanh(self.xattn_gate) * h
-            x = x + self.drop(h)
-        return x + self.drop(self.mlp(self.ln2(x)))
+
+            def xattn(h: torch.Tensor) -> torch.Tensor:
+                h = self.xattn(h, context=context, key_padding_mask=context_mask,
+                               kv_cache=kv_cache.cross if kv_cache is not None else None)
+                return h if self.xattn_gate is None else torch.tanh(self.xattn_gate) * h
+            x = self._residual(x, self.ln_x, xattn)
+        return self._residual(x, self.ln2, self.mlp)
+
+    def _residual(self, x: torch.Tensor, ln: nn.Module, f) -> torch.Tensor:
+        """One sub-layer and its residual: ``x + f(ln(x))`` (pre-LN) or ``ln(x + f(x))`` (post-LN)."""
+        return ln(x + self.drop(f(x))) if self.post_norm else x + self.drop(f(ln(x)))
 
 
 class Transformer(nn.Module):

@@ -1,0 +1,62 @@
+"""``python -m vlm_primer.train mae`` at the tiny preset: a few steps, checkpoints, options checked; the base preset
+is the paper's ViT-B/16 MAE."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+COMMON = ["--preset", "tiny", "--batch-size", "4", "--steps", "2", "--no-progress", "--device", "cpu",
+          "--set", "train_size=16"]
+
+
+def test_mae_recipe_trains_checkpoints_and_checks_its_options(tmp_path):
+    from vlm_primer.train import main
+
+    history = main(["mae", *COMMON, "--ckpt-dir", str(tmp_path), "--ckpt-every", "2", "--set", "mask_ratio=0.5"])
+    assert history[-1]["step"] == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    assert any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['stage'\]"):
+        main(["mae", *COMMON, "--set", "stage=1"])
+
+
+def test_mae_base_is_the_papers_vit_b16_with_its_decoder():
+    from vlm_primer.masking import MAE, MAEConfig
+
+    with torch.device("meta"):
+        mae = MAE(MAEConfig.from_preset("base"))
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert mae.cfg.mask_ratio == 0.75 and mae.cfg.norm_pix_loss and mae.cfg.encoder.num_patches == 196
+    assert abs(count(mae.encoder) - 85.8e6) < 0.2e6  # ViT-B/16 without a classifier
+    decoder = count(mae) - count(mae.encoder)
+    assert abs(decoder - 26.2e6) < 0.3e6, decoder  # the paper's decoder: 8 blocks, 512 wide
+
+
+def test_flava_recipe_trains_all_five_objectives(tmp_path):
+    from vlm_primer.train import main
+
+    history = main(["flava", *COMMON, "--ckpt-dir", str(tmp_path), "--ckpt-every", "2"])
+    assert history[-1]["step"] == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['mask_ratio'\]"):
+        main(["flava", *COMMON, "--set", "mask_ratio=0.5"])
+
+
+def test_flava_collate_and_joint_step_run_every_loss():
+    from vlm_primer.masking import Flava, FlavaConfig
+    from vlm_primer.masking.recipes import FlavaJointStep, flava_collate, shapes_codebook
+    from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+
+    cfg = FlavaConfig.from_preset("tiny")
+    codebook = shapes_codebook(48, 6, 16, n=32)
+    assert codebook.codes.shape == (16, 108)
+    data = ShapesCaptionDataset("train", 8, WorldConfig(image_size=48), statements=False)
+    batch = flava_collate(cfg.replace(codebook_size=16), codebook)([data[i] for i in range(8)])
+    assert batch["mim_labels"].max() < 16 and batch["itm_labels"].shape == (8,)
+    same = batch["input_ids"] == batch["text_ids"]
+    assert torch.equal(batch["itm_labels"].bool(), same.all(1))  # a pair matches iff the caption is its own
+    out = FlavaJointStep(Flava(cfg.replace(codebook_size=16)))(**batch)
+    assert set(out.losses) == {"mim", "mlm", "mmm_image", "mmm_text", "itm", "global_contrastive"}
+    torch.testing.assert_close(out.loss.detach(), sum(out.losses.values()), atol=1e-4, rtol=1e-4)
