@@ -190,6 +190,32 @@ def gated_layer_params(dim, vision_dim, heads, dim_head, mlp_dim, alpha_type):
     return 2 * dim + xattn + 3 * dim * mlp_dim + gates
 
 
+# --------------------------------------------------------------------------- chapter 03
+
+
+def mae_keep(noise, ratio):
+    return noise.argsort(1)[:, : int(noise.shape[1] * (1 - ratio))]
+
+
+def norm_pix(patches):
+    return (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6) ** 0.5
+
+
+def masked_mse(pred, target, mask):
+    return ((pred - target).pow(2).mean(-1) * mask).sum() / mask.sum()
+
+
+def code_entropy(ids, k):
+    p = torch.bincount(ids, minlength=k).double() / len(ids)
+    p = p[p > 0]
+    return float(-(p * p.log2()).sum())
+
+
+def mlm_accuracy(logits, labels):
+    picked = labels != -100
+    return (logits.argmax(-1)[picked] == labels[picked]).float().mean()
+
+
 # --------------------------------------------------------------------------- chapter 04
 
 
@@ -227,6 +253,7 @@ SOLUTIONS = {
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
     "02.1": clip_multi_positive, "02.2": siglip, "02.3": siglip_bias, "02.4": chance_loss,
     "02.5": expected_repeats, "02.6": recall_at_1, "02.7": ensemble,
+    "03.1": mae_keep, "03.2": norm_pix, "03.3": masked_mse, "03.4": code_entropy, "03.5": mlm_accuracy,
     "04.1": smoothed_ce, "04.2": nucleus_keep, "04.3": beam_step, "04.4": soft_targets, "04.5": attentional_pool,
     "05.1": splice, "05.2": image_tokens, "05.3": mlp_connector_params, "05.4": anyres_tokens, "05.5": fact_f1,
     "05.6": pixel_shuffle,

@@ -68,6 +68,13 @@ WRONG = [
     ("05.5", lambda a, b: 1.0 if not a and not b else 2 * len(set(a) & set(b)) / (len(set(a)) + len(set(b))),
      "multiset"),
     ("05.6", lambda x, f: x.reshape(x.shape[0], -1, x.shape[-1] * f * f), "2 x 2 block"),
+    ("03.1", lambda noise, ratio: noise.argsort(1, descending=True)[:, : int(noise.shape[1] * (1 - ratio))],
+     "smallest"),
+    ("03.2", lambda p: (p - p.mean(-1, keepdim=True)) / p.var(-1, keepdim=True) ** 0.5, "1e-6"),
+    ("03.3", lambda pred, target, mask: (pred - target).pow(2).mean(), "hidden patches"),
+    ("03.4", lambda ids, k: (lambda p: float(-(p[p > 0] * p[p > 0].log()).sum()))(
+        torch.bincount(ids, minlength=k).double() / len(ids)), "base 2"),
+    ("03.5", lambda logits, labels: (logits.argmax(-1) == labels).float().mean(), "masked positions"),
     ("04.1", lambda logits, target, eps: F.cross_entropy(logits, target), "no longer one-hot"),
     ("04.2", lambda probs, p: probs.argsort(descending=True).argsort() < 1, "crosses it"),
     ("04.3", lambda scores, logp, k: [(int(i) // 3, int(i) % 3) for i in logp.flatten().topk(k).indices], "running score"),

@@ -135,3 +135,36 @@ def test_mae_learns_to_reconstruct():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_patch_codebook_encodes_to_the_nearest_code_and_paints_it_back():
+    from vlm_primer.masking.codebook import PatchCodebook
+
+    g = torch.Generator().manual_seed(0)
+    colours = torch.rand(4, 3, generator=g)
+    # images made of 4x4 patches, each one of four flat colours: k-means with k=4 finds them exactly
+    ids = torch.randint(4, (6, 9), generator=g)
+    images = colours[ids].view(6, 3, 3, 3).permute(0, 3, 1, 2).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    book = PatchCodebook.fit(images, 4, 4, seed=0)
+    assert torch.allclose(book.decode(book.encode(images)), images, atol=1e-6)
+    coarse = PatchCodebook.fit(images, 2, 4, seed=0)
+    assert (coarse.decode(coarse.encode(images)) - images).pow(2).mean() > 1e-3  # fewer codes, more distortion
+    with pytest.raises(ValueError, match="k >= 2"):
+        PatchCodebook.fit(images, 1, 4)
+    with pytest.raises(ValueError, match="channels"):
+        book.encode(images[:, :1])
+
+
+def test_region_features_pool_the_patches_inside_each_box():
+    from vlm_primer.masking import region_features
+
+    tokens = torch.arange(2 * 16 * 2, dtype=torch.float).view(2, 16, 2)  # 4 x 4 grid of 4 px patches
+    boxes = [torch.tensor([[0.0, 0.0, 7.0, 7.0]]), torch.tensor([[8.0, 8.0, 15.0, 15.0], [5.0, 5.0, 5.5, 5.5]])]
+    feats, mask = region_features(tokens, boxes, 4, whole=torch.ones(2, 2) * -1)
+    assert feats.shape == (2, 3, 2) and mask.tolist() == [[1, 0, 1], [1, 1, 1]]
+    assert torch.equal(feats[0, 0], tokens[0, [0, 1, 4, 5]].mean(0))       # the top-left 2 x 2 patches
+    assert torch.equal(feats[1, 0], tokens[1, [10, 11, 14, 15]].mean(0))
+    assert torch.equal(feats[1, 1], tokens[1, 5])                          # no centre inside: the nearest patch
+    assert torch.equal(feats[:, 2], -torch.ones(2, 2)) and torch.equal(feats[0, 1], torch.zeros(2))
+    with pytest.raises(ValueError, match="max_regions"):
+        region_features(tokens, boxes, 4, max_regions=1)

@@ -50,7 +50,7 @@ def test_flava_collate_and_joint_step_run_every_loss():
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
     cfg = FlavaConfig.from_preset("tiny")
-    codebook = shapes_codebook(48, 6, 16, n=32)
+    codebook = shapes_codebook(WorldConfig(image_size=48), 6, 16, n=32)
     assert codebook.codes.shape == (16, 108)
     data = ShapesCaptionDataset("train", 8, WorldConfig(image_size=48), statements=False)
     batch = flava_collate(cfg.replace(codebook_size=16), codebook)([data[i] for i in range(8)])

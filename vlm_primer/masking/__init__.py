@@ -13,7 +13,7 @@ from vlm_primer.masking.masks import (
     IGNORE_INDEX, MaskedPatches, bert_mask_tokens, block_mask, mask_to_noise, patchify, random_masking, span_mask,
     unpatchify,
 )
-from vlm_primer.masking.visualbert import VisualBert, VisualBertConfig, VisualBertOutput
+from vlm_primer.masking.visualbert import VisualBert, VisualBertConfig, VisualBertOutput, region_features
 
 __all__ = [
     "Flava", "FlavaConfig", "FlavaOutput", "mismatch_pairs",
@@ -21,5 +21,5 @@ __all__ = [
     "MaskVLM", "MaskVLMConfig", "MaskVLMOutput",
     "IGNORE_INDEX", "MaskedPatches", "bert_mask_tokens", "block_mask", "mask_to_noise", "patchify", "random_masking",
     "span_mask", "unpatchify",
-    "VisualBert", "VisualBertConfig", "VisualBertOutput",
+    "VisualBert", "VisualBertConfig", "VisualBertOutput", "region_features",
 ]

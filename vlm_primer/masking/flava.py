@@ -421,6 +421,13 @@ class Flava(nn.Module):
         hidden = self.text_features(input_ids, attention_mask, token_type_ids).last_hidden_state
         return self._project(self.text_projection, hidden)
 
+    @torch.no_grad()
+    def itm_scores(self, pixel_values: torch.Tensor, input_ids: Any, attention_mask: Any = None) -> torch.Tensor:
+        """P(match) of each (image ``i``, caption ``i``) pair ``(B,)``: the ITM head on the multimodal encoder."""
+        image, text = self.image_features(pixel_values), self.text_features(input_ids, attention_mask)
+        mm = self.multimodal_features(image, text, attention_mask)
+        return self.itm_head(mm.last_hidden_state).softmax(-1)[:, 1]
+
     # ---------------------------------------------------------------- masking helpers
 
     def mask_text(self, input_ids: Any, generator: torch.Generator | None = None

@@ -146,20 +146,21 @@ class FlavaJointStep(nn.Module):
                       itm_labels=itm_labels)
         losses = {"mim": image.mim, "mlm": text.mlm, **{k: getattr(pairs, k) for k in
                                                          ("mmm_image", "mmm_text", "itm", "global_contrastive")}}
-        return FlavaStepOutput(loss=image.loss + text.loss + pairs.loss,
+        return FlavaStepOutput(loss=sum(o.loss for o in (image, text, pairs) if o.loss is not None),
                                losses={k: v.detach() for k, v in losses.items() if v is not None})
 
     def post_step(self) -> None:
         self.flava.post_step()
 
 
-def shapes_codebook(image_size: int, patch_size: int, k: int, transform=None, n: int = 512,
+def shapes_codebook(world: Any, patch_size: int, k: int, transform=None, n: int = 512,
                     seed: int = 0) -> PatchCodebook:
-    """k-means codes of the patches of ``n`` Shapes World training images (FLAVA's image tokenizer here)."""
-    from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+    """k-means codes of the patches of ``n`` Shapes World training images of ``world`` (a
+    :class:`~vlm_primer.world.WorldConfig`), after ``transform``: FLAVA's image tokenizer here."""
+    from vlm_primer.world import ShapesCaptionDataset
 
-    ds = ShapesCaptionDataset("train", n, WorldConfig(image_size=image_size), seed=seed + 10_000, statements=False,
-                              num_paraphrases=1, transform=transform)
+    ds = ShapesCaptionDataset("train", n, world, seed=seed + 10_000, statements=False, num_paraphrases=1,
+                              transform=transform)
     return PatchCodebook.fit(torch.stack([ds[i]["image"] for i in range(n)]), k, patch_size, seed=seed)
 
 
@@ -179,10 +180,11 @@ def flava_recipe(args: RecipeArgs) -> TrainJob:
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)
     size = cfg.image.image_size
-    codebook = shapes_codebook(size, cfg.image.patch_size, min(cfg.codebook_size, 512), seed=args.seed)
+    world = WorldConfig.from_preset(args.preset, image_size=size)
+    codebook = shapes_codebook(world, cfg.image.patch_size, min(cfg.codebook_size, 512), seed=args.seed)
     if codebook.k < cfg.codebook_size:
         cfg = cfg.replace(codebook_size=codebook.k)
-    data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)),
-                                WorldConfig.from_preset(args.preset, image_size=size), seed=args.seed, statements=False)
+    data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)), world, seed=args.seed,
+                                statements=False)
     return TrainJob(FlavaJointStep(Flava(cfg)), data, train,
                     collate_fn=flava_collate(cfg, codebook, max_length=cfg.text.context_length, seed=args.seed))

@@ -33,7 +33,7 @@ from vlm_primer.masking.masks import IGNORE_INDEX
 from vlm_primer.nn import BertLMHead, Transformer, init_weights
 from vlm_primer.validate import check_choice, check_labels, check_mask, check_tokens, value_checks_enabled
 
-__all__ = ["VisualBert", "VisualBertConfig", "VisualBertOutput"]
+__all__ = ["VisualBert", "VisualBertConfig", "VisualBertOutput", "region_features"]
 
 
 @dataclass
@@ -202,3 +202,39 @@ class VisualBert(nn.Module):
         if value_checks_enabled() and bool(((itm_labels != 0) & (itm_labels != 1)).any()):
             raise ValueError(f"itm_labels must be 0 (no match) or 1 (match), got {itm_labels.tolist()}")
         return itm_labels.long()
+
+
+def region_features(patch_tokens: torch.Tensor, boxes: list[torch.Tensor], patch_size: int,
+                    whole: torch.Tensor | None = None, max_regions: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """VisualBERT's visual tokens from a ViT instead of a detector: one *region feature* per box, the mean of the
+    patch tokens whose centres fall inside it (RoI pooling on the patch grid; the nearest patch when none does),
+    and optionally the ``whole``-image token ``(B, D)`` (e.g. the [CLS] token) as a last region.
+
+    ``patch_tokens`` ``(B, N, D)`` on a square grid, ``boxes[b]`` ``(R_b, 4)`` pixel ``x0, y0, x1, y1`` (the scene
+    graph's, :func:`vlm_primer.world.scene_boxes`). Returns ``(features (B, R [+1], D), mask (B, R [+1]))`` padded
+    to ``max_regions`` (default the most boxes of the batch), mask 1 = a real region. Explained in notebook 03,
+    §VisualBERT."""
+    b, n, d = patch_tokens.shape
+    grid = int(round(n**0.5))
+    if grid * grid != n or len(boxes) != b:
+        raise ValueError(f"patch_tokens must be (B, grid^2, D) with one box list per image, got "
+                         f"{tuple(patch_tokens.shape)} and {len(boxes)} box lists")
+    r = max_regions if max_regions is not None else max((len(bx) for bx in boxes), default=0)
+    centres = torch.arange(grid, dtype=torch.float32) * patch_size + patch_size / 2
+    tokens = patch_tokens.reshape(b, grid, grid, d)
+    feats = patch_tokens.new_zeros(b, r + int(whole is not None), d)
+    mask = torch.zeros(b, feats.shape[1], dtype=torch.long)
+    for i, bx in enumerate(boxes):
+        if len(bx) > r:
+            raise ValueError(f"image {i} has {len(bx)} boxes, more than max_regions={r}")
+        for k, (x0, y0, x1, y1) in enumerate(torch.as_tensor(bx, dtype=torch.float32).tolist()):
+            inside = ((centres[:, None] >= y0) & (centres[:, None] <= y1)) & ((centres >= x0) & (centres <= x1))
+            if not inside.any():
+                row = min(int((y0 + y1) / 2 // patch_size), grid - 1)
+                col = min(int((x0 + x1) / 2 // patch_size), grid - 1)
+                inside[row, col] = True
+            feats[i, k], mask[i, k] = tokens[i][inside].mean(0), 1
+    if whole is not None:
+        feats[:, -1], mask[:, -1] = whole, 1
+    return feats, mask

@@ -14,7 +14,7 @@ quality on a fixed evaluation set, the file's size and SHA-256 and the training 
 ``python -m vlm_primer.zoo build NAME`` (or ``make zoo``) retrains one from scratch;
 ``python -m vlm_primer.zoo export NAME DIR`` writes it as a ``transformers`` model
 (``CLIPModel`` / ``SiglipModel`` / ``LlamaForCausalLM`` / ``LlavaForConditionalGeneration`` /
-``LlavaNextForConditionalGeneration`` plus the tokenizer) that
+``LlavaNextForConditionalGeneration`` / ``ViTMAEForPreTraining`` plus the tokenizer) that
 ``from_pretrained(DIR)`` loads offline.
 """
 
@@ -38,7 +38,7 @@ ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
                           "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext",
                           "qformer-tiny": "Blip2Stage1", "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo",
-                          "blip-tiny": "Blip", "coca-tiny": "CoCa"}
+                          "blip-tiny": "Blip", "coca-tiny": "CoCa", "mae-tiny": "MAE", "flava-tiny": "Flava"}
 
 
 def _check_name(name: str) -> str:
@@ -49,15 +49,17 @@ def _check_name(name: str) -> str:
 
 def _recipe_module(name: str):
     """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``,
-    ``zoo/llava_next_recipes.py``, ``zoo/bottleneck_recipes.py`` or ``zoo/generative_recipes.py``."""
+    ``zoo/llava_next_recipes.py``, ``zoo/bottleneck_recipes.py``, ``zoo/generative_recipes.py`` or
+    ``zoo/masking_recipes.py``."""
     _check_name(name)
     return next(m for m in _recipe_modules() if name in m.RECIPES)
 
 
 def _recipe_modules() -> tuple:
-    from vlm_primer.zoo import bottleneck_recipes, generative_recipes, llava_next_recipes, llava_recipes, recipes
+    from vlm_primer.zoo import (bottleneck_recipes, generative_recipes, llava_next_recipes, llava_recipes,
+                                masking_recipes, recipes)
 
-    return recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes
+    return recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes, masking_recipes
 
 
 def recipes_table() -> dict[str, Any]:
@@ -111,6 +113,9 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
         from vlm_primer.generative import coca
         cls, cfg = (generative.Blip, generative.BlipConfig) if kind == "Blip" else (coca.CoCa, coca.CoCaConfig)
         return cls(cfg(**config))
+    if kind in ("MAE", "Flava"):
+        from vlm_primer import masking
+        return getattr(masking, kind)(getattr(masking, kind + "Config")(**config))
     if kind in ("Blip2", "InstructBlip", "Flamingo"):
         from vlm_primer import backbones
         return getattr(backbones, kind)(getattr(backbones, kind + "Config")(**config))
@@ -221,6 +226,13 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
         raise ValueError(f"{name} has no transformers class to export to: CoCa has none, and our BLIP keeps the "
                          "encoder and the decoder in one MED (transformers splits them into a retrieval and a "
                          "captioning model; vlm_primer.interop.blip converts those into ours)")
+    elif kind == "MAE":
+        from vlm_primer.interop.mae import mae_to_hf
+        hf = mae_to_hf(model)
+    elif kind == "Flava":
+        raise ValueError(f"{name} has no transformers class to export to: transformers' FlavaForPreTraining carries "
+                         "DALL-E's dVAE as its image tokenizer, ours a k-means codebook (vlm_primer.interop.flava "
+                         "converts FlavaForPreTraining into ours)")
     elif kind in ("Blip2", "InstructBlip", "Flamingo"):
         raise ValueError(f"{name} has no transformers class to export to: its tower is CLIP-layout (transformers' "
                          "BLIP-2 and InstructBLIP take an EVA-layout one) and lm-tiny uses grouped-query attention "
