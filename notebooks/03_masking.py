@@ -605,9 +605,10 @@ for recipe in ("mae", "flava"):
 # 5. **MLM accuracy** (`03.5`). Write `mlm_accuracy(logits, labels)`: the share of masked positions (labels not
 #    -100) whose arg-max prediction is right.
 #
-# *An open experiment* (no check: it is yours). Train FLAVA's matching head with chapter 01's hard negatives (the
-# dataset's `negatives=True`) instead of random mismatches, at a lower learning rate. Does it pass the
-# replaced-word control, and then what does it say about binding swaps?
+# *An open experiment* (no check: it is yours). Train FLAVA's matching head with chapter 01's hard negatives
+# instead of random mismatches (`python -m vlm_primer.train flava --set negatives=hard`, or
+# `vlm_primer.masking.recipes.with_hard_negatives` around `flava_collate`), at a lower learning rate. Does it pass
+# the replaced-word control, and then what does it say about binding swaps?
 
 # %%
 from vlm_primer.exercises import check  # noqa: E402

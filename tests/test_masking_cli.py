@@ -60,3 +60,30 @@ def test_flava_collate_and_joint_step_run_every_loss():
     out = FlavaJointStep(Flava(cfg.replace(codebook_size=16)))(**batch)
     assert set(out.losses) == {"mim", "mlm", "mmm_image", "mmm_text", "itm", "global_contrastive"}
     torch.testing.assert_close(out.loss.detach(), sum(out.losses.values()), atol=1e-4, rtol=1e-4)
+
+
+def test_flava_hard_negatives_pair_each_image_with_its_own_swap(tmp_path):
+    from vlm_primer.masking import FlavaConfig
+    from vlm_primer.masking.recipes import flava_collate, shapes_codebook, with_hard_negatives
+    from vlm_primer.text import Tokenizer
+    from vlm_primer.train import main
+    from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+
+    cfg = FlavaConfig.from_preset("tiny", codebook_size=16)
+    codebook = shapes_codebook(WorldConfig(image_size=48), 6, 16, n=32)
+    data = ShapesCaptionDataset("train", 16, WorldConfig(image_size=48), num_objects=2, statements=False,
+                                negatives=True)
+    items = [data[i] for i in range(16)]
+    batch = with_hard_negatives(flava_collate(cfg, codebook), cfg, prob=1.0)(items)
+    tok = Tokenizer.load()
+    for row, it, label in zip(batch["input_ids"], items, batch["itm_labels"].tolist()):
+        text = tok.decode(row)
+        assert (text == it["negative"] and label == 0) if it["negative"] else (text == it["caption"] and label == 1)
+    assert batch["itm_labels"].eq(0).any()
+    with pytest.raises(ValueError, match="negatives=True"):
+        with_hard_negatives(flava_collate(cfg, codebook), cfg)([{k: v for k, v in it.items() if k != "negative"}
+                                                                for it in items[:2]])
+    history = main(["flava", *COMMON, "--set", "negatives=hard"])
+    assert history[-1]["step"] == 2
+    with pytest.raises(ValueError, match="'random' or 'hard'"):
+        main(["flava", *COMMON, "--set", "negatives=soft"])

@@ -10,7 +10,9 @@
   fitted on 512 training images (FLAVA's are DALL-E dVAE codes). ``--preset base`` is the paper's shape.
 
 Options (``--set key=value``): ``train_size`` (default 50 000 Shapes World items per epoch); for MAE
-``mask_ratio`` (default the preset's 0.75).
+``mask_ratio`` (default the preset's 0.75); for FLAVA ``negatives``: ``random`` (default: ITM's mismatched pairs
+take another item's caption) or ``hard`` (chapter 01's binding swaps and replaced attributes,
+:func:`with_hard_negatives`).
 
     python -m vlm_primer.train mae --preset tiny --steps 300 --ckpt-dir runs/mae
     python -m vlm_primer.train mae --preset base --precision bf16 --compile --batch-size 256
@@ -33,7 +35,7 @@ from vlm_primer.masking.masks import bert_mask_tokens, block_mask
 from vlm_primer.training.config import TrainConfig
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 
-__all__ = ["FlavaJointStep", "flava_collate", "flava_recipe", "image_collate", "mae_recipe"]
+__all__ = ["FlavaJointStep", "flava_collate", "flava_recipe", "image_collate", "mae_recipe", "with_hard_negatives"]
 
 
 def _options(args: RecipeArgs, known: tuple[str, ...]) -> None:
@@ -111,6 +113,34 @@ def flava_collate(cfg: FlavaConfig, codebook: PatchCodebook, tokenizer: Any = No
     return collate
 
 
+def with_hard_negatives(collate, cfg: FlavaConfig, tokenizer: Any = None, max_length: int = 32, prob: float = 0.5,
+                        seed: int = 0):
+    """:func:`flava_collate` with ITM on chapter 01's **hard negatives**: each item's pair is, with probability
+    ``prob``, the image with its ``negative`` caption (a binding swap or a replaced attribute, from
+    ``ShapesCaptionDataset(..., negatives=True)``; label 0), else with its own caption (label 1). Items without a
+    hard negative keep their own caption. The pairs' captions are masked for MMM like the others."""
+    from vlm_primer.text import Tokenizer
+
+    tokenizer = tokenizer or Tokenizer.load()
+    g = torch.Generator().manual_seed(seed)
+
+    def hard(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if any("negative" not in it for it in items):
+            raise ValueError("hard negatives need items with a 'negative' caption: "
+                             "ShapesCaptionDataset(..., negatives=True)")
+        batch = collate(items)
+        swap = (torch.rand(len(items), generator=g) < prob).tolist()
+        swap = [s and bool(it["negative"]) for s, it in zip(swap, items)]
+        enc = tokenizer([it["negative"] if s else it["caption"] for s, it in zip(swap, items)],
+                        max_length=max_length, add_bos=True)
+        masked, labels = bert_mask(cfg, enc["input_ids"], g)
+        return {**batch, "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "input_ids_masked": masked, "pair_mlm_labels": labels,
+                "itm_labels": torch.tensor([int(not s) for s in swap])}
+
+    return hard
+
+
 def bert_mask(cfg: FlavaConfig, input_ids: torch.Tensor, generator: torch.Generator):
     """BERT's corruption with FLAVA's settings (:meth:`~vlm_primer.masking.Flava.mask_text`)."""
     return bert_mask_tokens(input_ids, mask_token_id=cfg.mask_token_id, vocab_size=cfg.text.vocab_size,
@@ -168,7 +198,10 @@ def shapes_codebook(world: Any, patch_size: int, k: int, transform=None, n: int 
 def flava_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
-    _options(args, ("train_size",))
+    _options(args, ("train_size", "negatives"))
+    negatives = args.options.get("negatives", "random")
+    if negatives not in ("random", "hard"):
+        raise ValueError(f"negatives must be 'random' or 'hard', got {negatives!r}")
     if args.shards:
         raise ValueError("the flava recipe trains on Shapes World; --shards is not supported yet")
     cfg = FlavaConfig.from_preset(args.preset)
@@ -185,6 +218,8 @@ def flava_recipe(args: RecipeArgs) -> TrainJob:
     if codebook.k < cfg.codebook_size:
         cfg = cfg.replace(codebook_size=codebook.k)
     data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)), world, seed=args.seed,
-                                statements=False)
-    return TrainJob(FlavaJointStep(Flava(cfg)), data, train,
-                    collate_fn=flava_collate(cfg, codebook, max_length=cfg.text.context_length, seed=args.seed))
+                                statements=False, negatives=negatives == "hard")
+    collate = flava_collate(cfg, codebook, max_length=cfg.text.context_length, seed=args.seed)
+    if negatives == "hard":
+        collate = with_hard_negatives(collate, cfg, max_length=cfg.text.context_length, seed=args.seed)
+    return TrainJob(FlavaJointStep(Flava(cfg)), data, train, collate_fn=collate)
