@@ -248,12 +248,35 @@ def attentional_pool(tokens, queries, wq, wk, wv):
     return torch.softmax(torch.einsum("qd,bnd->bqn", q, k) / q.shape[-1] ** 0.5, -1) @ v
 
 
+def perplexity(indices, k):
+    p = torch.bincount(indices, minlength=k).double() / len(indices)
+    return float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+
+
+def noisy(x0, noise, abar_t):
+    a = abar_t.view(-1, *([1] * (x0.dim() - 1)))
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def guide(uncond, cond, scale):
+    return uncond + scale * (cond - uncond)
+
+
+def predict_x0(x_t, eps, abar_t):
+    return (x_t - (1 - abar_t) ** 0.5 * eps) / abar_t ** 0.5
+
+
+def class_posterior(log_lik, log_prior):
+    return (log_lik + log_prior).softmax(-1)
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
     "02.1": clip_multi_positive, "02.2": siglip, "02.3": siglip_bias, "02.4": chance_loss,
     "02.5": expected_repeats, "02.6": recall_at_1, "02.7": ensemble,
     "03.1": mae_keep, "03.2": norm_pix, "03.3": masked_mse, "03.4": code_entropy, "03.5": mlm_accuracy,
+    "04b.1": perplexity, "04b.2": noisy, "04b.3": guide, "04b.4": predict_x0, "04b.5": class_posterior,
     "04.1": smoothed_ce, "04.2": nucleus_keep, "04.3": beam_step, "04.4": soft_targets, "04.5": attentional_pool,
     "05.1": splice, "05.2": image_tokens, "05.3": mlp_connector_params, "05.4": anyres_tokens, "05.5": fact_f1,
     "05.6": pixel_shuffle,

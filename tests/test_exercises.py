@@ -76,6 +76,12 @@ WRONG = [
         torch.bincount(ids, minlength=k).double() / len(ids)), "base 2"),
     ("03.5", lambda logits, labels: (logits.argmax(-1) == labels).float().mean(), "masked positions"),
     ("04.1", lambda logits, target, eps: F.cross_entropy(logits, target), "no longer one-hot"),
+    ("04b.1", lambda ids, k: (lambda p: float(-(p[p > 0] * p[p > 0].log()).sum()))(
+        torch.bincount(ids, minlength=k).double() / len(ids)), "exponential"),
+    ("04b.2", lambda x0, noise, a: a.view(-1, 1, 1, 1) * x0 + (1 - a.view(-1, 1, 1, 1)) * noise, "square roots"),
+    ("04b.3", lambda u, c, s: u + s * (u - c), "towards"),
+    ("04b.4", lambda x_t, eps, a: ((x_t - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1), "no clipping"),
+    ("04b.5", lambda ll, lp: ll.softmax(-1), "prior is missing"),
     ("04.2", lambda probs, p: probs.argsort(descending=True).argsort() < 1, "crosses it"),
     ("04.3", lambda scores, logp, k: [(int(i) // 3, int(i) % 3) for i in logp.flatten().topk(k).indices], "running score"),
     ("04.4", lambda sim, alpha: (1 - alpha) * sim.softmax(1) + alpha * torch.eye(len(sim)), "alpha weighs"),

@@ -97,6 +97,23 @@ def test_decoder_loss_is_shifted_cross_entropy():
 
 
 @pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
+def test_decoder_output_does_not_depend_on_value_checks(preset):
+    """Value checks only read inputs: with them off (the Trainer after its first step, generate's loop) the model
+    computes the same thing, learned positions included."""
+    from vlm_primer.validate import validation
+
+    lm = _perturbed(DecoderConfig.from_preset(preset, depth=1, vocab_size=97))
+    ids = torch.randint(0, 97, (2, 7))
+    with validation(True):
+        on = lm(ids).logits
+    with validation(False):
+        off = lm(ids).logits
+    torch.testing.assert_close(on, off, rtol=0, atol=0)
+    if lm.pos_emb is not None:  # and the positions matter: shuffled positions change the logits
+        assert (lm(ids, position_ids=torch.arange(7).flip(0).expand(2, -1)).logits - on).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("preset", ["tiny", "llama_tiny"])
 def test_incremental_forward_matches_full(preset):
     lm = DecoderLM(DecoderConfig.from_preset(preset, depth=2)).eval()
     ids = torch.randint(0, 1024, (2, 10))

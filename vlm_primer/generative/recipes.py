@@ -83,3 +83,7 @@ def coca_recipe(args: RecipeArgs) -> TrainJob:
         raise ValueError("distill is BLIP's option: CoCa has no momentum encoder")
     return _job(args, CoCa(shapes_vocab(CoCaConfig.from_preset(args.preset))), lr=5e-4 if args.preset == "tiny"
                 else 3e-4)
+
+
+# Chapter 04b's recipes (vqvae, ar_t2i, diffusion) register themselves when their module is imported.
+from vlm_primer.generative import t2i_recipes  # noqa: E402,F401

@@ -211,8 +211,9 @@ class DecoderLM(nn.Module):
             _check_shape("position_ids", position_ids, (b, n), "(B, L)")
         else:
             position_ids = torch.arange(past, past + n, device=x.device).expand(b, -1)
-        if self.pos_emb is not None and value_checks_enabled():
-            if int(position_ids.max()) >= cfg.context_length or int(position_ids.min()) < 0:
+        if self.pos_emb is not None:
+            if value_checks_enabled() and (int(position_ids.max()) >= cfg.context_length
+                                           or int(position_ids.min()) < 0):
                 raise ValueError(f"position_ids must lie in [0, {cfg.context_length}), got min "
                                  f"{int(position_ids.min())}, max {int(position_ids.max())}")
             x = x + self.pos_emb[position_ids]

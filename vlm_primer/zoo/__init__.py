@@ -38,7 +38,8 @@ ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
                           "lm-tiny": "DecoderLM", "llava-tiny": "Llava", "llava-next-tiny": "LlavaNext",
                           "qformer-tiny": "Blip2Stage1", "blip2-tiny": "Blip2", "instructblip-tiny": "InstructBlip", "flamingo-tiny": "Flamingo",
-                          "blip-tiny": "Blip", "coca-tiny": "CoCa", "mae-tiny": "MAE", "flava-tiny": "Flava"}
+                          "blip-tiny": "Blip", "coca-tiny": "CoCa", "mae-tiny": "MAE", "flava-tiny": "Flava",
+                          "vqvae-tiny": "VQVAE", "ar-t2i-tiny": "EarlyFusion", "dit-tiny": "DiT"}
 
 
 def _check_name(name: str) -> str:
@@ -50,16 +51,17 @@ def _check_name(name: str) -> str:
 def _recipe_module(name: str):
     """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``,
     ``zoo/llava_next_recipes.py``, ``zoo/bottleneck_recipes.py``, ``zoo/generative_recipes.py`` or
-    ``zoo/masking_recipes.py``."""
+    ``zoo/masking_recipes.py`` or ``zoo/t2i_recipes.py``."""
     _check_name(name)
     return next(m for m in _recipe_modules() if name in m.RECIPES)
 
 
 def _recipe_modules() -> tuple:
     from vlm_primer.zoo import (bottleneck_recipes, generative_recipes, llava_next_recipes, llava_recipes,
-                                masking_recipes, recipes)
+                                masking_recipes, recipes, t2i_recipes)
 
-    return recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes, masking_recipes
+    return (recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes, masking_recipes,
+            t2i_recipes)
 
 
 def recipes_table() -> dict[str, Any]:
@@ -113,6 +115,10 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
         from vlm_primer.generative import coca
         cls, cfg = (generative.Blip, generative.BlipConfig) if kind == "Blip" else (coca.CoCa, coca.CoCaConfig)
         return cls(cfg(**config))
+    if kind in ("VQVAE", "EarlyFusion", "DiT"):
+        from vlm_primer.generative import dit, early_fusion, vqvae
+        module = {"VQVAE": vqvae, "EarlyFusion": early_fusion, "DiT": dit}[kind]
+        return getattr(module, kind)(getattr(module, kind + "Config")(**config))
     if kind in ("MAE", "Flava"):
         from vlm_primer import masking
         return getattr(masking, kind)(getattr(masking, kind + "Config")(**config))
@@ -182,6 +188,9 @@ def _preprocess_card(name: str) -> dict[str, Any] | None:
 
     if MODELS[name] == "DecoderLM":
         return None
+    if MODELS[name] in ("VQVAE", "EarlyFusion", "DiT"):
+        from vlm_primer.generative.t2i_recipes import T2I_WORLD
+        return {"image_size": 32, "range": "[-1, 1] (2 x - 1)", "world": T2I_WORLD}
     mean, std = recipes.pixel_stats()
     return {"image_size": recipes.WORLD["image_size"], "mean": mean, "std": std, "world": recipes.WORLD}
 
@@ -193,6 +202,9 @@ def preprocess(name: str, root: str | os.PathLike | None = None):
     pre = card(name, root).get("preprocess")
     if not pre:
         raise ValueError(f"{name} takes no images")
+    if "range" in pre:  # chapter 04b's generators work on pixels in [-1, 1]
+        from vlm_primer.generative.t2i_recipes import to_model_range
+        return to_model_range
     return normalizer(pre["mean"], pre["std"])
 
 
@@ -226,6 +238,9 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
         raise ValueError(f"{name} has no transformers class to export to: CoCa has none, and our BLIP keeps the "
                          "encoder and the decoder in one MED (transformers splits them into a retrieval and a "
                          "captioning model; vlm_primer.interop.blip converts those into ours)")
+    elif kind in ("VQVAE", "EarlyFusion", "DiT"):
+        raise ValueError(f"{name} has no transformers class to export to: transformers has no VQ-VAE, early-fusion "
+                         "text-to-image or DiT model (diffusers has DiTTransformer2DModel, class-conditioned only)")
     elif kind == "MAE":
         from vlm_primer.interop.mae import mae_to_hf
         hf = mae_to_hf(model)
