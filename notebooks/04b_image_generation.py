@@ -306,7 +306,7 @@ for name in ("ar-t2i-tiny", "dit-tiny"):
 # What the samples look like, for a few prompts, at both scales:
 
 # %%
-show = [0, 9, 20, 27, 38, 47]
+show = [2, 9, 17, 24, 38, 47]   # three of them held-out compositions (a red triangle, a blue hexagon, a purple circle)
 rows = []
 for name, model in (("ar-t2i-tiny", ar), ("dit-tiny", dit)):
     for s in (1.0, 3.0):
@@ -612,6 +612,8 @@ fig, ax = plt.subplots(figsize=(6, 3.5))
 for label, ms in cost.items():
     ax.plot(n_classes, ms, "o-", label=label)
 ax.set_xscale("log", base=2), ax.set_yscale("log")
+ax.set_xticks(n_classes, [str(n) for n in n_classes])
+ax.minorticks_off()
 ax.set_xlabel("number of classes"), ax.set_ylabel("ms per image (CPU)")
 ax.set_title("Classifier cost per image as the classes grow")
 ax.legend()
