@@ -48,7 +48,7 @@ from vlm_primer.nn import DecoderConfig, DecoderLM
 from vlm_primer.nn.attention import KVCache
 from vlm_primer.nn.decoding import DECODING, decode, pick_next
 from vlm_primer.validate import (check_choice, check_finite, check_mask, check_same_batch, check_tokens,
-                                 validation, value_checks_enabled)
+                                 value_checks_enabled)
 
 __all__ = ["DIRECTIONS", "EarlyFusion", "EarlyFusionConfig", "EarlyFusionOutput", "LOSS_ON"]
 
@@ -461,12 +461,9 @@ class EarlyFusion(nn.Module):
 
 
 def _logits(decoder: DecoderLM, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
-    """The decoder's logits, always run with the value checks on: ``DecoderLM.forward`` adds its learned position
-    embeddings inside its value-check branch (``vlm_primer/nn/decoder.py``), so with the checks off (``validation(
-    False)``, ``VLM_PRIMER_VALIDATE=0``, the Trainer after its first step) the positions would silently be dropped.
-    The checks cost one read of the ids, the mask and the positions per call."""
-    with validation(True):
-        return decoder(input_ids, **kwargs).logits
+    """The decoder's logits. The value checks follow the caller's setting (``validation(False)`` skips the reads of
+    the ids and the mask that would sync a GPU each call); the model computes the same either way."""
+    return decoder(input_ids, **kwargs).logits
 
 
 def _check_batch_size(batch_size: int) -> None:
