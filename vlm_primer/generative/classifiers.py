@@ -53,12 +53,17 @@ def autoregressive_scores(model: torch.nn.Module, image_codes: torch.Tensor, pro
     return torch.cat(out).view(B, C)
 
 
+def _check_samples(samples: int, num_train_timesteps: int) -> None:
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= num_train_timesteps:
+        raise ValueError(f"samples must be an int in [1, {num_train_timesteps}] (Monte Carlo draws per image), "
+                         f"got {samples!r}")
+
+
 def stratified_timesteps(samples: int, num_train_timesteps: int, generator: torch.Generator | None = None
                          ) -> torch.Tensor:
     """``samples`` timesteps covering ``[0, T)`` evenly: one uniform draw in each of ``samples`` equal strata
     (lower variance than ``samples`` independent draws; Diffusion Classifier uses evenly spaced ones)."""
-    if not isinstance(samples, int) or not 1 <= samples <= num_train_timesteps:
-        raise ValueError(f"samples must be an int in [1, {num_train_timesteps}], got {samples!r}")
+    _check_samples(samples, num_train_timesteps)
     edges = torch.linspace(0, num_train_timesteps, samples + 1)
     u = torch.rand(samples, generator=generator)
     return (edges[:-1] + u * (edges[1:] - edges[:-1])).long().clamp_(0, num_train_timesteps - 1)
@@ -74,13 +79,18 @@ def _draws(images: torch.Tensor, samples: int, num_train_timesteps: int, seed: i
     return t.to(images.device), noise.to(images.device)
 
 
+def _denoising_error(model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                     context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    """``||eps - eps_theta(x_t, t, c)||^2`` per row (mean over pixels): one Monte Carlo term of the ELBO."""
+    return (model.eps(x_t, t, context, context_mask) - noise).pow(2).flatten(1).mean(1)
+
+
 def _check_diffusion_inputs(model, images, prompt_ids, prompt_mask, samples):
     device = next(model.parameters()).device
     images = check_images(images, name="images", channels=model.cfg.in_channels, size=model.cfg.image_size,
                           device=device)
     check_finite(images, "images")
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"samples must be a positive int (Monte Carlo draws per image), got {samples!r}")
+    _check_samples(samples, model.cfg.num_train_timesteps)
     return (images, *_check_prompts(prompt_ids, prompt_mask, device))
 
 
@@ -107,9 +117,10 @@ def diffusion_scores(model: torch.nn.Module, images: torch.Tensor, prompt_ids: t
         bi, si = jobs[i:i + per_chunk].unbind(1)
         t, noise, n = t_all[bi, si], noise_all[bi, si], len(bi)
         x_t = add_noise(model.schedule, images[bi], noise, t)                   # one noisy image per draw...
-        eps = model.eps(repeat(x_t, "n ... -> (n c) ...", c=C), repeat(t, "n -> (n c)", c=C),  # ...for every class
-                        repeat(context, "c l d -> (n c) l d", n=n), repeat(context_mask, "c l -> (n c) l", n=n))
-        err = (eps - repeat(noise, "n ... -> (n c) ...", c=C)).pow(2).flatten(1).mean(1).view(n, C)
+        err = _denoising_error(model, repeat(x_t, "n ... -> (n c) ...", c=C), repeat(t, "n -> (n c)", c=C),
+                               repeat(noise, "n ... -> (n c) ...", c=C),                 # ...for every class
+                               repeat(context, "c l d -> (n c) l d", n=n), repeat(context_mask, "c l -> (n c) l", n=n))
+        err = err.view(n, C)
         scores.index_add_(0, bi, -err / samples)
     return scores
 
@@ -131,8 +142,7 @@ def diffusion_pair_scores(model: torch.nn.Module, images: torch.Tensor, input_id
     score = torch.zeros(len(images), device=images.device)
     for s in range(samples):
         x_t = add_noise(model.schedule, images, noise_all[:, s], t_all[:, s])
-        eps = model.eps(x_t, t_all[:, s], context, context_mask)
-        score -= (eps - noise_all[:, s]).pow(2).flatten(1).mean(1) / samples
+        score -= _denoising_error(model, x_t, t_all[:, s], noise_all[:, s], context, context_mask) / samples
     return score
 
 

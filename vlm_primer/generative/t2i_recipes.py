@@ -121,9 +121,10 @@ def _check_options(args: RecipeArgs, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {allowed}")
 
 
-def _job(args: RecipeArgs, model: nn.Module, image_size: int, lr: float, collate, options=("train_size",)) -> TrainJob:
-    _check_options(args, options)
-    train = TrainConfig.from_preset(args.preset, lr=lr, weight_decay=0.0 if collate is _images_only else 0.05)
+def _job(args: RecipeArgs, model: nn.Module, image_size: int, lr: float, collate, weight_decay: float = 0.05
+         ) -> TrainJob:
+    """The job every recipe here builds (its options already checked): Shapes World scenes at ``image_size``."""
+    train = TrainConfig.from_preset(args.preset, lr=lr, weight_decay=weight_decay)
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)
     data = shapes_t2i("train", int(args.options.get("train_size", 50_000)), image_size, seed=args.seed)
@@ -134,8 +135,10 @@ def _job(args: RecipeArgs, model: nn.Module, image_size: int, lr: float, collate
 def vqvae_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.generative.vqvae import VQVAE, VQVAEConfig
 
+    _check_options(args, ("train_size",))
     model = VQVAE(VQVAEConfig.from_preset(args.preset))
-    return _job(args, model, model.cfg.image_size, 2e-3 if args.preset == "tiny" else 3e-4, _images_only)
+    return _job(args, model, model.cfg.image_size, 2e-3 if args.preset == "tiny" else 3e-4, _images_only,
+                weight_decay=0.0)
 
 
 def image_tokenizer(spec: str, preset: str) -> nn.Module:
@@ -165,7 +168,7 @@ def ar_t2i_recipe(args: RecipeArgs) -> TrainJob:
     cfg = cfg.replace(codebook_size=vq.cfg.codebook_size, image_tokens=vq.cfg.num_tokens)
     model = EarlyFusion(cfg)
     return _job(args, model, vq.cfg.image_size, 1e-3 if args.preset == "tiny" else 3e-4,
-                t2i_collate(cfg.max_text, vq), OPTIONS)
+                t2i_collate(cfg.max_text, vq))
 
 
 @register_recipe("diffusion", help="text-conditioned DiT diffusion model (DDPM training, CFG) on Shapes World pixels, "
@@ -178,9 +181,9 @@ def diffusion_recipe(args: RecipeArgs) -> TrainJob:
     if "vqvae" not in args.options:
         model = DiT(cfg)
         return _job(args, model, cfg.image_size, 1e-3 if args.preset == "tiny" else 1e-4,
-                    t2i_collate(cfg.text.context_length), OPTIONS)
+                    t2i_collate(cfg.text.context_length))
     codec = LatentCodec(image_tokenizer(args.options["vqvae"], args.preset))
     channels, grid, _ = codec.shape
     model = DiT(cfg.replace(image_size=grid, in_channels=channels, patch_size=1))
     return _job(args, model, codec.vqvae.cfg.image_size, 1e-3 if args.preset == "tiny" else 1e-4,
-                t2i_collate(cfg.text.context_length, latents=codec), OPTIONS)
+                t2i_collate(cfg.text.context_length, latents=codec))
