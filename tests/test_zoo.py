@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vlm_primer.text import Tokenizer
-from vlm_primer.zoo import MODELS, ZOO_DIR, build, card, export, load, measure, recipe_hash
+from vlm_primer.zoo import MODELS, ZOO_DIR, build, card, export, load, measure, preprocess, recipe_hash
 from vlm_primer.zoo.recipes import _zero_shot_set
 
 # What each card must claim at least (the chapters that use these models rely on it).
@@ -164,8 +164,29 @@ def test_contrastive_export_loads_in_transformers(name, tmp_path):
         want = ours(images, ids, mask).logits_per_image
         got = hf(input_ids=ids, attention_mask=mask, pixel_values=images).logits_per_image
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    # a user of the export alone: its processor reads texts (with the <eos> the tower pools at) and 8-bit images
+    # exactly as our tokenizer and the card's transform do
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf", local_files_only=True)
+    texts = ["a red circle left of a blue square", "two shapes"]
+    assert processor.tokenizer(texts, padding=True, return_tensors="pt")["input_ids"].tolist() == \
+        tok(texts)["input_ids"].tolist()
+    pixels = [(im * 255).round().to(torch.uint8) for im in _raw_scenes(2)]
+    got = processor.image_processor(images=[p.permute(1, 2, 0).numpy() for p in pixels], return_tensors="pt")
+    want = torch.stack([preprocess(name)(p.float() / 255) for p in pixels])
+    assert torch.allclose(got["pixel_values"], want, atol=1e-5)
     with pytest.raises(FileExistsError):
         export(name, tmp_path / "hf")
+
+
+def _raw_scenes(n: int) -> list[torch.Tensor]:
+    import numpy as np
+
+    from vlm_primer.world import WorldConfig, render, sample_scene
+
+    cfg = WorldConfig(image_size=48, sizes=("large",))
+    return [render(sample_scene(np.random.default_rng(i), cfg), 48) for i in range(n)]
 
 
 def test_mae_export_loads_in_transformers(tmp_path):

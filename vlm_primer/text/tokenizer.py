@@ -186,14 +186,25 @@ class Tokenizer:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     # ------------------------------------------------------------------ interop
-    def to_hf(self):
-        """The same tokenizer as a ``transformers.PreTrainedTokenizerFast`` (with our chat template)."""
+    def to_hf(self, add_eos: bool = False):
+        """The same tokenizer as a ``transformers.PreTrainedTokenizerFast`` (with our chat template).
+
+        ``add_eos=True`` appends ``<eos>`` to every text, as :meth:`__call__` does by default: what a text tower
+        pooled at its ``<eos>`` (CLIP) or last token (SigLIP) must be given; a language model's tokenizer leaves
+        it off (the chat template ends each turn itself)."""
+        from tokenizers import Tokenizer as RawTokenizer
+        from tokenizers.processors import TemplateProcessing
         from transformers import PreTrainedTokenizerFast
 
         from vlm_primer.text.chat import CHAT_TEMPLATE
 
+        raw = RawTokenizer.from_str(self.tokenizer.to_str())  # a copy: ours encodes without post-processing
+        if add_eos:
+            eos = (self.eos_token, self.eos_id)
+            raw.post_processor = TemplateProcessing(single=f"$A {eos[0]}", pair=f"$A {eos[0]} $B {eos[0]}",
+                                                    special_tokens=[eos])
         hf = PreTrainedTokenizerFast(
-            tokenizer_object=self.tokenizer,
+            tokenizer_object=raw,
             pad_token=self.pad_token,
             unk_token=self.unk_token,
             bos_token=self.bos_token,

@@ -261,8 +261,21 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
         hf = load_strict(LlamaForCausalLM(llama_config_from_decoder(model.cfg)), decoder_to_hf_llama(model),
                          "LlamaForCausalLM (from the zoo)").eval()
     hf.save_pretrained(str(out))
-    Tokenizer.load().to_hf().save_pretrained(str(out))
+    tokenizer = Tokenizer.load().to_hf(add_eos=kind in ("CLIP", "SigLIP"))  # text towers pool at the <eos>
+    tokenizer.save_pretrained(str(out))
+    if kind in ("CLIP", "SigLIP"):  # so that CLIPProcessor / AutoProcessor.from_pretrained(out) work
+        _image_processor(kind, card(name, root)["preprocess"]).save_pretrained(str(out))
     return out
+
+
+def _image_processor(kind: str, pre: dict[str, Any]):
+    """The ``transformers`` image processor of a zoo tower: resize to its size, pixels / 255, the card's mean/std."""
+    from transformers import CLIPImageProcessor, SiglipImageProcessor
+
+    size, norm = pre["image_size"], dict(image_mean=pre["mean"], image_std=pre["std"])
+    if kind == "CLIP":
+        return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, **norm)
+    return SiglipImageProcessor(size={"height": size, "width": size}, **norm)
 
 
 __all__ = ["MODELS", "ZOO_DIR", "build", "card", "export", "load", "measure", "preprocess", "recipe_hash"]
