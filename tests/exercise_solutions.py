@@ -270,6 +270,51 @@ def class_posterior(log_lik, log_prior):
     return (log_lik + log_prior).softmax(-1)
 
 
+# ---------------------------------------------------------------- chapter 07
+
+def vqa_acc(pred, answers):
+    subsets = [answers[:i] + answers[i + 1:] for i in range(len(answers))]
+    return sum(min(sub.count(pred) / 3, 1) for sub in subsets) / len(subsets)
+
+
+def boot_ci(values, idx):
+    return np.percentile(np.asarray(values)[idx].mean(1), [2.5, 97.5])
+
+
+def wino(s):
+    s = np.asarray(s)
+    text = (s[:, 0, 0] > s[:, 0, 1]) & (s[:, 1, 1] > s[:, 1, 0])
+    image = (s[:, 0, 0] > s[:, 1, 0]) & (s[:, 1, 1] > s[:, 0, 1])
+    return text.mean(), image.mean(), (text & image).mean()
+
+
+def pope(pred, label):
+    pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+    tp, fp, fn = (pred & label).sum(), (pred & ~label).sum(), (~pred & label).sum()
+    return (2 * tp / (2 * tp + fp + fn) if tp else 0.0), pred.mean()
+
+
+def chair_i(mentions, present):
+    total = sum(len(m) for m in mentions)
+    bad = sum(shape not in p for m, p in zip(mentions, present) for shape in m)
+    return bad / total if total else 0.0
+
+
+def weat_d(X, Y, A, B):
+    def unit(m):
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    def s(W):
+        return (unit(W) @ unit(A).T).mean(1) - (unit(W) @ unit(B).T).mean(1)
+
+    sx, sy = s(X), s(Y)
+    return (sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std(ddof=1)
+
+
+def clip_s(cos, w=2.5):
+    return w * cos.clamp(min=0)
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
@@ -282,4 +327,5 @@ SOLUTIONS = {
     "05.6": pixel_shuffle,
     "05b.1": qformer_masks, "05b.2": itc_scores, "05b.3": negative_probs, "05b.4": latest_image,
     "05b.5": gated_layer_params,
+    "07.1": vqa_acc, "07.2": boot_ci, "07.3": wino, "07.4": pope, "07.5": chair_i, "07.6": weat_d, "07.7": clip_s,
 }

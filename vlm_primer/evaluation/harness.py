@@ -294,8 +294,8 @@ def evaluate(model: str | nn.Module | EvalModel, suite: str, *, n: int | None = 
               "chance": spec.chance, "breakdown": _breakdown(results, blind),
               "extra": spec.extra(m, items, results) if spec.extra else {},
               "seconds": round(seconds, 3), "items_per_second": round(len(results) / max(seconds, 1e-9), 2)}
-    if keep_items:
-        record["items"] = results
+    if keep_items:  # each item with the blind baseline's value beside the model's, for paired comparisons
+        record["items"] = [{**r, "blind_value": b["value"]} for r, b in zip(results, blind)]
     return record
 
 

@@ -55,4 +55,4 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-from vlm_primer.evaluation.suites import answers, generation, matching, spatial, zeroshot  # noqa: E402,F401  (each registers its suites)
+from vlm_primer.evaluation.suites import answers, generation, matching, redteam, spatial, zeroshot  # noqa: E402,F401  (each registers its suites)
