@@ -211,6 +211,19 @@ br = aro["lm-tiny"]["breakdown"]
 print(f"{'bigram prior':18} {aro['lm-tiny']['blind']['score']:6.3f} {br['relation']['blind']:9.3f} "
       f"{br['attribution']['blind']:8.3f} {br['order']['blind']:6.3f} | {wino['lm-tiny']['blind']['score']:16.3f}")
 print(f"chance: ARO {SUITES['aro'].chance}, Winoground group {SUITES['winoground'].chance:.3f}")
+fig, ax = plt.subplots(figsize=(9, 3))
+cols = ["relation", "attribution", "order", "Winoground group"]
+rows = {name: [aro[name]["breakdown"][t]["score"] for t in cols[:3]] + [wino[name]["score"]] for name in prior_models}
+rows["bigram prior (blind)"] = [br[t]["blind"] for t in cols[:3]] + [wino["lm-tiny"]["blind"]["score"]]
+for k, (name, vals) in enumerate(rows.items()):
+    ax.bar(np.arange(4) + (k - 2) * 0.16, vals, 0.16, label=name,
+           color="black" if "blind" in name else None, hatch="//" if name == "lm-tiny" else None)
+ax.axhline(0.5, ls=":", color="gray")
+ax.set_xticks(range(4), ["ARO " + c for c in cols[:3]] + cols[3:])
+ax.set_ylabel("accuracy / group score")
+ax.set_title("Text-only scorers (hatched, black) against image models")
+ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+plt.show()
 assert aro["lm-tiny"]["breakdown"]["order"]["score"] >= 0.9, "the control: shuffled word order is visible to P(text)"
 assert aro["lm-tiny"]["score"] - wino["lm-tiny"]["score"] >= 0.5
 assert aro["lm-tiny"]["score"] >= max(aro[m]["score"] for m in prior_models[1:]) - 0.05
@@ -441,6 +454,20 @@ for name in ("clip-spurious-tiny", "clip-spurious-control-tiny"):
           f"[{b['gap_ci95'][0]:+.2f}, {b['gap_ci95'][1]:+.2f}] | WEAT d = {b['effect_size']:+.2f}, "
           f"p = {b['p_value']:.3f}")
 biased, control = bias["clip-spurious-tiny"], bias["clip-spurious-control-tiny"]
+fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
+for k, (name, b) in enumerate(bias.items()):
+    axes[0].bar([k - 0.2, k + 0.2], [b["aligned"], b["conflicting"]], 0.4,
+                color=["tab:orange", "tab:blue"], label=["aligned tint", "conflicting tint"] if k == 0 else None)
+axes[0].set_xticks([0, 1], ["planted (95 %)", "control (50 %)"])
+axes[0].set_ylabel("zero-shot top-1")
+axes[0].set_ylim(0, 0.7)
+axes[0].legend(fontsize=7, loc="upper center", ncol=2)
+axes[1].bar([0, 1], [b["effect_size"] for b in bias.values()], color=["tab:red", "tab:gray"])
+axes[1].set_xticks([0, 1], [f"planted (p = {biased['p_value']:.3f})", f"control (p = {control['p_value']:.2f})"])
+axes[1].set_ylabel("WEAT effect size d")
+axes[1].axhline(0, color="black", lw=0.8)
+plt.tight_layout()
+plt.show()
 assert biased["gap_ci95"][0] > 0.2 and control["gap_ci95"][0] <= 0.05
 assert biased["p_value"] < 0.01 and control["p_value"] > 0.05
 
@@ -503,6 +530,17 @@ for label, g in (("target vs reference", gap), ("text-randomised target vs refer
                  ("target vs text-randomised target", reduction)):
     print(f"{label:38} {g['target']:.3f} vs {g['reference']:.3f}: gap {g['gap']:+.3f} "
           f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
+fig, ax = plt.subplots(figsize=(6, 2.6))
+labels = ["target (A)", "text-randomised target (A)", "reference (B)"]
+vals = [rates[n] for n in ("clip-dejavu-a-tiny", "clip-dejavu-a-masked-tiny", "clip-dejavu-b-tiny")]
+cis = np.array([bootstrap_ci(v)[1:] for v in vals])
+means = np.array([v.mean() for v in vals])
+ax.barh(range(3), means, xerr=[means - cis[:, 0], cis[:, 1] - means], capsize=3, color=["tab:red", "tab:orange",
+                                                                                     "tab:gray"])
+ax.set_yticks(range(3), labels)
+ax.set_xlabel("share of 50 nearest public scenes with the hidden object")
+ax.set_title("Déjà vu on set A's training captions")
+plt.show()
 assert gap["ci95"][0] > 0 and masked["gap"] < gap["gap"]
 
 # %% [markdown]

@@ -349,7 +349,7 @@ def plot_leaderboard(records: Sequence[dict[str, Any]], ax=None):
     ax.set_yticks(y, [r["model"] for r in records])
     ax.set_xlabel(records[0]["metric"])
     ax.set_title(records[0]["suite"])
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     return ax
 
 
