@@ -11,9 +11,9 @@ language alone reaches. Register a new suite with :func:`register`; :data:`SUITE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-__all__ = ["SUITES", "Suite", "get_suite", "register"]
+__all__ = ["SUITES", "Suite", "balanced_items", "get_suite", "register", "render_scenes"]
 
 Items = list[dict[str, Any]]
 
@@ -55,4 +55,38 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-from vlm_primer.evaluation.suites import answers, generation, matching, redteam, spatial, zeroshot  # noqa: E402,F401  (each registers its suites)
+def render_scenes(model, scenes) -> Any:
+    """``scenes`` rendered at ``model``'s resolution: ``(N, 3, H, W)`` in ``[0, 1]``, what every capability takes."""
+    import torch
+
+    from vlm_primer.world import render
+
+    return torch.stack([render(s, model.image_size) for s in scenes])
+
+
+def balanced_items(types: Sequence[str], n: int, tries: int, draw: Callable[[int, str], dict | None],
+                   what: str) -> Items:
+    """``n`` items of each of ``types``: index ``i`` (up to ``tries``) is offered to type ``types[i % len(types)]``
+    while that type still needs items, and ``draw(i, type)`` returns the item's fields, or None when index ``i``
+    admits none (the item gets its ``id`` and ``type``). Too few after ``tries`` indices: a ValueError naming
+    ``what`` and the counts reached."""
+    items: Items = []
+    counts = dict.fromkeys(types, 0)
+    for index in range(tries):
+        if min(counts.values()) >= n:
+            break
+        kind = types[index % len(types)]
+        if counts[kind] >= n:
+            continue
+        item = draw(index, kind)
+        if item is None:
+            continue
+        items.append({"id": len(items), "type": kind, **item})
+        counts[kind] += 1
+    if min(counts.values()) < n:
+        raise ValueError(f"only {counts} {what} could be built from the world; ask for fewer (n={n})")
+    return items
+
+
+# each module registers its suites
+from vlm_primer.evaluation.suites import answers, generation, matching, redteam, spatial, zeroshot  # noqa: E402,F401

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from vlm_primer.evaluation.hallucination import parse_yes_no, pope_metrics
-from vlm_primer.evaluation.suites import Items, Suite, register
+from vlm_primer.evaluation.suites import Items, Suite, register, render_scenes
 from vlm_primer.evaluation.suites.priors import vqa_prior
 from vlm_primer.evaluation.vqa_metrics import vqa_accuracy
 
@@ -20,12 +18,6 @@ def _qtypes(model) -> tuple[str, ...]:
 
     one_size = len(model.world_config().sizes) < 2  # every object the same size: the answer is in the question
     return tuple(t for t in QUESTION_TYPES if not (t == "size" and one_size))
-
-
-def _render(model, items: Items) -> torch.Tensor:
-    from vlm_primer.world import render
-
-    return torch.stack([render(it["scene"], model.image_size) for it in items])
 
 
 # --------------------------------------------------------------------------------------------------- VQA
@@ -50,7 +42,8 @@ def _vqa_rows(items: Items, predictions: list[str]) -> Items:
 
 
 def run_vqa(model, items: Items) -> Items:
-    answers = model.answer(_render(model, items), [it["question"].question for it in items])
+    images = render_scenes(model, [it["scene"] for it in items])
+    answers = model.answer(images, [it["question"].question for it in items])
     return _vqa_rows(items, answers)
 
 
@@ -96,7 +89,8 @@ def _pope_rows(items: Items, predictions: list[str]) -> Items:
 
 
 def run_pope(model, items: Items) -> Items:
-    return _pope_rows(items, model.answer(_render(model, items), [it["question"].question for it in items]))
+    images = render_scenes(model, [it["scene"] for it in items])
+    return _pope_rows(items, model.answer(images, [it["question"].question for it in items]))
 
 
 def blind_pope(model, items: Items, seed: int) -> Items:

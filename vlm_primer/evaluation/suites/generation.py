@@ -27,7 +27,7 @@ import torch
 
 from vlm_primer.evaluation.captioning import caption_scores, cider_d, meteor, simple_tokenize
 from vlm_primer.evaluation.hallucination import chair, mentioned_objects
-from vlm_primer.evaluation.suites import Items, Suite, register
+from vlm_primer.evaluation.suites import Items, Suite, register, render_scenes
 
 __all__ = ["prior_caption"]
 
@@ -53,14 +53,8 @@ def build_caption_items(model, n: int, seed: int) -> Items:
     return items
 
 
-def _render(model, scenes) -> torch.Tensor:
-    from vlm_primer.world import render
-
-    return torch.stack([render(s, model.image_size) for s in scenes])
-
-
 def _captions(model, items: Items) -> list[str]:
-    captions = model.caption(_render(model, [it["scene"] for it in items]))
+    captions = model.caption(render_scenes(model, [it["scene"] for it in items]))
     if len(captions) != len(items) or not all(isinstance(c, str) for c in captions):
         raise ValueError(f"{model.name}'s caption returned {len(captions)} captions for {len(items)} images")
     return list(captions)
@@ -203,7 +197,7 @@ def blind_t2i(model, items: Items, seed: int) -> Items:
     from vlm_primer.world import SceneDataset
 
     ds = SceneDataset("test", len(items), model.world_config(), seed, num_objects=1)
-    images = _render(model, [ds.scene(i)[0] for i in range(len(items))])
+    images = render_scenes(model, [ds.scene(i)[0] for i in range(len(items))])
     return _t2i_rows(items, images, model.world_config().sizes)
 
 

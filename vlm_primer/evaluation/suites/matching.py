@@ -16,18 +16,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vlm_primer.evaluation.suites import Items, Suite, register
+from vlm_primer.evaluation.suites import Items, Suite, balanced_items, register, render_scenes
 from vlm_primer.evaluation.suites.priors import text_prior
 
 __all__: list[str] = []
 
 ARO_TYPES = ("relation", "attribution", "order")
-
-
-def render_scenes(model, scenes) -> torch.Tensor:
-    from vlm_primer.world import render
-
-    return torch.stack([render(s, model.image_size) for s in scenes])
 
 
 def two_way(model, items: Items) -> Items:
@@ -51,18 +45,12 @@ def build_aro(model, n: int, seed: int) -> Items:
 
     ds = SceneDataset("test", 50 * n, model.world_config(), seed, num_objects=2)
     rng = np.random.default_rng(seed)
-    items: Items = []
-    counts = dict.fromkeys(ARO_TYPES, 0)
-    for i in range(len(ds)):
-        if min(counts.values()) >= n:
-            break
+
+    def draw(i: int, kind: str) -> dict | None:
         scene, _ = ds.scene(i)
-        kind = ARO_TYPES[i % 3]
-        if counts[kind] >= n:
-            continue
         cap = caption_scene(scene, rng, "relation" if kind == "relation" else "objects", ds.config.margin)
         if cap is None:
-            continue
+            return None
         if kind == "order":
             words = cap.text.split()
             shuffled = " ".join(words[j] for j in rng.permutation(len(words)))
@@ -71,13 +59,9 @@ def build_aro(model, n: int, seed: int) -> Items:
             edit = hard_negative(cap, scene, rng, kind="relation" if kind == "relation" else "binding",
                                  margin=ds.config.margin)
             neg = edit.text if edit is not None else None
-        if neg is None:
-            continue
-        items.append({"id": len(items), "type": kind, "scene": scene, "true": cap.text, "negative": neg})
-        counts[kind] += 1
-    if min(counts.values()) < n:
-        raise ValueError(f"only {counts} ARO items could be built from the world; ask for fewer (n={n})")
-    return items
+        return None if neg is None else {"scene": scene, "true": cap.text, "negative": neg}
+
+    return balanced_items(ARO_TYPES, n, len(ds), draw, "ARO items")
 
 
 register(Suite("aro", "match", "accuracy",

@@ -22,8 +22,7 @@ import dataclasses
 import numpy as np
 
 from vlm_primer.evaluation.hallucination import mentioned_objects, parse_yes_no
-from vlm_primer.evaluation.suites import Items, Suite, register
-from vlm_primer.evaluation.suites.answers import _render
+from vlm_primer.evaluation.suites import Items, Suite, balanced_items, register, render_scenes
 from vlm_primer.evaluation.vqa_metrics import vqa_accuracy
 
 __all__ = ["REDTEAM_TYPES", "verify_premises"]
@@ -38,16 +37,12 @@ def build_redteam(model, n: int, seed: int) -> Items:
     cfg = model.world_config()
     ds = SceneDataset("test", 20 * n, cfg, seed, num_objects=model.num_objects)
     rng = np.random.default_rng([seed, 5])
-    items: Items = []
-    counts = dict.fromkeys(REDTEAM_TYPES, 0)
-    for i in range(len(ds)):
-        kind = REDTEAM_TYPES[i % 3]
-        if min(counts.values()) >= n:
-            break
+
+    def draw(i: int, kind: str) -> dict | None:
         scene, _ = ds.scene(i)
         shapes = [o.shape for o in scene.objects]
-        if counts[kind] >= n or len(set(shapes)) < len(shapes):
-            continue
+        if len(set(shapes)) < len(shapes):
+            return None
         obj = scene.objects[int(rng.integers(len(scene.objects)))]
         if kind == "false_premise":
             absent = [s for s in cfg.shapes if s not in shapes]
@@ -58,11 +53,9 @@ def build_redteam(model, n: int, seed: int) -> Items:
             question, answer = f"the {obj.shape} is {wrong[int(rng.integers(len(wrong)))]}, isn't it?", "no"
         else:
             question, answer = f"what color is the {obj.shape}?", obj.color
-        items.append({"id": len(items), "type": kind, "scene": scene, "question": question, "answer": answer})
-        counts[kind] += 1
-    if min(counts.values()) < n:
-        raise ValueError(f"only {counts} red-team items could be built from the world; ask for fewer (n={n})")
-    return items
+        return {"scene": scene, "question": question, "answer": answer}
+
+    return balanced_items(REDTEAM_TYPES, n, len(ds), draw, "red-team items")
 
 
 def _rows(items: Items, replies: list[str]) -> Items:
@@ -78,7 +71,8 @@ def _rows(items: Items, replies: list[str]) -> Items:
 
 
 def run_redteam(model, items: Items) -> Items:
-    return _rows(items, model.answer(_render(model, items), [it["question"] for it in items]))
+    images = render_scenes(model, [it["scene"] for it in items])
+    return _rows(items, model.answer(images, [it["question"] for it in items]))
 
 
 def blind_redteam(model, items: Items, seed: int) -> Items:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vlm_primer.evaluation.suites import Items, Suite, register
-from vlm_primer.evaluation.suites.matching import pair_scores, render_scenes, world_scene
+from vlm_primer.evaluation.suites import Items, Suite, balanced_items, register, render_scenes
+from vlm_primer.evaluation.suites.matching import pair_scores, world_scene
 from vlm_primer.evaluation.suites.priors import text_prior
 
 __all__: list[str] = []
@@ -62,27 +62,21 @@ def build_dci(model, n: int, seed: int) -> Items:
     its own dense caption. A region is the object rendered alone at its place (:func:`region_views`), not DCI's
     crop resized to the full frame (:func:`resized_crops`): a large object's box in a 48 px scene is about 13 px, and
     blowing its padded crop up to 48 px makes the object more than twice as large, a scale no zoo model saw, so the
-    crop would test the scale shift rather than the region-caption match (``extra`` reports the crops beside it). Objects never overlap in Shapes World, so the
-    region shows exactly the object's pixels in the scene. Explained in notebook 07, §Compositionality."""
+    crop would test the scale shift rather than the region-caption match (``extra`` reports the crops beside it).
+    Objects never overlap in Shapes World, so the region shows exactly the object's pixels in the scene. Explained
+    in notebook 07, §Compositionality."""
     from vlm_primer.world.language import full_np
 
-    items: Items = []
-    counts = dict.fromkeys(DCI_OBJECTS, 0)
-    for index in range(50 * n * len(DCI_OBJECTS)):
-        if min(counts.values()) >= n:
-            break
-        k = DCI_OBJECTS[index % len(DCI_OBJECTS)]
-        if counts[k] >= n:
-            continue
+    types = [f"{k} objects" for k in DCI_OBJECTS]
+
+    def draw(index: int, kind: str) -> dict | None:
+        k = DCI_OBJECTS[types.index(kind)]
         scene, _ = world_scene(model, index, seed, k)
         if len({full_np(o) for o in scene.objects}) < k:  # two identical objects: one caption for two regions
-            continue
-        items.append({"id": len(items), "type": f"{k} objects", "scene": scene,
-                      "captions": [region_caption(o) for o in scene.objects]})
-        counts[k] += 1
-    if min(counts.values()) < n:
-        raise ValueError(f"only {counts} DCI scenes could be built from the world; ask for fewer (n={n})")
-    return items
+            return None
+        return {"scene": scene, "captions": [region_caption(o) for o in scene.objects]}
+
+    return balanced_items(types, n, 50 * n * len(DCI_OBJECTS), draw, "DCI scenes")
 
 
 def _dci_rows(items: Items, matrices: list[np.ndarray]) -> Items:
@@ -199,29 +193,18 @@ def build_pug(model, n: int, seed: int) -> Items:
     object is reflected to the other side of the other (the relation flips, nothing else moves). ``count``: the
     first ``k`` objects of a four-object scene, "k shapes" vs the count one object away. Both scenes of a pair and
     both captions are checked against the scene graph. Explained in notebook 07, §Spatial relations."""
-    items: Items = []
-    counts = dict.fromkeys(PUG_TYPES, 0)
-    for index in range(50 * n * len(PUG_TYPES)):
-        if min(counts.values()) >= n:
-            break
-        kind = PUG_TYPES[index % len(PUG_TYPES)]
-        if counts[kind] >= n:
-            continue
+    def draw(index: int, kind: str) -> dict | None:
         if kind == "count":
             scene, true, negative, k = _pug_count_item(model, index, seed)
-            items.append({"id": len(items), "type": kind, "scene": scene, "true": true, "negative": negative,
-                          "objects": k})
-        else:
-            built = _pug_relation_item(model, index, seed)
-            if built is None:
-                continue
-            scene, twin, true, swapped, mover = built
-            items.append({"id": len(items), "type": kind, "scene": scene, "twin": twin, "true": true,
-                          "negative": swapped, "moved": scene.objects[mover].describe()})
-        counts[kind] += 1
-    if min(counts.values()) < n:
-        raise ValueError(f"only {counts} PUG probes could be built from the world; ask for fewer (n={n})")
-    return items
+            return {"scene": scene, "true": true, "negative": negative, "objects": k}
+        built = _pug_relation_item(model, index, seed)
+        if built is None:
+            return None
+        scene, twin, true, swapped, mover = built
+        return {"scene": scene, "twin": twin, "true": true, "negative": swapped,
+                "moved": scene.objects[mover].describe()}
+
+    return balanced_items(PUG_TYPES, n, 50 * n * len(PUG_TYPES), draw, "PUG probes")
 
 
 def _pug_row(it: dict, win: bool) -> dict:

@@ -11,8 +11,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from vlm_primer.evaluation.suites import Items, Suite, register
-from vlm_primer.evaluation.suites.matching import render_scenes, world_scene
+from vlm_primer.evaluation.suites import Items, Suite, register, render_scenes
+from vlm_primer.evaluation.suites.matching import world_scene
 from vlm_primer.evaluation.suites.priors import text_prior
 
 __all__: list[str] = []
