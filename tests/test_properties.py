@@ -589,3 +589,66 @@ def test_caption_scores_any_captions(pairs):
     out = clear_or_ok(lambda: caption_scores(refs, cands), "no captions", "references[")
     if out is not None:
         assert all(math.isfinite(v) and v >= 0 for v in out.values()) and out["BLEU-1"] <= 1 + 1e-9
+
+
+# ---------------------------------------------------------------- chapter 07: the harness and its metrics
+
+def _random_matcher(images, texts):
+    from vlm_primer.evaluation.harness import _check_pairs
+
+    _check_pairs(images, texts)
+    return torch.rand(len(texts))
+
+
+@settings(max_examples=25)
+@given(st.sampled_from(["aro", "winoground", "dci", "pug", "zeroshot", "vqa", "bogus", 7]),
+       st.sampled_from([1, 2, 0, -1, 1.5, True, None]), st.sampled_from([0, 3, -1, 2.0]), st.booleans())
+def test_evaluate_any_request(suite, n, seed, can_match):
+    from vlm_primer.evaluation import EvalModel, evaluate
+
+    model = EvalModel("random", match=_random_matcher if can_match else None,
+                      answer=None if can_match else (lambda images, qs, **kw: ["yes"] * len(qs)))
+    out = clear_or_ok(lambda: evaluate(model, suite, n=n if n is not None else 2, seed=seed),
+                      "suite", "n must", "seed", "'match'", "'answer'")
+    if out is not None:
+        assert out["ci95"][0] <= out["score"] <= out["ci95"][1] and math.isfinite(out["blind"]["score"])
+
+
+@given(st.integers(0, 3), st.integers(0, 3), st.sampled_from([2.5, 0.0, -1.0]), st.booleans())
+def test_clip_score_any_batch(n_img, n_txt, w, three_d):
+    from vlm_primer.evaluation import clip_score
+
+    class Table(torch.nn.Module):
+        def encode_image(self, x):
+            return x.flatten(1)[:, :4]
+
+        def encode_text(self, ids, attention_mask=None):
+            return torch.ones(len(ids), 4)
+
+    images = torch.rand(n_img, 3, 2, 2) if not three_d else torch.rand(n_img, 2, 2)
+    tok = lambda texts, max_length=None: {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long),  # noqa: E731
+                                          "attention_mask": torch.ones(len(texts), 1, dtype=torch.long)}
+    out = clear_or_ok(lambda: clip_score(Table(), tok, images, ["a"] * n_txt, w=w), "images", "captions", "w")
+    if out is not None:
+        finite(out)
+        assert out.shape == (n_img,) and (out >= 0).all()
+
+
+@given(st.sampled_from([0.0, 0.3, 0.99, 1.0, -0.5, "0.3", True]), st.sampled_from([0.5, 0.95, 2.0, -1, "x"]),
+       st.sampled_from([None, "aligned", "conflicting", "both"]), st.sampled_from([1.0, 0.0, -1.0, "2"]))
+def test_chapter07_sampler_arguments(p, correlation, force, exponent):
+    from vlm_primer.evaluation.bias import SpuriousCaptionDataset
+    from vlm_primer.evaluation.frequency import zipf_weights
+    from vlm_primer.evaluation.memorization import text_randomization
+
+    collate = lambda s: {"input_ids": torch.arange(6).view(1, 6), "attention_mask": torch.ones(1, 6)}  # noqa: E731
+    masked = clear_or_ok(lambda: text_randomization(collate, p, 4), "p must")
+    if masked is not None:
+        assert masked([{}])["input_ids"].shape == (1, 6)
+    ds = clear_or_ok(lambda: SpuriousCaptionDataset("test", 2, WorldConfig(image_size=32), correlation=correlation,
+                                                    force=force), "correlation", "force")
+    if ds is not None:
+        assert ds[0]["image"].shape == (3, 32, 32)
+    w = clear_or_ok(lambda: zipf_weights([("red", "circle"), ("blue", "square")], exponent), "exponent")
+    if w is not None:
+        assert sum(w.values()) == pytest.approx(1)
