@@ -315,6 +315,39 @@ def clip_s(cos, w=2.5):
     return w * cos.clamp(min=0)
 
 
+def zipf(n, s):
+    p = np.arange(1, n + 1, dtype=float) ** -s
+    return p / p.sum()
+
+
+def precision_recall(removed, bad):
+    tp = sum(r and b for r, b in zip(removed, bad))
+    return tp / max(1, sum(removed)), tp / max(1, sum(bad))
+
+
+def keep_top06(scores, fraction):
+    order = np.argsort(-np.asarray(scores), kind="stable")[:round(fraction * len(scores))]
+    keep = np.zeros(len(scores), bool)
+    keep[order] = True
+    return keep
+
+
+def semdedup(x, centroid, eps):
+    order = (x @ centroid).argsort().tolist()
+    removed = [False] * len(x)
+    for pos, j in enumerate(order):
+        removed[j] = any(float(x[i] @ x[j]) > 1 - eps for i in order[:pos])
+    return removed
+
+
+def train_flops(params, tokens, layers, width, batch):
+    return 3 * batch * (2 * params * tokens + 4 * layers * tokens ** 2 * width)
+
+
+def gpu_hours(flops, peak_tflops, mfu):
+    return flops / (peak_tflops * 1e12 * mfu) / 3600
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
@@ -327,5 +360,7 @@ SOLUTIONS = {
     "05.6": pixel_shuffle,
     "05b.1": qformer_masks, "05b.2": itc_scores, "05b.3": negative_probs, "05b.4": latest_image,
     "05b.5": gated_layer_params,
+    "06.1": zipf, "06.2": precision_recall, "06.3": keep_top06, "06.4": semdedup, "06.5": train_flops,
+    "06.6": gpu_hours,
     "07.1": vqa_acc, "07.2": boot_ci, "07.3": wino, "07.4": pope, "07.5": chair_i, "07.6": weat_d, "07.7": clip_s,
 }

@@ -4,6 +4,8 @@ a hand computation on a table model; the clip at 0, the scale w and bad input.""
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ from vlm_primer.contrastive import Llip, LlipConfig
 from vlm_primer.evaluation.clipscore import clip_score, ref_clip_score
 from vlm_primer.text import Tokenizer
 from vlm_primer.world import ShapesCaptionDataset, WorldConfig
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
+from clipscore_oracle import torchmetrics_oracle  # noqa: E402
 
 # --- a table model: embeddings chosen by hand ----------------------------------------------------------------------
 
@@ -160,53 +165,12 @@ def test_llip_is_scored_with_its_own_similarity():
     torch.testing.assert_close(clip_score(model, tok, images, captions, batch_size=2), 2.5 * cos.clamp(min=0))
 
 
-# --- the oracle: torchmetrics' CLIPScore on clip-tiny exported to transformers --------------------------------------
-# torchmetrics reports max(100 * cos, 0) per pair where CLIPScore is max(2.5 * cos, 0), so ours = its / 40 per pair
-# (and it clips the *mean* over a batch at 0, not each pair: pairs are scored one by one to see the per-pair clip).
-
-
-class _Features(nn.Module):
-    """transformers' CLIPModel with get_image_features / get_text_features returning the projected embedding.
-
-    torchmetrics 1.9.0 normalises what these return, but under transformers >= 5 they return a
-    BaseModelOutputWithPooling (Lightning-AI/torchmetrics#3407, fixed after 1.9.0 by #3408, which unwraps
-    ``pooler_output`` as we do here). Everything else, the processor call and the score, is torchmetrics' code."""
-
-    def __init__(self, hf: nn.Module) -> None:
-        super().__init__()
-        self.hf, self.config = hf, hf.config
-
-    @staticmethod
-    def _tensor(out):
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-    def get_image_features(self, pixel_values):
-        return self._tensor(self.hf.get_image_features(pixel_values))
-
-    def get_text_features(self, input_ids, attention_mask=None):
-        return self._tensor(self.hf.get_text_features(input_ids, attention_mask))
+# --- the oracle: torchmetrics' CLIPScore on clip-tiny exported to transformers (tests/helpers/clipscore_oracle.py) ---
 
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
-    """``() -> (model, processor)`` for torchmetrics, made to see exactly our inputs.
-
-    * ``zoo.export``'s image processor reads 8-bit images (it divides by 255); torchmetrics is given the world's
-      float pixels in [0, 1] here, so it gets the card's normalisation alone (no resize, no crop, no rescale).
-    * The exported tokenizer appends ``<eos>`` as ours does (CLIP pools the text there): checked below.
-    * torchmetrics only loads paths whose name has "openai", "jinaai" or "zer0int" in it; its documented other
-      way in is this callable.
-    """
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    path = tmp_path_factory.mktemp("clipscore") / "clip-tiny"
-    zoo.export("clip-tiny", path)
-    pre = zoo.card("clip-tiny")["preprocess"]
-    CLIPImageProcessor(do_resize=False, do_center_crop=False, do_rescale=False, do_convert_rgb=False,
-                       do_normalize=True, image_mean=pre["mean"], image_std=pre["std"]).save_pretrained(path)
-    model = _Features(CLIPModel.from_pretrained(path, local_files_only=True).eval())
-    processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
-    return lambda: (model, processor)
+    return torchmetrics_oracle(tmp_path_factory.mktemp("clipscore") / "clip-tiny")
 
 
 @pytest.fixture(scope="module")

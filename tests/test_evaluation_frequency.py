@@ -40,8 +40,8 @@ def test_dataset_follows_the_law_and_keeps_held_out_pairs_out():
 
 
 def test_accuracy_by_frequency_reports_each_composition():
-    counts = dict(list(frequency_table(ZipfCaptionDataset(500, WORLD, exponent=1.0, statements=False)).items())[:8])
+    counts = dict(list(frequency_table(ZipfCaptionDataset(500, WORLD, exponent=1.0, statements=False)).items())[::5])
     out = accuracy_by_frequency(zoo.load("clip-tiny"), zoo.preprocess("clip-tiny"), Tokenizer.load(), counts,
                                 per_class=4, max_length=16, n_boot=200)
-    assert list(out["per_class_accuracy"]) == list(counts) and -1 <= out["spearman"] <= 1
+    assert list(out["per_class_accuracy"]) == list(counts) and -1 <= out["spearman"] <= 1, out
     assert out["ci95"][0] <= out["ci95"][1] and np.mean(list(out["per_class_accuracy"].values())) >= 0.7

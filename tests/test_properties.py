@@ -652,3 +652,34 @@ def test_chapter07_sampler_arguments(p, correlation, force, exponent):
     w = clear_or_ok(lambda: zipf_weights([("red", "circle"), ("blue", "square")], exponent), "exponent")
     if w is not None:
         assert sum(w.values()) == pytest.approx(1)
+
+
+@given(st.sampled_from(["shape", "color", "composition", "texture", 3]), st.sampled_from([0.0, 2.0, -1.0, "1", True]),
+       st.sampled_from([0, 2, 5, -1, 100, 1.5]), st.sampled_from([0.0, 0.4, 1.0, 1.5, -0.1, "x", True]))
+def test_chapter06_data_arguments(concept, exponent, tail, fraction):
+    from vlm_primer.recipes import ConceptFrequencyDataset, keep_random, keep_top
+
+    world = WorldConfig(image_size=32, sizes=("large",))
+    ds = clear_or_ok(lambda: ConceptFrequencyDataset(4, world, concept=concept, exponent=exponent, tail=tail),
+                     "concept", "exponent", "tail")
+    if ds is not None:
+        assert ds[0]["image"].shape == (3, 32, 32) and sum(ds.weights.values()) == pytest.approx(1)
+        assert all(ds.weights[k] > 0 for k in list(ds.weights)[:len(ds.weights) - tail])
+    keep = clear_or_ok(lambda: keep_top([0.3, 0.1, 0.2, 0.5], fraction), "fraction")
+    if keep is not None:
+        assert sum(keep) == round(fraction * 4) and keep == sorted(keep, key=lambda k: 0) and len(keep) == 4
+        assert sum(clear_or_ok(lambda: keep_random(4, fraction), "fraction")) == sum(keep)
+
+
+@given(st.sampled_from([1, 7, 0, -3, 2.5, True]), st.sampled_from([1e6, 1e9, 0, -1.0, "1e9"]),
+       st.sampled_from(["A100-80GB", "V100", "TPU", 3]), st.sampled_from([0.4, 1.0, 0.0, 1.5, "0.4"]),
+       st.sampled_from([0.0, 0.5, 0.75, 1.0, -0.2]), st.sampled_from(["bf16", "fp32", "fp16", "int8"]))
+def test_chapter06_compute_arguments(batch, samples, gpu, mfu, mask_ratio, precision):
+    from vlm_primer.contrastive import CLIPConfig
+    from vlm_primer.recipes import budget
+
+    b = clear_or_ok(lambda: budget(CLIPConfig.from_preset("tiny"), batch, samples, gpu=gpu, mfu=mfu,
+                                   mask_ratio=mask_ratio, precision=precision),
+                    "batch", "samples_seen", "GPU", "mfu", "mask_ratio", "precision", "bf16")
+    if b is not None:
+        assert b.flops > 0 and b.gpu_hours > 0 and b.gpus >= 1 and str(b)

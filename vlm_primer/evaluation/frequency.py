@@ -2,68 +2,35 @@
 
 Explained in notebook 07, §Concept frequency. Udandarao et al. (2024) find that a CLIP's zero-shot accuracy on a
 concept grows log-linearly with how often the concept occurs in its pretraining data (survey §4.2.4). On Shapes
-World we set the frequencies ourselves: :class:`ZipfCaptionDataset` draws the colour-shape composition of each
-one-object training scene from a Zipf law over the training compositions (rank ``r`` has probability proportional
-to ``r ** -exponent``, the ranks a fixed shuffle of ``seed``), and :func:`frequency_table` says how often each one
-occurs. :func:`accuracy_by_frequency` then measures zero-shot accuracy per composition on held-out scenes and the
+World we set the frequencies ourselves (chapter 06, :mod:`vlm_primer.recipes.data`): :class:`ZipfCaptionDataset`
+draws the colour-shape composition of each one-object training scene from a Zipf law over the training compositions
+(rank ``r`` has probability proportional to ``r ** -exponent``, the ranks a fixed shuffle of ``seed``), and
+:func:`frequency_table` says how often each one occurs. :func:`accuracy_by_frequency` then measures zero-shot accuracy per composition on held-out scenes and the
 rank correlation between accuracy and training frequency, with a bootstrap interval over compositions.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from vlm_primer.recipes.data import ConceptFrequencyDataset, frequency_table, zipf_weights
 from vlm_primer.world import ShapesCaptionDataset, WorldConfig
-from vlm_primer.world.splits import split_compositions
 
 __all__ = ["ZipfCaptionDataset", "accuracy_by_frequency", "frequency_table", "zipf_weights"]
 
 
-def zipf_weights(compositions: Sequence[tuple[str, str]], exponent: float, seed: int = 0
-                 ) -> dict[tuple[str, str], float]:
-    """Probabilities of ``compositions`` under a Zipf law with ``exponent`` (0 = uniform) over the ranks of a fixed
-    shuffle drawn from ``seed``."""
-    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or exponent < 0:
-        raise ValueError(f"exponent must be a number >= 0, got {exponent!r}")
-    order = sorted(compositions)
-    order = [order[i] for i in np.random.default_rng([seed, 11]).permutation(len(order))]
-    w = np.arange(1, len(order) + 1, dtype=float) ** -float(exponent)
-    return dict(zip(order, w / w.sum()))
-
-
-class ZipfCaptionDataset(ShapesCaptionDataset):
-    """One-object :class:`~vlm_primer.world.ShapesCaptionDataset` of the ``train`` split whose compositions follow
-    :func:`zipf_weights` (``exponent``, ``rank_seed``); the object keeps its place and size. Other arguments as the
-    parent's (``num_objects`` is 1 and ``distinct`` is not supported: a Zipf law repeats its head). Explained in
-    notebook 07, §Concept frequency."""
+class ZipfCaptionDataset(ConceptFrequencyDataset):
+    """One-object ``train`` scenes whose colour-shape composition follows :func:`zipf_weights` (``exponent``,
+    ``rank_seed``): chapter 06's :class:`~vlm_primer.recipes.data.ConceptFrequencyDataset` with
+    ``concept="composition"``. Explained in notebook 07, §Concept frequency."""
 
     def __init__(self, size: int, config: WorldConfig | None = None, *, exponent: float = 1.0, rank_seed: int = 0,
                  **kwargs: Any) -> None:
-        if kwargs.pop("num_objects", 1) != 1 or kwargs.get("distinct") is not None:
-            raise ValueError("a ZipfCaptionDataset draws one-object scenes, without distinct blocks")
-        super().__init__("train", size, config, num_objects=1, **kwargs)
-        allowed, _ = split_compositions("train", self.config, self.held_out)
-        self.weights = zipf_weights(sorted(allowed), exponent, rank_seed)
-        self._pairs, self._p = list(self.weights), np.array(list(self.weights.values()))
-
-    def scene(self, index: int):
-        scene, rng = super().scene(index)
-        pick = np.random.default_rng([self.seed, index, 13]).choice(len(self._pairs), p=self._p)
-        color, shape = self._pairs[pick]
-        return scene.replace(0, color=color, shape=shape), rng
-
-
-def frequency_table(dataset: ZipfCaptionDataset) -> dict[tuple[str, str], int]:
-    """How many of ``dataset``'s scenes show each training composition (zeros included), most frequent first."""
-    counts = dict.fromkeys(dataset.weights, 0)
-    for i in range(len(dataset)):
-        o = dataset.scene(i)[0].objects[0]
-        counts[(o.color, o.shape)] += 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        super().__init__(size, config, concept="composition", exponent=exponent, rank_seed=rank_seed, **kwargs)
 
 
 @torch.no_grad()
@@ -74,7 +41,7 @@ def accuracy_by_frequency(model: torch.nn.Module, transform: Callable, tokenizer
     """Zero-shot top-1 over the 48 colour-shape names (chapter 02's prompt ensemble) of ``per_class`` test scenes of
     every composition in ``counts``, and Spearman's rank correlation between a composition's accuracy and its
     training count, with a percentile bootstrap interval over compositions. Returns ``per_class_accuracy``
-    (composition -> accuracy), ``spearman``, ``ci95``."""
+    (composition -> accuracy), ``spearman``, ``ci95`` (both NaN when every composition scores alike: no ranking)."""
     from vlm_primer.evaluation.zeroshot import build_classifier, zero_shot_classify
     from vlm_primer.world import COLORS, SHAPES, render
     from vlm_primer.zoo.recipes import ZERO_SHOT_TEMPLATES
@@ -95,12 +62,15 @@ def accuracy_by_frequency(model: torch.nn.Module, transform: Callable, tokenizer
     right = (zero_shot_classify(model, images, classifier).argmax(1) == torch.tensor(truth)).float().numpy()
     acc = right.reshape(len(counts), per_class).mean(1)
     freq = np.array(list(counts.values()), dtype=float)
-    rho = float(spearmanr(freq, acc).statistic)
+    rho = float(spearmanr(freq, acc).statistic) if np.ptp(acc) > 0 and np.ptp(freq) > 0 else float("nan")
     rng = np.random.default_rng(seed)
     boot = []
     for _ in range(n_boot):
         idx = rng.integers(len(acc), size=len(acc))
         if np.ptp(acc[idx]) > 0 and np.ptp(freq[idx]) > 0:
             boot.append(spearmanr(freq[idx], acc[idx]).statistic)
+    if not boot:  # every composition equally well known: no rank correlation to speak of
+        return {"per_class_accuracy": dict(zip(counts, acc.tolist())), "spearman": float("nan"),
+                "ci95": [float("nan"), float("nan")]}
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"per_class_accuracy": dict(zip(counts, acc.tolist())), "spearman": rho, "ci95": [float(lo), float(hi)]}

@@ -22,9 +22,12 @@ import torch
 from vlm_primer.generative.captioner import with_bos
 from vlm_primer.validate import check_finite
 
-__all__ = ["CORRUPTIONS", "CapFiltResult", "capfilt", "corrupt_captions", "filter_report"]
+__all__ = ["CORRUPTIONS", "WEB_NOISE", "CapFiltResult", "capfilt", "corrupt_captions", "filter_report",
+           "removal_report"]
 
 CORRUPTIONS = ("attribute", "object", "unrelated")
+#: Chapter 06's kinds of web noise: CapFilt's three and a caption cut short ("a large red" for "a large red circle").
+WEB_NOISE = CORRUPTIONS + ("truncated",)
 
 
 def _replacement_kind(true, edited) -> str | None:
@@ -46,6 +49,9 @@ def _corrupt(item: dict[str, Any], kind: str, rng: np.random.Generator, others: 
     if kind == "unrelated":
         wrong = [c for c in others if c != item["caption"]]
         return wrong[int(rng.integers(len(wrong)))] if wrong else None
+    if kind == "truncated":
+        words = item["caption"].split()
+        return " ".join(words[:int(rng.integers(min(2, len(words) - 1), len(words)))]) if len(words) > 1 else None
     caption = caption_scene(item["scene"], rng, "objects", margin)
     edits = [m for m in candidates(caption.meaning, "replace", item["scene"])
              if not holds(m, item["scene"], margin) and _replacement_kind(caption.meaning, m) == kind]
@@ -58,14 +64,15 @@ def corrupt_captions(items: Sequence[dict[str, Any]], fraction: float, kinds: Se
                      seed: int = 0, margin: float = 0.0) -> list[dict[str, Any]]:
     """Copies of Shapes World ``items`` (with ``caption`` and ``scene``) where ``fraction`` of the captions are
     made false of their image, the kinds taking turns: ``attribute`` (one colour or size word wrong), ``object``
-    (one shape wrong), ``unrelated`` (another image's caption). Each copy gets ``corruption``: its kind, or ``""``
+    (one shape wrong), ``unrelated`` (another image's caption), and with ``kinds`` including it, ``truncated``
+    (the caption cut after a random word from the second on, as web alt-text often is; chapter 06). Each copy gets ``corruption``: its kind, or ``""``
     for a caption left true. An item whose kind cannot apply gets an unrelated caption instead."""
     check_finite(fraction, "fraction")
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
-    unknown = sorted(set(kinds) - set(CORRUPTIONS))
+    unknown = sorted(set(kinds) - set(WEB_NOISE))
     if unknown or not kinds:
-        raise ValueError(f"kinds must be a non-empty subset of {CORRUPTIONS}, got {list(kinds)}")
+        raise ValueError(f"kinds must be a non-empty subset of {WEB_NOISE}, got {list(kinds)}")
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(items))[:round(fraction * len(items))]
     captions = [it["caption"] for it in items]
@@ -136,17 +143,23 @@ def capfilt(captioner: torch.nn.Module, filter_model: torch.nn.Module, images: t
 
 
 def filter_report(result: CapFiltResult, corruption: Sequence[str]) -> dict[str, float]:
-    """The filter against the planted errors (``corruption[i]``: a kind, or ``""`` for a true caption): the
-    **precision** and **recall** of "removed" for the corrupted captions, the share of true captions kept, and the
-    recall for each kind of error."""
-    removed = (~result.keep_original).tolist()
-    bad = [c != "" for c in corruption]
+    """The filter against the planted errors (``corruption[i]``: a kind, or ``""`` for a true caption):
+    :func:`removal_report` of the original captions the filter removed."""
+    return removal_report((~result.keep_original).tolist(), corruption)
+
+
+def removal_report(removed: Sequence[bool], labels: Sequence[str]) -> dict[str, float]:
+    """A cleaning method against known labels (``labels[i]``: the kind of problem of item ``i``, or ``""`` for a
+    good one): the **precision** and **recall** of "removed" for the bad items, the share of good items kept
+    (``clean_kept``), and the recall for each kind of problem (``recall_<kind>``). Used for CapFilt's filter
+    (notebook 04) and for chapter 06's noise filters and deduplication."""
+    removed, bad = [bool(r) for r in removed], [c != "" for c in labels]
     if len(bad) != len(removed):
-        raise ValueError(f"{len(removed)} captions but {len(bad)} corruption labels")
+        raise ValueError(f"{len(removed)} removal flags but {len(bad)} labels: one label per item")
     tp = sum(r and b for r, b in zip(removed, bad))
     out = {"precision": tp / max(1, sum(removed)), "recall": tp / max(1, sum(bad)),
            "clean_kept": sum(not r for r, b in zip(removed, bad) if not b) / max(1, len(bad) - sum(bad))}
-    for kind in sorted({c for c in corruption if c}):
-        rows = [r for r, c in zip(removed, corruption) if c == kind]
+    for kind in sorted({c for c in labels if c}):
+        rows = [r for r, c in zip(removed, labels) if c == kind]
         out[f"recall_{kind}"] = sum(rows) / len(rows)
     return out
