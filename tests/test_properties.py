@@ -683,3 +683,47 @@ def test_chapter06_compute_arguments(batch, samples, gpu, mfu, mask_ratio, preci
                     "batch", "samples_seen", "GPU", "mfu", "mask_ratio", "precision", "bf16")
     if b is not None:
         assert b.flops > 0 and b.gpu_hours > 0 and b.gpus >= 1 and str(b)
+
+
+@given(st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=4, max_size=4),
+       st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=4, max_size=4), st.sampled_from([1, 7, 32, 0, -2, 2.5]))
+def test_chapter06b_box_arguments(a, b, num_bins):
+    from vlm_primer.recipes.grounding import box_to_location_tokens, generalized_box_iou, location_tokens_to_box
+
+    giou = clear_or_ok(lambda: generalized_box_iou(torch.tensor([a]), torch.tensor([b])), "box")
+    if giou is not None:
+        assert giou.shape == (1, 1) and (giou.isnan() | ((giou >= -1) & (giou <= 1))).all()
+    tokens = clear_or_ok(lambda: box_to_location_tokens(torch.tensor(a), num_bins), "box", "num_bins")
+    if tokens is not None:
+        back = location_tokens_to_box(tokens, num_bins)
+        assert back.shape == (4,) and ((back - torch.tensor(a)).abs() <= 1 / num_bins + 1e-6).all()
+
+
+@given(st.sampled_from([1, 4, 0, -1, 2.5]), st.sampled_from([8.0, 1.0, 0.0, -4.0, "8"]),
+       st.sampled_from(["fc1", ["fc1", "fc2"], "nope", "act"]), st.sampled_from([False, True]))
+def test_chapter06b_lora_arguments(r, alpha, targets, use_dora):
+    from vlm_primer.recipes.peft import apply_lora, trainable_parameters
+
+    from collections import OrderedDict
+
+    model = torch.nn.Sequential(OrderedDict(fc1=torch.nn.Linear(6, 5), act=torch.nn.GELU(), fc2=torch.nn.Linear(5, 3)))
+    out = clear_or_ok(lambda: apply_lora(model, targets, r, alpha, use_dora=use_dora), "r", "alpha", "target",
+                      "Linear")
+    if out is not None:
+        finite(out(torch.randn(2, 6)))
+        assert 0 < trainable_parameters(out) < sum(p.numel() for p in out.parameters())  # the base stays frozen
+
+
+@given(st.sampled_from([0.1, 2.0, 0.0, -1.0, float("nan")]), st.sampled_from([0.0, 0.2, 0.5, 1.0, -0.1]),
+       st.sampled_from(["sigmoid", "robust", "hinge", "ipo", "kto"]), st.sampled_from([3, 0]))
+def test_chapter06b_dpo_arguments(beta, smoothing, loss_type, n):
+    from vlm_primer.recipes.alignment import dpo_loss
+
+    logps = [torch.randn(n) for _ in range(4)]
+    lengths = torch.full((n,), 4) if loss_type == "ipo" else None  # IPO normalises by length, the others refuse it
+    out = clear_or_ok(lambda: dpo_loss(*logps, beta, smoothing, loss_type=loss_type, chosen_lengths=lengths,
+                                       rejected_lengths=lengths), "beta", "label_smoothing", "loss_type", "empty",
+                      "policy_chosen")
+    if out is not None:
+        finite(*out)
+        assert all(t.shape == (n,) for t in out)
