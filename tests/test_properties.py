@@ -727,3 +727,20 @@ def test_chapter06b_dpo_arguments(beta, smoothing, loss_type, n):
     if out is not None:
         finite(*out)
         assert all(t.shape == (n,) for t in out)
+
+
+@given(st.sampled_from([1, 3, 0]), st.sampled_from([(4,), (4, 2), (2, 4)]), st.sampled_from([1.0, 10.0, 0.0]),
+       st.sampled_from([None, "all", "none", "float"]))
+def test_chapter06b_negclip_arguments(b, neg_shape, scale, valid):
+    from vlm_primer.recipes.negatives import negclip_loss
+
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s), dim=-1)  # noqa: E731
+    img, txt = unit(b, 4), unit(b, 4)
+    neg = unit(b, *neg_shape) if len(neg_shape) == 1 else unit(b * neg_shape[0] // 4 or 1, neg_shape[1])
+    mask = {None: None, "all": torch.ones(b, dtype=torch.bool), "none": torch.zeros(b, dtype=torch.bool),
+            "float": torch.ones(b)}[valid]
+    out = clear_or_ok(lambda: negclip_loss(img, txt, neg, scale, mask), "embeds", "one shape", "negative_valid",
+                      "empty")
+    if out is not None:
+        finite(out)
+        assert out >= 0
