@@ -1,6 +1,6 @@
 """Chapter 06b's hard-negative experiment across seeds: CLIP against NegCLIP at an equal budget.
 
-    python benchmarks/bench_negatives.py --seeds 0 1 2 --jobs 2    # about 12 minutes on 2 cores
+    python benchmarks/bench_negatives.py --seeds 0 1 2 --jobs 2    # about 6 minutes on 2 cores
 
 A quality benchmark, not a speed one. Two settings, each with a CLIP arm and a NegCLIP arm at the same budget:
 *scratch* trains a fresh CLIP with chapter 02's tiny towers (`vlm_primer.zoo.recipes.contrastive_config`, 48 px,
