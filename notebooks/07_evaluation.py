@@ -542,7 +542,8 @@ assert len(rho_by_seed) >= 3 and all(v > 0 for v in rho_by_seed.values())
 # %% [markdown]
 # In every seed the shapes seen least are the ones the model gets wrong most, while the uniform runs (every shape
 # seen equally often) show how much the shapes differ by nature. This is the paper's trend at toy scale: six concepts
-# over two orders of magnitude of frequency, where the paper has thousands over five; chapter 06 reads the slope.
+# whose training counts span less than two orders of magnitude (chapter 06 prints the span), where the paper has
+# thousands over five; chapter 06 reads the slope.
 #
 # ## Memorization
 #
