@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_seed_runs  # noqa: E402
+from common import fit_contrastive, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "data_recipes.json"
 STEPS, BATCH, POOL = 1000, 32, 4000
@@ -72,7 +72,6 @@ def _fit(data, steps: int, seed: int, **vision):
     from vlm_primer.contrastive import CLIP
     from vlm_primer.contrastive.recipes import pair_collate
     from vlm_primer.text import Tokenizer
-    from vlm_primer.training import ResumableLoader, Trainer, TrainConfig
     from vlm_primer.utils import seed_everything
     from vlm_primer.zoo.recipes import CONTEXT, contrastive_config
 
@@ -80,11 +79,7 @@ def _fit(data, steps: int, seed: int, **vision):
     tok = Tokenizer.load()
     cfg = contrastive_config("clip", tok)
     model = CLIP(cfg.replace(vision=cfg.vision.replace(**vision)) if vision else cfg)
-    config = TrainConfig(max_steps=steps, batch_size=BATCH, lr=2e-3, warmup_steps=min(20, steps // 5),
-                         weight_decay=0.2, eps=1e-6, log_every=max(1, steps // 10), seed=seed, device="cpu",
-                         progress=False, live_plot=False)
-    collate = pair_collate(tok, CONTEXT, model.cfg.vision.image_size)
-    Trainer(model, ResumableLoader(data, BATCH, collate_fn=collate, shuffle=True, seed=seed), config).fit()
+    fit_contrastive(model, data, pair_collate(tok, CONTEXT, model.cfg.vision.image_size), steps, seed, batch=BATCH)
     return model
 
 

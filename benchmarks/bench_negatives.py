@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_seed_runs  # noqa: E402
+from common import fit_contrastive, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "negatives.json"
 STEPS, BATCH = 1000, 32
@@ -44,7 +44,6 @@ def run(job: tuple) -> dict:
     from vlm_primer.evaluation import evaluate, wrap
     from vlm_primer.recipes.negatives import NegCLIP, negative_collate
     from vlm_primer.text import Tokenizer
-    from vlm_primer.training import ResumableLoader, Trainer, TrainConfig
     from vlm_primer.utils import seed_everything
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
     from vlm_primer.zoo import recipes
@@ -66,10 +65,7 @@ def run(job: tuple) -> dict:
     collate = negative_collate(tok, recipes.CONTEXT, recipes.WORLD["image_size"])
     if not arm.startswith("negclip"):  # the same batches, the negatives dropped
         collate = _drop_negatives(collate)
-    config = TrainConfig(max_steps=steps, batch_size=BATCH, lr=FT_LR if finetune else 2e-3, warmup_steps=min(20, steps // 5),
-                         weight_decay=0.2, eps=1e-6, log_every=max(1, steps // 10), seed=seed, device="cpu",
-                         progress=False, live_plot=False)
-    Trainer(model, ResumableLoader(data, BATCH, collate_fn=collate, shuffle=True, seed=seed), config).fit()
+    fit_contrastive(model, data, collate, steps, seed, lr=FT_LR if finetune else 2e-3, batch=BATCH)
     clip = clip.float().eval()
     aro = evaluate(wrap(clip, transform=pre, world=recipes.WORLD, name=arm), "aro", n=100, seed=0, keep_items=False)
     out = {"arm": arm, "seed": seed, "aro": aro["score"], "aro_ci95": aro["ci95"], "aro_blind": aro["blind"]["score"],

@@ -102,3 +102,15 @@ def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: 
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**seed_run_record(script, seeds, jobs, start), **fields, "runs": runs}, indent=1) + "\n")
     print(f"wrote {out}")
+
+
+def fit_contrastive(model, data, collate, steps: int, seed: int, lr: float = 2e-3, batch: int = 32):
+    """Chapter 02's tiny contrastive schedule on any data: ``steps`` shuffled batches of ``batch``, AdamW at ``lr``
+    (weight decay 0.2, eps 1e-6, a short warm-up), on the CPU without progress bars; the quality benchmarks' one
+    training loop. Returns the Trainer's history."""
+    from vlm_primer.training import ResumableLoader, Trainer, TrainConfig
+
+    config = TrainConfig(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=min(20, steps // 5), weight_decay=0.2,
+                         eps=1e-6, log_every=max(1, steps // 10), seed=seed, device="cpu", progress=False,
+                         live_plot=False)
+    return Trainer(model, ResumableLoader(data, batch, collate_fn=collate, shuffle=True, seed=seed), config).fit()

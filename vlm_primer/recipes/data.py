@@ -50,10 +50,13 @@ def _check_concept(concept: str) -> str:
     return concept
 
 
+def _concept_key(color: str, shape: str, concept: str) -> Hashable:
+    return (color, shape) if concept == "composition" else color if concept == "color" else shape
+
+
 def concept_of(obj: Any, concept: str) -> Hashable:
     """The concept an object shows: its ``shape``, its ``color`` or its ``(color, shape)`` composition."""
-    _check_concept(concept)
-    return (obj.color, obj.shape) if concept == "composition" else getattr(obj, concept)
+    return _concept_key(obj.color, obj.shape, _check_concept(concept))
 
 
 def zipf_weights(keys: Sequence[Hashable], exponent: float, seed: int = 0) -> dict[Hashable, float]:
@@ -74,8 +77,7 @@ def concept_weights(concept: str, exponent: float = 0.0, *, tail: int = 0, rank_
     Most frequent first."""
     cfg = config or WorldConfig()
     allowed, _ = split_compositions("train", cfg, None)
-    keys = sorted({(c, s) for c, s in allowed} if _check_concept(concept) == "composition"
-                  else {c if concept == "color" else s for c, s in allowed})
+    keys = sorted({_concept_key(c, s, _check_concept(concept)) for c, s in allowed})
     if isinstance(tail, bool) or not isinstance(tail, int) or not 0 <= tail < len(keys):
         raise ValueError(f"tail must be an int in [0, {len(keys) - 1}] ({len(keys)} {concept}s), got {tail!r}")
     w = zipf_weights(keys, exponent, rank_seed)
@@ -99,13 +101,9 @@ class ConceptFrequencyDataset(ShapesCaptionDataset):
         self.weights = concept_weights(concept, exponent, tail=tail, rank_seed=rank_seed, config=self.config)
         allowed, _ = split_compositions("train", self.config, self.held_out)
         # Every allowed composition, weighted by its concept's probability shared among the concept's compositions.
-        share: dict[Hashable, int] = {}
-        for c, s in allowed:
-            key = concept_of(_Obj(c, s), concept)
-            share[key] = share.get(key, 0) + 1
         self._pairs = sorted(allowed)
-        p = np.array([self.weights.get(concept_of(_Obj(c, s), concept), 0.0) / share[concept_of(_Obj(c, s), concept)]
-                      for c, s in self._pairs])
+        keys = [_concept_key(c, s, concept) for c, s in self._pairs]
+        p = np.array([self.weights.get(k, 0.0) / keys.count(k) for k in keys])
         self._p = p / p.sum()
 
     def scene(self, index: int):
@@ -113,11 +111,6 @@ class ConceptFrequencyDataset(ShapesCaptionDataset):
         pick = np.random.default_rng([self.seed, index, 17]).choice(len(self._pairs), p=self._p)
         color, shape = self._pairs[pick]
         return scene.replace(0, color=color, shape=shape), rng
-
-
-class _Obj:
-    def __init__(self, color: str, shape: str) -> None:
-        self.color, self.shape = color, shape
 
 
 def frequency_table(dataset: ConceptFrequencyDataset) -> dict[Hashable, int]:
