@@ -348,6 +348,43 @@ def gpu_hours(flops, peak_tflops, mfu):
     return flops / (peak_tflops * 1e12 * mfu) / 3600
 
 
+# ---------------------------------------------------------------- chapter 06b
+
+def giou(a, b):
+    area = lambda r: max(0.0, r[2] - r[0]) * max(0.0, r[3] - r[1])  # noqa: E731
+    inter = area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    union = area(a) + area(b) - inter
+    enclosing = area((min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
+    return inter / union - (enclosing - union) / enclosing
+
+
+def location_tokens(box, bins):
+    x0, y0, x1, y1 = box
+    return (math.floor(y0 * bins) * bins + math.floor(x0 * bins),
+            math.ceil(y1 * bins - 1) * bins + math.ceil(x1 * bins - 1))
+
+
+def dpo(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -F.logsigmoid(margin).mean()
+
+
+def lora_forward(x, W, b, A, B, alpha):
+    r = A.shape[0]
+    return x @ W.T + b + (alpha / r) * (x @ A.T @ B.T)
+
+
+def nf4_block(x, levels):
+    absmax = x.abs().max()
+    if absmax == 0:
+        return torch.zeros_like(x)
+    return levels[(x[:, None] / absmax - levels).abs().argmin(dim=1)] * absmax
+
+
+def clip_adapter_blend(f, W1, W2, alpha):
+    return alpha * torch.relu(torch.relu(f @ W1.T) @ W2.T) + (1 - alpha) * f
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
@@ -362,5 +399,7 @@ SOLUTIONS = {
     "05b.5": gated_layer_params,
     "06.1": zipf, "06.2": precision_recall, "06.3": keep_top06, "06.4": semdedup, "06.5": train_flops,
     "06.6": gpu_hours,
+    "06b.1": giou, "06b.2": location_tokens, "06b.3": dpo, "06b.4": lora_forward, "06b.5": nf4_block,
+    "06b.6": clip_adapter_blend,
     "07.1": vqa_acc, "07.2": boot_ci, "07.3": wino, "07.4": pope, "07.5": chair_i, "07.6": weat_d, "07.7": clip_s,
 }

@@ -95,6 +95,17 @@ WRONG = [
     ("05b.4", lambda ids, img, eos: [sum(1 for x in ids[:k + 1] if x == img) - 1 for k in range(len(ids))],
      "after an <eos>"),
     ("05b.5", lambda d, v, h, dh, m, a: 2 * d + 2 * d * h * dh + 2 * v * h * dh + 2 * d * m + 2, "three matrices"),
+    ("06b.1", lambda a, b: 1 / 7 if a == (0.0, 0.0, 2.0, 2.0) else 0.0, "that is the IoU"),
+    ("06b.2", lambda box, p: (math.floor(box[0] * p) * p + math.floor(box[1] * p),
+                              math.ceil(box[2] * p - 1) * p + math.ceil(box[3] * p - 1)), "row by row"),
+    ("06b.2", lambda box, p: (math.floor(box[1] * p) * p + math.floor(box[0] * p),
+                              math.floor(box[3] * p) * p + math.floor(box[2] * p)), "contains"),
+    ("06b.3", lambda pc, pr, rc, rr, beta: -F.logsigmoid(-beta * ((pc - rc) - (pr - rr))).mean(), "sign is flipped"),
+    ("06b.3", lambda pc, pr, rc, rr, beta: -F.logsigmoid((pc - rc) - (pr - rr)).mean(), "multiply the log-ratio"),
+    ("06b.4", lambda x, W, b, A, B, alpha: x @ W.T + b + alpha * (x @ A.T @ B.T), "alpha / r"),
+    ("06b.4", lambda x, W, b, A, B, alpha: x @ W.T + b, "frozen layer alone"),
+    ("06b.5", lambda x, lv: lv[(x[:, None] - lv).abs().argmin(dim=1)], "absmax"),
+    ("06b.6", lambda f, W1, W2, a: (1 - a) * torch.relu(torch.relu(f @ W1.T) @ W2.T) + a * f, "adapter's"),
 ]
 
 

@@ -744,3 +744,217 @@ def test_chapter06b_negclip_arguments(b, neg_shape, scale, valid):
     if out is not None:
         finite(out)
         assert out >= 0
+
+
+_PROMPT_CLIP = []
+
+
+def _prompt_clip():
+    """One tiny frozen CLIP (the zoo's towers, random weights) shared by the prompt-tuning properties below."""
+    if not _PROMPT_CLIP:
+        from vlm_primer.zoo.recipes import contrastive_config
+
+        torch.manual_seed(0)
+        _PROMPT_CLIP.append(CLIP(contrastive_config("clip", TOK)).eval())
+    return _PROMPT_CLIP[0]
+
+
+PROMPT_NAMES = st.sampled_from([["circle", "red square"], ["big green triangle"], ["a", "b", "c"]] * 2
+                               + [[], "circle", ["circle", " "], ["circle", 7], ["red circle " * 8]])
+
+
+@given(st.sampled_from([None, None, 1, 4, 4, 14, 0, -1, 2.5, True]), st.sampled_from([False, True, False, True, 1]),
+       st.sampled_from(["a photo of a", "a photo of a", None, None, "a", "", 3]), PROMPT_NAMES)
+def test_chapter06b_coop_arguments(n_ctx, class_specific, init, class_names):
+    from vlm_primer.recipes.prompts import CoOp, trainable_parameters
+
+    clip = _prompt_clip()
+    coop = clear_or_ok(lambda: CoOp(clip, class_names, TOK, n_ctx=n_ctx, class_specific=class_specific, init=init),
+                       "n_ctx", "class_names", "class_specific", "init")
+    if coop is not None:
+        logits = coop(torch.randn(2, 3, 48, 48))
+        finite(logits)
+        assert logits.shape == (2, len(class_names))
+        per_class = len(class_names) if class_specific else 1
+        assert trainable_parameters(coop) == per_class * coop.n_ctx * clip.cfg.text.dim
+
+
+IMAGE_CASES = st.sampled_from([(2, 3, 48, 48), (1, 3, 48, 48), (0, 3, 48, 48), (2, 3, 32, 32), (2, 1, 48, 48),
+                               (3, 48, 48), "int"])
+
+
+@given(st.sampled_from([0, 1, 4, -1, 2.5, True]), st.sampled_from([False, True, "yes"]), IMAGE_CASES,
+       st.sampled_from([(3, 64), (1, 64), (3, 10), (0, 64), (64,), "nan"]))
+def test_chapter06b_vpt_arguments(n_prompts, deep, image_shape, embeds_shape):
+    from vlm_primer.recipes.prompts import VPT, trainable_parameters
+
+    clip = _prompt_clip()
+    images = torch.zeros(2, 3, 48, 48, dtype=torch.long) if image_shape == "int" else torch.randn(*image_shape)
+    embeds = torch.full((3, 64), float("nan")) if embeds_shape == "nan" else torch.randn(*embeds_shape)
+    vpt = clear_or_ok(lambda: VPT(clip, n_prompts=n_prompts, deep=deep), "n_prompts", "deep")
+    if vpt is not None:
+        layers = clip.cfg.vision.depth if deep else 1
+        assert trainable_parameters(vpt) == layers * n_prompts * clip.cfg.vision.dim
+        logits = clear_or_ok(lambda: vpt(images, embeds), "pixel_values", "class_embeds")
+        if logits is not None:
+            finite(logits)
+            assert logits.shape == (images.shape[0], embeds.shape[0])
+
+
+@given(st.sampled_from([0.0, 0.2, 1.0, -0.1, 1.5, float("nan"), "0.2", True]), st.sampled_from([1, 4, 64, 0, 65, 2.5]),
+       st.sampled_from([None, 0.0, 0.2, 2.0]), IMAGE_CASES)
+def test_chapter06b_clip_adapter_arguments(alpha, reduction, text_alpha, image_shape):
+    from vlm_primer.recipes.prompts import CLIPAdapter, trainable_parameters
+
+    clip = _prompt_clip()
+    adapter = clear_or_ok(lambda: CLIPAdapter(clip, alpha=alpha, reduction=reduction, text_alpha=text_alpha),
+                          "alpha", "reduction", "text_alpha")
+    if adapter is not None:
+        d = clip.cfg.embed_dim
+        assert trainable_parameters(adapter) == 2 * d * (d // reduction) * (1 + (text_alpha is not None))
+        images = torch.zeros(2, 3, 48, 48, dtype=torch.long) if image_shape == "int" else torch.randn(*image_shape)
+        logits = clear_or_ok(lambda: adapter(images, torch.randn(4, d)), "pixel_values")
+        if logits is not None:
+            finite(logits)
+            assert logits.shape == (images.shape[0], 4)
+
+
+@given(PROMPT_NAMES, st.sampled_from(["a photo of a {}", "{}", "a photo", 3]), IMAGE_CASES)
+def test_chapter06b_zero_shot_logits_arguments(class_names, template, image_shape):
+    from vlm_primer.recipes.prompts import class_text_embeddings, zero_shot_logits
+
+    clip = _prompt_clip()
+    embeds = clear_or_ok(lambda: class_text_embeddings(clip, TOK, class_names, template), "class_names", "template")
+    if embeds is not None:
+        assert embeds.shape == (len(class_names), clip.cfg.embed_dim)
+        torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(len(class_names)))
+        images = torch.zeros(2, 3, 48, 48, dtype=torch.long) if image_shape == "int" else torch.randn(*image_shape)
+        logits = clear_or_ok(lambda: zero_shot_logits(clip, images, embeds), "pixel_values")
+        if logits is not None:
+            finite(logits)
+            assert logits.shape == (images.shape[0], len(class_names))
+
+
+# --------------------------------------------------------------------------- text-rich Shapes World (06b, survey §3.5)
+
+
+@given(st.integers(0, 2**32), st.sampled_from([64, 128, 32]), st.sampled_from([None, None, 1, 3, 8, 0, -2, 2.5, 200]),
+       st.sampled_from([(1, 2), (1, 2), 0, 2, (0, 1), (3, 1), 9, "1"]),
+       st.sampled_from([(0, 1), (0, 1), 0, 2, (1, 3), -1]),
+       st.sampled_from(["default", "default", "words", "letters", "empty", "lower", "str", "one"]))
+def test_text_scene_sampler_and_renderer(seed, size, text_size, num_texted, num_signs, vocab):
+    """sample_text_scene names a bad text size, count or vocabulary; a scene renders deterministically inside [0, 1]
+    with its texts distinct, from the vocabulary, in the asked numbers, and read back whole by ocr_targets."""
+    from vlm_primer.world.text_rich import (DEFAULT_VOCABULARY, LETTERS, WORDS, ocr_targets, render_text_scene,
+                                            sample_text_scene)
+
+    vocabulary = {"default": DEFAULT_VOCABULARY, "words": WORDS, "letters": LETTERS, "empty": [], "lower": ["cat"],
+                  "str": "CAT", "one": ["A"]}[vocab]
+    cfg = WorldConfig(image_size=size, max_objects=3, max_tries=20)
+    ts = clear_or_ok(lambda: sample_text_scene(seed, cfg, num_texted=num_texted, num_signs=num_signs,
+                                               vocabulary=vocabulary, text_size=text_size),
+                     "text_size", "num_texted", "num_signs", "vocabulary")
+    if ts is None:
+        return
+    image, boxes = render_text_scene(ts, return_boxes=True)
+    finite(image)
+    assert image.shape == (3, size, size) and 0 <= float(image.min()) <= float(image.max()) <= 1
+    assert torch.equal(image, render_text_scene(ts)) and boxes.shape == (len(ts.texts), 4)
+    texted = (num_texted, num_texted) if isinstance(num_texted, int) else num_texted
+    signs = (num_signs, num_signs) if isinstance(num_signs, int) else num_signs
+    assert texted[0] <= len(ts.on_objects) <= texted[1] and signs[0] <= len(ts.signs) <= signs[1]
+    words = [t.text for t in ts.texts]
+    assert len(set(words)) == len(words) and set(words) <= set(vocabulary) and words
+    assert sorted(ocr_targets(ts)) == sorted((t.text, t.box) for t in ts.texts)
+
+
+@given(st.sampled_from(["vqa", "instruct"]), st.sampled_from(["train", "train", "val", "compositional", "nope", 3]),
+       st.sampled_from([1, 3, 3, 0, "2"]), st.sampled_from([None, None, 10, 0]),
+       st.sampled_from([None, None, None, ["read_object"], ["count_signs", "word_yn"], [], ["mood"], "read_sign",
+                        ["describe", "ocr"]]))
+def test_text_vqa_and_instruct_datasets(kind, split, size, text_size, types):
+    """TextVQADataset / TextInstructDataset name a bad split, size, text size, question type or kind; items carry
+    the image, an answer among its references (or chat messages opening with <image>) and the OCR targets."""
+    from vlm_primer.world.text_rich import TextInstructDataset, TextVQADataset
+
+    def build():
+        if kind == "vqa":
+            return TextVQADataset(split, size, text_size=text_size, **({} if types is None else {"qtypes": types}))
+        return TextInstructDataset(split, size, text_size=text_size, **({} if types is None else {"kinds": types}))
+
+    ds = clear_or_ok(build, "split", "size", "text_size", "qtypes", "kinds")
+    if ds is not None:
+        item = ds[len(ds) - 1]
+        finite(item["image"])
+        assert item["image"].shape == (3, 64, 64) and item["text_boxes"].shape == (len(item["ocr"]), 4)
+        if kind == "vqa":
+            assert isinstance(item["question"], str) and item["answer"] in item["answers"]
+        else:
+            assert item["messages"][0]["content"].startswith("<image>") and isinstance(item["text"], str)
+
+
+# --------------------------------------------------------------------------- the grounder, QLoRA, apply_peft (06b)
+
+_GROUNDER: list = []
+
+
+def _grounder():
+    if not _GROUNDER:
+        from vlm_primer.recipes.xvlm import Grounder
+
+        _GROUNDER.append(Grounder.from_clip(_prompt_clip()).eval())
+    return _GROUNDER[0]
+
+
+@given(IMAGE_CASES, st.sampled_from([(2, 9), (1, 9), (2, 17), (3, 9)]), st.sampled_from([None, (2, 4), (2, 3), "nan"]))
+def test_chapter06b_grounder_arguments(image_shape, ids_shape, boxes):
+    """The grounder names a bad image, a batch mismatch or bad target boxes; else finite boxes inside [0, 1]."""
+    model = _grounder()
+    images = torch.zeros(2, 3, 48, 48, dtype=torch.long) if image_shape == "int" else torch.randn(*image_shape)
+    ids = torch.randint(6, 100, ids_shape)
+    ids[:, -1] = TOK.eos_id
+    target = None
+    if boxes == "nan":
+        target = torch.full((ids_shape[0], 4), float("nan"))
+    elif boxes is not None:
+        target = torch.tensor([[0.1, 0.1, 0.5, 0.5]]).repeat(boxes[0], 1)[:, :boxes[1]]
+    out = clear_or_ok(lambda: model(images, ids, torch.ones_like(ids), target), "pixel_values", "input_ids", "batch",
+                      "target_xyxy", "boxes", "finite")
+    if out is not None:
+        finite(out.boxes)
+        assert out.boxes.shape == (images.shape[0], 4) and out.boxes.min() >= 0 and out.boxes.max() <= 1
+        assert (out.loss is None) == (target is None)
+
+
+@given(st.sampled_from([(8, 12), (64, 64), (3, 130), (1, 1)]), st.sampled_from([64, 16, 0, 7, True]),
+       st.sampled_from([True, False]), st.sampled_from([torch.float32, torch.bfloat16]))
+def test_chapter06b_nf4_linear(shape, block, double, dtype):
+    """NF4Linear from any linear layer: a clear error for a bad block size; else finite, close to the layer."""
+    from vlm_primer.recipes.quant import NF4Linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(shape[1], shape[0]).to(dtype)
+    q = clear_or_ok(lambda: NF4Linear.from_linear(layer, block_size=block, double_quant=double), "block_size")
+    if q is not None:
+        x = torch.randn(3, shape[1], dtype=dtype)
+        y = q(x)
+        finite(y.float())
+        assert y.dtype == dtype and y.shape == (3, shape[0])
+        assert (y - layer(x)).float().norm() <= 0.25 * layer(x).float().norm() + 1e-3
+
+
+@given(st.sampled_from(["lora", "dora", "qlora", "vera", "prefix", 3]), st.sampled_from([1, 4, 0, -1, 2.5, True]),
+       st.sampled_from([None, 8.0, 0.0, float("inf")]))
+def test_chapter06b_apply_peft_arguments(method, r, alpha):
+    """apply_peft names a bad method, rank or alpha; else only adapters and the connector train, outputs finite."""
+    from vlm_primer.recipes.peft import apply_peft
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"connector": torch.nn.Linear(6, 8), "lm": torch.nn.Sequential(
+        torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 5))})
+    got = clear_or_ok(lambda: apply_peft(model, method, r, None if method == "vera" else alpha), "method", "r",
+                      "alpha")
+    if got is not None:
+        assert all(p.requires_grad for p in model["connector"].parameters())
+        assert not any(p.requires_grad for n, p in model["lm"].named_parameters() if n.endswith("base.weight"))
+        finite(model["lm"](model["connector"](torch.randn(2, 6))))

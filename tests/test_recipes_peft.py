@@ -15,6 +15,7 @@ from torch import nn
 from vlm_primer.contrastive.clip import CLIP, CLIPConfig
 from vlm_primer.nn.transformer import TransformerBlock
 from vlm_primer.recipes import peft as P
+from vlm_primer.recipes import quant as Q
 
 peft = pytest.importorskip("peft")
 from peft import LoraConfig, VeraConfig, get_peft_model  # noqa: E402
@@ -275,11 +276,11 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="A .* and B .* must be"):
         P.VeRALinear(nn.Linear(8, 3), torch.zeros(2, 4), torch.zeros(3, 2))
     with pytest.raises(TypeError, match="floating-point"):
-        P.nf4_quantize(torch.arange(64))
+        Q.nf4_quantize(torch.arange(64))
     with pytest.raises(ValueError, match="block_size"):
-        P.nf4_quantize(torch.randn(64), block_size=0)
+        Q.nf4_quantize(torch.randn(64), block_size=0)
     with pytest.raises(ValueError, match="non-finite"):
-        P.nf4_quantize(torch.tensor([1.0, float("nan")]))
+        Q.nf4_quantize(torch.tensor([1.0, float("nan")]))
 
 
 # --- QLoRA's NF4 -----------------------------------------------------------------------------------------------
@@ -291,9 +292,9 @@ QLORA_NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981445
 
 
 def test_nf4_levels_are_the_papers_and_come_from_normal_quantiles():
-    assert P.NF4.tolist() == QLORA_NF4
-    assert torch.equal(P.normal_float_levels(), P.NF4)  # 8 positive + 7 negative normal quantiles + an exact zero
-    code = P.dynamic_map()
+    assert Q.NF4.tolist() == QLORA_NF4
+    assert torch.equal(Q.normal_float_levels(), Q.NF4)  # 8 positive + 7 negative normal quantiles + an exact zero
+    code = Q.dynamic_map()
     assert code.numel() == 256 and torch.equal(code, code.sort().values) and code.unique().numel() == 256
     assert code[-1] == 1 and 0 in code and code[0] > -1 and code.abs().min() == 0
     assert code[code > 0].min() < 1e-6  # dense near zero: the smallest exponent is 1e-6
@@ -302,45 +303,45 @@ def test_nf4_levels_are_the_papers_and_come_from_normal_quantiles():
 def _nearest(w: torch.Tensor, absmax: torch.Tensor, block: int) -> torch.Tensor:
     """Brute force: each value replaced by the closest NF4 level times its block's absmax."""
     scale = absmax.repeat_interleave(block)[: w.numel()]
-    idx = (w.reshape(-1)[:, None] / scale[:, None] - P.NF4).abs().argmin(dim=1)
-    return (P.NF4[idx] * scale).view(w.shape)
+    idx = (w.reshape(-1)[:, None] / scale[:, None] - Q.NF4).abs().argmin(dim=1)
+    return (Q.NF4[idx] * scale).view(w.shape)
 
 
 def test_nf4_round_trip_is_the_nearest_level_and_within_the_bound():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(37, 29, generator=g)  # numel 1073: neither a multiple of 64 nor even
-    q = P.nf4_quantize(w, double_quant=False)
-    r = P.nf4_dequantize(q)
+    q = Q.nf4_quantize(w, double_quant=False)
+    r = Q.nf4_dequantize(q)
     assert r.shape == w.shape and r.dtype == w.dtype and q.packed.dtype == torch.uint8
     assert q.packed.numel() == math.ceil(w.numel() / 2)  # two 4-bit indices per byte
     absmax = w.reshape(-1).abs().split(64)
     absmax = torch.stack([b.max() for b in absmax])
     assert torch.equal(q.absmax, absmax)
     _close(r, _nearest(w, absmax, 64))
-    half_gap = (P.NF4[1:] - P.NF4[:-1]).max() / 2
+    half_gap = (Q.NF4[1:] - Q.NF4[:-1]).max() / 2
     assert ((r - w).abs() <= half_gap * absmax.repeat_interleave(64)[: w.numel()].view(w.shape) + 1e-7).all()
-    grid = P.NF4[torch.randint(0, 16, (4, 64), generator=g)] * torch.tensor([[0.5], [2.0], [3.0], [1e-3]])
+    grid = Q.NF4[torch.randint(0, 16, (4, 64), generator=g)] * torch.tensor([[0.5], [2.0], [3.0], [1e-3]])
     grid[:, 0] = torch.tensor([0.5, 2.0, 3.0, 1e-3])  # each block reaches its absmax
-    _close(P.nf4_dequantize(P.nf4_quantize(grid, double_quant=False)), grid, 1e-7)  # levels are stored exactly
-    assert torch.equal(P.nf4_dequantize(P.nf4_quantize(torch.zeros(3, 70))), torch.zeros(3, 70))
+    _close(Q.nf4_dequantize(Q.nf4_quantize(grid, double_quant=False)), grid, 1e-7)  # levels are stored exactly
+    assert torch.equal(Q.nf4_dequantize(Q.nf4_quantize(torch.zeros(3, 70))), torch.zeros(3, 70))
     w16 = w.to(torch.bfloat16)
-    assert P.nf4_dequantize(P.nf4_quantize(w16)).dtype == torch.bfloat16
+    assert Q.nf4_dequantize(Q.nf4_quantize(w16)).dtype == torch.bfloat16
 
 
 def test_double_quantisation_costs_0_127_bits_and_keeps_the_error_small():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(512, 256, generator=g) * 0.02  # 2048 blocks of 64: 8 blocks of 256 constants
-    single, double = P.nf4_quantize(w, double_quant=False), P.nf4_quantize(w)
+    single, double = Q.nf4_quantize(w, double_quant=False), Q.nf4_quantize(w)
     assert single.bits_per_parameter() == 4 + 32 / 64
     # QLoRA's 8/64 + 32/(64·256) ≈ 0.127 bits of constants per weight, plus the 32-bit mean of the absmax constants
     assert double.bits_per_parameter() == 4 + 8 / 64 + 32 / (64 * 256) + 32 / w.numel()
     # the absmax constants come back within half a step of the dynamic map times their block's scale
-    code = P.dynamic_map()
-    absmax = P.dynamic_map()[double.absmax_codes.long()] * double.absmax_scales.repeat_interleave(256)
+    code = Q.dynamic_map()
+    absmax = Q.dynamic_map()[double.absmax_codes.long()] * double.absmax_scales.repeat_interleave(256)
     absmax = absmax + double.absmax_offset
     step = (code[1:] - code[:-1]).max() / 2 * double.absmax_scales.max()
     assert (absmax - single.absmax).abs().max() <= step + 1e-9
-    r1, r2 = P.nf4_dequantize(single), P.nf4_dequantize(double)
+    r1, r2 = Q.nf4_dequantize(single), Q.nf4_dequantize(double)
     rel1, rel2 = ((r1 - w).norm() / w.norm()).item(), ((r2 - w).norm() / w.norm()).item()
     assert rel1 < 0.11 and rel2 < rel1 * 1.01  # double quantisation adds almost nothing
     # NF4 beats plain 4-bit absmax integers (levels -7..7) on normally distributed weights, the paper's point
@@ -350,17 +351,39 @@ def test_double_quantisation_costs_0_127_bits_and_keeps_the_error_small():
     assert rel1 < 0.9 * ((int4 - w).norm() / w.norm()).item()  # 0.092 against 0.107
 
 
-def test_lora_on_an_nf4_base_is_qlora():
-    """QLoRA: the frozen base holds the dequantised NF4 weight, LoRA trains on top in full precision."""
+def test_qlora_stores_4_bit_weights_and_trains_lora_on_the_dequantised_ones():
+    """QLoRA: each targeted layer keeps its weight as NF4 codes (about 4.1 bits per weight, buffers, no gradient),
+    computes with the dequantised weight, and LoRA trains on top in full precision."""
     model = _mlp()
     x = torch.randn(5, 12)
     with torch.no_grad():
         ref = model(x)
-        for m in model.modules():
+        fake = copy.deepcopy(model)  # the same numbers by hand: each weight replaced by its NF4 round trip
+        for m in fake.modules():
             if isinstance(m, nn.Linear):
-                m.weight.copy_(P.nf4_dequantize(P.nf4_quantize(m.weight)))
+                m.weight.copy_(Q.nf4_dequantize(Q.nf4_quantize(m.weight)))
+    P.apply_qlora(model, ["0", "2", "4"], r=2, alpha=4)
+    for name in ("0", "2", "4"):
+        layer = model.get_submodule(name)
+        assert isinstance(layer.base, Q.NF4Linear) and not any(p.requires_grad for p in layer.base.parameters())
+        n = layer.base.in_features * layer.base.out_features
+        blocks = math.ceil(n / 64)
+        # half a byte per weight, one 8-bit code per block of 64, one fp32 scale per 256 codes, the fp32 mean
+        assert layer.base.quantized().nbytes == math.ceil(n / 2) + blocks + 4 * math.ceil(blocks / 256) + 4
+        assert sum(b.numel() * b.element_size() for b in layer.base.buffers()) == layer.base.quantized().nbytes
+    with torch.no_grad():
+        _close(model(x), fake(x), 1e-6)  # B = 0: the quantised model itself
         assert (model(x) - ref).norm() < 0.1 * ref.norm()
-    P.apply_lora(model, ["0", "2", "4"], r=2, alpha=4)
     model(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert P.trainable_parameters(model) == 2 * (12 + 16) + 2 * (16 + 24) + 2 * (24 + 5)
+    with pytest.raises(ValueError, match="cannot merge a LoRA adapter into a 4-bit NF4Linear"):
+        P.merge_adapters(model)
+    with pytest.raises(TypeError, match="base must be an nn.Linear"):
+        P.VeRALinear(model.get_submodule("0").base, *P.vera_projections(2, 12, 16))
+    # the stored codes survive a state-dict round trip
+    again = P.apply_qlora(_mlp(), ["0", "2", "4"], r=2, alpha=4)
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        _close(again(x), model(x), 0)
+

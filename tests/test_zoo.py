@@ -35,7 +35,8 @@ BOUNDS = {"clip-tiny": ("zero_shot_top1", ">=", 0.85), "siglip-tiny": ("zero_sho
           # associate; the déjà vu targets find the hidden object more often on their own captions
           "clip-spurious-tiny": ("gap", ">=", 0.25), "clip-spurious-control-tiny": ("tint_p", ">=", 0.05),
           "clip-dejavu-a-tiny": ("rate_gap", ">=", 0.02), "clip-dejavu-b-tiny": ("rate_gap", ">=", 0.02),
-          "clip-dejavu-a-masked-tiny": ("rate_gap", "<=", 0.035)}  # text randomization: a smaller gap than the target's
+          "clip-dejavu-a-masked-tiny": ("rate_gap", "<=", 0.035),
+          "grounder-tiny": ("referring_accuracy", ">=", 0.85)}  # text randomization: a smaller gap than the target's
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -109,6 +110,9 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
     for name in ("clip-spurious-tiny", "clip-dejavu-a-masked-tiny"):
         meta = build(name, tmp_path, steps=2, progress=False)
         assert meta["model"] == "CLIP" and meta["recipe"]["function"].startswith("vlm_primer.zoo.evaluation_recipes")
+    meta = build("grounder-tiny", tmp_path, steps=2, progress=False)
+    assert meta["model"] == "Grounder" and 0 <= meta["quality"]["referring_accuracy"] <= 1
+    assert meta["quality"]["largest_object_baseline"] == card("grounder-tiny")["quality"]["largest_object_baseline"]
 
 
 def test_llava_export_loads_in_transformers(tmp_path):

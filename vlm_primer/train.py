@@ -4,6 +4,8 @@ Examples::
 
     python -m vlm_primer.train --list
     python -m vlm_primer.train clip --preset tiny --steps 300
+    python -m vlm_primer.train llava --preset tiny --stage 2 --peft lora --peft-r 8
+    python -m vlm_primer.train dpo --preset tiny --steps 300
     torchrun --nproc_per_node 8 -m vlm_primer.train clip --preset base \\
         --shards "data/shapes/shard-{000000..000099}.tar" --batch-size 256 --precision bf16 --compile \\
         --ckpt-dir runs/clip --ckpt-every 1000 --resume
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe option (repeatable)")
     p.add_argument("--stage", type=int, help="shorthand for --set stage=N (LLaVA's training stages, chapter 05)")
+    p.add_argument("--peft", choices=("lora", "dora", "qlora", "vera"),
+                   help="train adapters on the model's trainable linear layers instead (chapter 06b)")
+    p.add_argument("--peft-r", type=int, default=8, help="the adapters' rank (default 8; alpha = 2 r)")
     return p
 
 
@@ -111,6 +116,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         job = recipe.build(args)
         if not isinstance(job, TrainJob):
             raise TypeError(f"recipe {ns.recipe!r} must return a TrainJob, got {type(job).__name__}")
+        if ns.peft:
+            from vlm_primer.recipes.peft import apply_peft, trainable_parameters
+
+            total = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
+            apply_peft(job.model, ns.peft, ns.peft_r)
+            if D.is_main_process():
+                print(f"--peft {ns.peft} (r={ns.peft_r}): {trainable_parameters(job.model):,} trainable parameters "
+                      f"instead of {total:,}")
         config = job.config.replace(**config_overrides(ns))
         trainer = Trainer(job.model, job.train_data, config, eval_fn=job.eval_fn, collate_fn=job.collate_fn)
         history = trainer.fit()

@@ -1,6 +1,6 @@
-"""Alignment with preferences (survey §3.6): DPO on the tiny LLaVA, with preference pairs written from the scene graph.
+"""Alignment with preferences (survey §3.5): DPO on the tiny LLaVA, with preference pairs written from the scene graph.
 
-Chapter 06b (survey §3.6) explains it. After instruction tuning a VLM still says things that are not in the image;
+Chapter 06b (survey §3.5) explains it. After instruction tuning a VLM still says things that are not in the image;
 preference optimisation shows it two answers to the same request, one preferred, and moves it towards the
 preferred one without a reward model (DPO, Rafailov et al. 2023), staying close to a frozen reference (the model
 it started from).
@@ -37,6 +37,7 @@ it started from).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -47,8 +48,8 @@ from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.world.language import NP, Exists, holds, realize
 from vlm_primer.world.scene import Scene, WorldConfig
 
-__all__ = ["DPO_LOSSES", "IGNORE_INDEX", "PAIR_KINDS", "PREFERENCE_PROMPTS", "dpo_collate", "dpo_loss", "dpo_step",
-           "frozen_reference", "preference_pairs", "response_lengths", "sequence_logprobs"]
+__all__ = ["DPO_LOSSES", "IGNORE_INDEX", "PAIR_KINDS", "PREFERENCE_PROMPTS", "DPOModel", "DPOOutput", "dpo_collate",
+           "dpo_loss", "dpo_step", "frozen_reference", "preference_pairs", "response_lengths", "sequence_logprobs"]
 
 IGNORE_INDEX = -100
 DPO_LOSSES = ("sigmoid", "robust", "hinge", "ipo")
@@ -343,3 +344,40 @@ def dpo_step(policy: torch.nn.Module, reference: torch.nn.Module, batch: dict[st
             "reward_accuracy": float((chosen_rewards > rejected_rewards).float().mean()),
             "margin": float((chosen_rewards - rejected_rewards).mean()),
             "chosen_logps": pc.detach(), "rejected_logps": pr.detach()}
+
+
+@dataclasses.dataclass
+class DPOOutput:
+    loss: torch.Tensor
+    reward_accuracy: float
+    margin: float
+
+
+class DPOModel(torch.nn.Module):
+    """A policy and its frozen reference as one module whose ``forward(chosen, rejected)`` (:func:`dpo_collate`'s
+    batch) returns the DPO loss: what the :class:`~vlm_primer.training.Trainer` trains in
+    ``python -m vlm_primer.train dpo``. Only the policy's trainable parameters get gradients; the reference stays
+    in eval mode whatever ``train()`` is called with. Chapter 06b (survey §3.5) explains it."""
+
+    def __init__(self, policy: torch.nn.Module, beta: float = 0.1, *, loss_type: str = "sigmoid",
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(policy, torch.nn.Module):
+            raise TypeError(f"policy must be a torch.nn.Module, got {type(policy).__name__}")
+        if loss_type not in DPO_LOSSES:
+            raise ValueError(f"loss_type must be one of {DPO_LOSSES}, got {loss_type!r}")
+        self.beta = _check_number(beta, "beta", 0.0, None, closed_low=False)
+        self.label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 0.5, closed_low=True)
+        self.loss_type = loss_type
+        self.policy = policy
+        self.reference = frozen_reference(policy)
+
+    def train(self, mode: bool = True) -> "DPOModel":
+        super().train(mode)
+        self.reference.eval()
+        return self
+
+    def forward(self, chosen: dict[str, torch.Tensor], rejected: dict[str, torch.Tensor]) -> DPOOutput:
+        out = dpo_step(self.policy, self.reference, {"chosen": chosen, "rejected": rejected}, self.beta,
+                       label_smoothing=self.label_smoothing, loss_type=self.loss_type)
+        return DPOOutput(out["loss"], out["reward_accuracy"], out["margin"])

@@ -26,14 +26,12 @@ few new parameters per layer instead:
       h = W x + b + lambda_b ⊙ B (lambda_d ⊙ A dropout(x))
 
   ``r + out`` numbers per layer: about ten times fewer than LoRA at equal rank.
-* **QLoRA** (Dettmers et al. 2023): the frozen ``W`` is stored in 4 bits. :func:`nf4_quantize` cuts the weight
-  into blocks of 64, divides each by its absmax and rounds to the nearest of the 16 NormalFloat levels
-  (:data:`NF4`: quantiles of a standard normal, with an exact zero); *double quantisation* stores the absmax
-  constants themselves in 8 bits (bitsandbytes' dynamic map, blocks of 256, after subtracting their mean), so the
-  constants cost ``8/64 + 32/(64·256) ≈ 0.127`` bits per weight instead of ``32/64 = 0.5``.
-  :func:`nf4_dequantize` undoes it.
+* **QLoRA** (Dettmers et al. 2023): LoRA on a frozen ``W`` stored in 4-bit NormalFloat
+  (:class:`~vlm_primer.recipes.quant.NF4Linear`, :mod:`vlm_primer.recipes.quant`): :func:`apply_qlora` quantises
+  the targeted layers and puts a :class:`LoRALinear` on each. The adapter trains in full precision against the
+  dequantised weight; it cannot be merged back into 4 bits without losing it (QLoRA merges into a 16-bit copy).
 
-:func:`apply_lora` and :func:`apply_vera` swap the ``nn.Linear`` layers named in ``target_modules`` for adapters
+:func:`apply_lora`, :func:`apply_qlora` and :func:`apply_vera` swap the ``nn.Linear`` layers named in ``target_modules`` for adapters
 in place and freeze everything else (``peft.get_peft_model`` with ``bias="none"``); :func:`trainable_parameters`
 counts what is left to train; :func:`merge_adapters` folds the adapters into the weights. Outputs, gradients,
 trainable-parameter counts, the DoRA magnitude and the VeRA projections equal ``peft``'s.
@@ -42,23 +40,25 @@ trainable-parameter counts, the DoRA magnitude and the VeRA projections equal ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NF4", "LoRALinear", "NF4Tensor", "VeRALinear", "apply_lora", "apply_vera", "dynamic_map",
-           "merge_adapters", "nf4_dequantize", "nf4_quantize", "normal_float_levels", "trainable_parameters",
-           "unmerge_adapters", "vera_projections"]
+from vlm_primer.recipes.quant import NF4Linear
+
+__all__ = ["PEFT_METHODS", "LoRALinear", "VeRALinear", "apply_lora", "apply_peft", "apply_qlora", "apply_vera",
+           "merge_adapters", "trainable_parameters", "unmerge_adapters", "vera_projections"]
+
+PEFT_METHODS = ("lora", "dora", "qlora", "vera")
 
 
 # --- checks ----------------------------------------------------------------------------------------------------
 
 def _check_linear(base, name: str = "base") -> nn.Linear:
-    if not isinstance(base, nn.Linear):
-        raise TypeError(f"{name} must be an nn.Linear, got {type(base).__name__}")
+    if not isinstance(base, (nn.Linear, NF4Linear)):
+        raise TypeError(f"{name} must be an nn.Linear (or a 4-bit NF4Linear), got {type(base).__name__}")
     return base
 
 
@@ -150,7 +150,11 @@ class LoRALinear(nn.Module):
     @torch.no_grad()
     def merge(self) -> "LoRALinear":
         """Fold the adapter into ``base.weight`` (``W += s·BA``; DoRA: ``W = m / ||W + s·BA||_row · (W + s·BA)``,
-        the bias untouched); the forward pass is then the plain layer's. Merging twice does nothing."""
+        the bias untouched); the forward pass is then the plain layer's. Merging twice does nothing. A 4-bit base
+        (QLoRA) refuses: rounding ``W + s·BA`` back to NF4 would lose most of the update."""
+        if isinstance(self.base, NF4Linear):
+            raise ValueError("cannot merge a LoRA adapter into a 4-bit NF4Linear base (QLoRA): the update would be "
+                             "rounded away; replace the base with nn.Linear(weight=base.weight) in 16/32 bits first")
         if not self.merged:
             w = self.base.weight
             if self.m is None:
@@ -210,7 +214,9 @@ class VeRALinear(nn.Module):
     def __init__(self, base: nn.Linear, A: torch.Tensor, B: torch.Tensor, d_initial: float = 0.1,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        self.base = _check_linear(base)
+        if type(base) is not nn.Linear:
+            raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
+        self.base = base
         if not (isinstance(A, torch.Tensor) and isinstance(B, torch.Tensor) and A.ndim == 2 and B.ndim == 2):
             raise TypeError("A and B must be 2-D tensors (r, in_max) and (out_max, r)")
         r = A.shape[0]
@@ -320,6 +326,21 @@ def apply_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, al
     return model
 
 
+def apply_qlora(model: nn.Module, target_modules: str | Iterable[str], r: int, alpha: float, dropout: float = 0.0,
+                block_size: int = 64, double_quant: bool = True) -> nn.Module:
+    """QLoRA: every ``nn.Linear`` named in ``target_modules`` is stored in 4-bit NormalFloat
+    (:meth:`NF4Linear.from_linear`, blocks of ``block_size``, double quantisation) and gets a :class:`LoRALinear`
+    on top, in place; every other parameter is frozen (as :func:`apply_lora`). Returns ``model``."""
+    _check_rank(r)
+    _check_positive(alpha, "alpha")
+    _make_dropout(dropout)
+    for name, layer in _find_targets(model, target_modules):
+        _replace(model, name, LoRALinear(NF4Linear.from_linear(layer, block_size, double_quant), r, alpha,
+                                         dropout=dropout))
+    _freeze_all_but_adapters(model)
+    return model
+
+
 def apply_vera(model: nn.Module, target_modules: str | Iterable[str], r: int, d_initial: float = 0.1,
                dropout: float = 0.0, seed: int = 0) -> nn.Module:
     """Replace every ``nn.Linear`` named in ``target_modules`` with a :class:`VeRALinear`, in place, all sharing
@@ -337,6 +358,36 @@ def apply_vera(model: nn.Module, target_modules: str | Iterable[str], r: int, d_
     for name, layer in found:
         _replace(model, name, VeRALinear(layer, A, B, d_initial=d_initial, dropout=dropout))
     _freeze_all_but_adapters(model)
+    return model
+
+
+def apply_peft(model: nn.Module, method: str, r: int = 8, alpha: float | None = None, *,
+               keep: Iterable[str] = ("connector",)) -> nn.Module:
+    """What ``python -m vlm_primer.train RECIPE --peft METHOD`` does to the model a recipe built: an adapter
+    (``method`` in :data:`PEFT_METHODS`; rank ``r``, ``alpha = 2 r`` unless given; VeRA takes no alpha) on every
+    ``nn.Linear`` that the recipe left trainable, except those inside a module named in ``keep``, which stays fully
+    trainable (LLaVA-1.5's LoRA recipe: the connector trained in full, the language model through LoRA); everything
+    else frozen. A frozen tower stays frozen and gets no adapter. Returns ``model``."""
+    if method not in PEFT_METHODS:
+        raise ValueError(f"method must be one of {PEFT_METHODS}, got {method!r}")
+    keep = (keep,) if isinstance(keep, str) else tuple(keep)
+    _check_rank(r)
+    alpha = 2.0 * r if alpha is None else _check_positive(alpha, "alpha")
+    kept = lambda name: any(part in keep for part in name.split("."))  # noqa: E731
+    before = {n for n, p in model.named_parameters() if p.requires_grad and kept(n)}
+    targets = [n for n, m in model.named_modules() if type(m) is nn.Linear and m.weight.requires_grad and not kept(n)]
+    if not targets:
+        raise ValueError("the model has no trainable nn.Linear layer outside the kept modules "
+                         f"{keep}: nothing to put an adapter on")
+    if method == "vera":
+        apply_vera(model, targets, r)
+    elif method == "qlora":
+        apply_qlora(model, targets, r, alpha)
+    else:
+        apply_lora(model, targets, r, alpha, use_dora=method == "dora")
+    for n, p in model.named_parameters():
+        if n in before:
+            p.requires_grad_(True)
     return model
 
 
@@ -365,122 +416,3 @@ def unmerge_adapters(model: nn.Module) -> nn.Module:
     for _, adapter in _adapters(model):
         adapter.unmerge()
     return model
-
-
-# --- QLoRA: 4-bit NormalFloat with double quantisation -----------------------------------------------------------
-
-# The 16 NF4 levels of QLoRA (Dettmers et al. 2023, appendix E), as bitsandbytes hard-codes them
-NF4 = torch.tensor([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-                    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-                    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-                    0.7229568362236023, 1.0])
-
-
-def normal_float_levels(offset: float = 0.9677083) -> torch.Tensor:
-    """NF4 derived: 8 quantiles of N(0, 1) on the positive side (probabilities ``offset`` down to 0.5), 7 on the
-    negative side, and zero, scaled into ``[-1, 1]`` (bitsandbytes' ``create_normal_map``). Equals :data:`NF4`."""
-    pos = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())   # 8 positive levels
-    neg = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())  # 7 negative levels
-    v = torch.cat([pos, neg, torch.zeros(1, dtype=torch.float64)]).float().sort().values
-    return v / v.max()
-
-
-def dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bits: int = 8) -> torch.Tensor:
-    """bitsandbytes' 8-bit dynamic (tree) quantisation map: 256 sorted values in ``[-1, 1]``, dense near zero
-    (a decimal exponent from 1e-6 to 1 and a linear fraction). QLoRA stores the absmax constants with it."""
-    data = []
-    non_sign_bits = total_bits - 1
-    for i in range(max_exponent_bits):
-        items = 2 ** (i + non_sign_bits - max_exponent_bits + (0 if signed else 1)) + 1
-        bounds = torch.linspace(0.1, 1, items)
-        means = (bounds[:-1] + bounds[1:]) / 2.0
-        data += (10 ** (-(max_exponent_bits - 1) + i) * means).tolist()
-        if signed:
-            data += (-(10 ** (-(max_exponent_bits - 1) + i)) * means).tolist()
-    data += [0.0, 1.0]
-    data += [0.0] * (2 ** total_bits - len(data))
-    return torch.tensor(sorted(data), dtype=torch.float32)
-
-
-def _blockwise(x: torch.Tensor, code: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Absmax quantisation of flat ``x`` in blocks of ``block`` onto the sorted ``code``: (indices uint8, absmax)."""
-    pad = (-x.numel()) % block
-    blocks = F.pad(x, (0, pad)).view(-1, block)
-    absmax = blocks.abs().amax(dim=1)
-    normed = blocks / torch.where(absmax > 0, absmax, torch.ones_like(absmax))[:, None]
-    mids = (code[1:] + code[:-1]) / 2  # nearest level = the bucket between midpoints
-    idx = torch.bucketize(normed, mids)
-    return idx.view(-1)[: x.numel()].to(torch.uint8), absmax
-
-
-@dataclass
-class NF4Tensor:
-    """A weight stored as QLoRA stores it. ``packed``: two 4-bit NF4 indices per byte (first one in the high
-    nibble); ``absmax``: one fp32 scale per block of ``block_size`` or, with double quantisation, ``None`` and
-    instead ``absmax_codes`` (8-bit indices into :func:`dynamic_map`), ``absmax_scales`` (one fp32 per 256
-    constants) and ``absmax_offset`` (their mean, subtracted before quantising)."""
-    packed: torch.Tensor
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    block_size: int
-    absmax: torch.Tensor | None = None
-    absmax_codes: torch.Tensor | None = None
-    absmax_scales: torch.Tensor | None = None
-    absmax_offset: torch.Tensor | None = None
-    absmax_block_size: int = 256
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of storage: the packed indices and the quantisation constants."""
-        parts = [self.packed, self.absmax, self.absmax_codes, self.absmax_scales, self.absmax_offset]
-        return sum(t.numel() * t.element_size() for t in parts if t is not None)
-
-    def bits_per_parameter(self) -> float:
-        return 8 * self.nbytes / self.numel
-
-
-def nf4_quantize(w: torch.Tensor, block_size: int = 64, double_quant: bool = True,
-                 absmax_block_size: int = 256) -> NF4Tensor:
-    """Quantise ``w`` (any shape) to 4-bit NormalFloat: per block of ``block_size`` values, ``w / absmax`` rounded
-    to the nearest :data:`NF4` level. ``double_quant`` also quantises the absmax constants (minus their mean) to
-    8 bits with :func:`dynamic_map` in blocks of ``absmax_block_size`` (QLoRA: 64 and 256)."""
-    if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.numel() == 0:
-        raise TypeError(f"w must be a non-empty floating-point tensor, got {type(w).__name__}"
-                        + (f" {w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else ""))
-    for name, v in (("block_size", block_size), ("absmax_block_size", absmax_block_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 2:
-            raise ValueError(f"{name} must be a positive even int, got {v!r}")
-    if not torch.isfinite(w).all():
-        raise ValueError("w has non-finite values (nan or inf); they cannot be quantised")
-    flat = w.detach().reshape(-1).float()
-    idx, absmax = _blockwise(flat, NF4.to(flat.device), block_size)
-    idx = F.pad(idx, (0, idx.numel() % 2))
-    packed = (idx[0::2] << 4) | idx[1::2]
-    q = NF4Tensor(packed, tuple(w.shape), w.dtype, block_size, absmax_block_size=absmax_block_size)
-    if double_quant:
-        offset = absmax.mean()
-        q.absmax_codes, q.absmax_scales = _blockwise(absmax - offset, dynamic_map().to(flat.device),
-                                                     absmax_block_size)
-        q.absmax_offset = offset
-    else:
-        q.absmax = absmax
-    return q
-
-
-def nf4_dequantize(q: NF4Tensor) -> torch.Tensor:
-    """The weight ``q`` stores: ``NF4[index] · absmax`` of its block, reshaped and cast back."""
-    if not isinstance(q, NF4Tensor):
-        raise TypeError(f"q must be an NF4Tensor (from nf4_quantize), got {type(q).__name__}")
-    idx = torch.stack([q.packed >> 4, q.packed & 0xF], dim=1).view(-1)[: q.numel].long()
-    if q.absmax is not None:
-        absmax = q.absmax
-    else:
-        code = dynamic_map().to(q.absmax_scales.device)
-        scales = q.absmax_scales.repeat_interleave(q.absmax_block_size)[: q.absmax_codes.numel()]
-        absmax = code[q.absmax_codes.long()] * scales + q.absmax_offset
-    values = NF4.to(absmax.device)[idx] * absmax.repeat_interleave(q.block_size)[: q.numel]
-    return values.view(q.shape).to(q.dtype)

@@ -35,6 +35,7 @@ CHAPTER_MODULES: tuple[str, ...] = (
     "vlm_primer.masking.recipes",
     "vlm_primer.generative.recipes",
     "vlm_primer.backbones.recipes",
+    "vlm_primer.recipes.train_recipes",
     "vlm_primer.video.recipes",
 )
 

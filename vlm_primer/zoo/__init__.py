@@ -41,7 +41,8 @@ MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "sigli
                           "blip-tiny": "Blip", "coca-tiny": "CoCa", "mae-tiny": "MAE", "flava-tiny": "Flava",
                           "vqvae-tiny": "VQVAE", "ar-t2i-tiny": "EarlyFusion", "dit-tiny": "DiT",
                           "clip-spurious-tiny": "CLIP", "clip-spurious-control-tiny": "CLIP", "clip-dejavu-a-tiny": "CLIP",
-                          "clip-dejavu-b-tiny": "CLIP", "clip-dejavu-a-masked-tiny": "CLIP"}
+                          "clip-dejavu-b-tiny": "CLIP", "clip-dejavu-a-masked-tiny": "CLIP",
+                          "grounder-tiny": "Grounder"}
 
 
 def _check_name(name: str) -> str:
@@ -53,17 +54,18 @@ def _check_name(name: str) -> str:
 def _recipe_module(name: str):
     """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``,
     ``zoo/llava_next_recipes.py``, ``zoo/bottleneck_recipes.py``, ``zoo/generative_recipes.py``,
-    ``zoo/masking_recipes.py``, ``zoo/t2i_recipes.py`` or ``zoo/evaluation_recipes.py``."""
+    ``zoo/masking_recipes.py``, ``zoo/t2i_recipes.py``, ``zoo/evaluation_recipes.py`` or
+    ``zoo/grounding_recipes.py``."""
     _check_name(name)
     return next(m for m in _recipe_modules() if name in m.RECIPES)
 
 
 def _recipe_modules() -> tuple:
-    from vlm_primer.zoo import (bottleneck_recipes, evaluation_recipes, generative_recipes, llava_next_recipes,
-                                llava_recipes, masking_recipes, recipes, t2i_recipes)
+    from vlm_primer.zoo import (bottleneck_recipes, evaluation_recipes, generative_recipes, grounding_recipes,
+                                llava_next_recipes, llava_recipes, masking_recipes, recipes, t2i_recipes)
 
     return (recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes, masking_recipes,
-            t2i_recipes, evaluation_recipes)
+            t2i_recipes, evaluation_recipes, grounding_recipes)
 
 
 def recipes_table() -> dict[str, Any]:
@@ -127,6 +129,9 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind in ("Blip2", "InstructBlip", "Flamingo"):
         from vlm_primer import backbones
         return getattr(backbones, kind)(getattr(backbones, kind + "Config")(**config))
+    if kind == "Grounder":
+        from vlm_primer.recipes.xvlm import Grounder, GrounderConfig
+        return Grounder(GrounderConfig(**config))
     from vlm_primer.nn import DecoderConfig, DecoderLM
     return DecoderLM(DecoderConfig(**config))
 
