@@ -958,3 +958,30 @@ def test_chapter06b_apply_peft_arguments(method, r, alpha):
         assert all(p.requires_grad for p in model["connector"].parameters())
         assert not any(p.requires_grad for n, p in model["lm"].named_parameters() if n.endswith("base.weight"))
         finite(model["lm"](model["connector"](torch.randn(2, 6))))
+
+
+_KOSMOS: list = []
+
+
+@given(st.sampled_from([8, 4, 0, 100, 2.5, True]), st.sampled_from([1, 3]), st.booleans())
+def test_chapter06b_location_tokens_in_a_llava(bins, n, with_answer):
+    """add_location_tokens names a bad bin count; else prompts decode to valid boxes inside [0, 1]."""
+    from vlm_primer import zoo
+    from vlm_primer.recipes import kosmos as K
+    from vlm_primer.recipes.grounding import referring_items
+
+    if not _KOSMOS:
+        _KOSMOS.append(zoo.load("llava-tiny"))
+    model = clear_or_ok(lambda: K.add_location_tokens(_KOSMOS[0], bins), "num_bins")
+    if model is None:
+        return
+    items = referring_items(n, WorldConfig(image_size=48, sizes=("large",)), seed=n)
+    batch = K.location_batches(items, TOK, model, bins, zoo.preprocess("llava-tiny"), n, with_answer=with_answer)[0]
+    assert ("labels" in batch) == with_answer
+    if not with_answer:
+        boxes, tokens = K.predict_boxes(model, batch, bins)
+        finite(boxes)
+        assert boxes.shape == (n, 4) and boxes.min() >= 0 and boxes.max() <= 1
+        assert (boxes[:, 2:] >= boxes[:, :2]).all() and tokens.max() < bins * bins
+    with pytest.raises(ValueError, match="location tokens"):
+        K.location_base(_KOSMOS[0], 8)
