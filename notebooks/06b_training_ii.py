@@ -296,8 +296,9 @@ assert (controls > 0.9).all()  # the probe sees a one-word replacement: the test
 # %% [markdown]
 # The control works: the fine-tuned models tell a caption from its one-word replacement more than 90 % of the time,
 # so the probe can see a difference. NegCLIP's change in ARO is smaller than the spread across seeds, from scratch
-# and fine-tuned: at this scale, **no gain**, and the blind text prior is above every model (ARO's swapped
-# captions are often ungrammatical, and a text-only judge of fluency wins). The paper reports VG-Relation 0.59 →
+# and fine-tuned: at this scale, **no gain**, and the blind text prior is above every model (a third of the items
+# are shuffled word orders, which a bigram model of the captions rejects without looking at the image; chapter 07
+# makes the same point about ARO's order tests). The paper reports VG-Relation 0.59 →
 # 0.81 and VG-Attribution 0.62 → 0.71 for CLIP ViT-B/32 → NegCLIP fine-tuned on COCO with its negatives; our
 # world's captions are short and our models tiny, and the result here is that negatives, from scratch or in 300
 # fine-tuning steps, do not move a tiny CLIP beyond its own seed noise.
