@@ -14,12 +14,11 @@ makes a smoke run that is printed, not saved.
 
 from __future__ import annotations
 
-import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import write_seed_runs
+from common import seed_parser, write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "anyres.json"
 
@@ -45,9 +44,7 @@ def run(job: tuple[int, int | None]) -> dict:
 def main() -> None:
     from vlm_primer.zoo.llava_next_recipes import SQUEEZE, STEPS
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     ap.add_argument("--steps", type=int, default=None, help="a smoke run of this many steps (printed, not saved)")
     args = ap.parse_args()
     start = time.perf_counter()

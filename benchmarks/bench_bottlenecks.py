@@ -21,12 +21,11 @@ positions each image takes in the LM's input and the tokens it offers the LM, an
 
 from __future__ import annotations
 
-import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import write_seed_runs
+from common import seed_parser, write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "bottlenecks.json"
 ARMS = ("LLaVA MLP", "Q-Former", "perceiver", "Qwen resampler", "BLIP-2", "BLIP-2, no stage 1", "InstructBLIP",
@@ -98,10 +97,8 @@ def run(job: tuple[str, int, int | None]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = seed_parser(__doc__)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
     ap.add_argument("--steps", type=int, default=None, help="a smoke run of this many steps (printed, not saved)")
     args = ap.parse_args()
     start = time.perf_counter()

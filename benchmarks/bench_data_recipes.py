@@ -24,7 +24,6 @@ A reduced run of every arm (`CHECK`) is stored too; `tests/test_bench_data_recip
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fit_contrastive, write_seed_runs  # noqa: E402
+from common import fit_contrastive, seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "data_recipes.json"
 STEPS, BATCH, POOL = 1000, 32, 4000
@@ -205,9 +204,7 @@ def jobs_for(seeds, parts, steps: int = STEPS, pool: int = POOL) -> list[tuple]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     ap.add_argument("--only", nargs="+", choices=tuple(ARMS), default=list(ARMS))
     args = ap.parse_args()
     start = time.perf_counter()

@@ -43,7 +43,6 @@ VQA 0.66, preference accuracy 0.90 on seed 0) is the largest budget tried that f
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -51,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_seed_runs  # noqa: E402
+from common import seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "dpo.json"
 STEPS, BATCH, LR, BETA = 200, 32, 3e-4, 0.1
@@ -155,9 +154,7 @@ def _evaluate(model, transform, name: str, sizes: dict) -> dict:
 def main() -> None:
     import numpy as np
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     args = ap.parse_args()
     start = time.perf_counter()
     reduced = dict(eval_sizes=CHECK["eval_sizes"], heldout=CHECK["heldout"])

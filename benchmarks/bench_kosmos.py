@@ -18,7 +18,6 @@ tokens it wrote for the first ``SHOW`` held-out items, which chapter 06b draws. 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_seed_runs  # noqa: E402
+from common import seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "kosmos.json"
 BINS, STEPS, BATCH, LR, TRAIN_ITEMS = 8, 3000, 32, 1e-3, 24_000
@@ -38,16 +37,13 @@ def _accuracy(model, prompts, items, true, bins):
     import torch
 
     from vlm_primer.recipes import kosmos as K
-    from vlm_primer.recipes.grounding import referring_accuracy
+    from vlm_primer.recipes.grounding import referring_accuracy_by_kind
 
     model.eval()
     boxes, tokens = (torch.cat(x) for x in zip(*[K.predict_boxes(model, b, bins) for b in prompts]))
     model.train()
-    out = {"referring_accuracy": referring_accuracy(boxes, true)}
-    for kind in ("attribute", "relation"):
-        keep = [i for i, it in enumerate(items) if it["kind"] == kind]
-        out[f"referring_accuracy_{kind}"] = referring_accuracy(boxes[keep], true[keep])
-    return out, tokens
+    scores = referring_accuracy_by_kind(boxes, true, [it["kind"] for it in items])
+    return {"referring_accuracy" + ("" if k == "all" else f"_{k}"): v for k, v in scores.items()}, tokens
 
 
 def run(job: tuple, *, test: int = TEST) -> dict:
@@ -108,9 +104,7 @@ def run(job: tuple, *, test: int = TEST) -> dict:
 def main() -> None:
     import numpy as np
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     args = ap.parse_args()
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -22,14 +22,13 @@ command); ``--steps S1 S2`` makes a smoke run that is printed, not saved.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import write_seed_runs
+from common import seed_parser, write_seed_runs
 
 OUT = Path(__file__).resolve().parent / "results" / "llava_ablations.json"
 STEPS = (150, 400)
@@ -75,9 +74,7 @@ def summarize(runs: list[dict]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     ap.add_argument("--only", nargs="+", choices=tuple(ARMS), default=list(ARMS), metavar="ARM")
     ap.add_argument("--steps", type=int, nargs=2, default=None, metavar=("S1", "S2"),
                     help="a smoke run: stage 1 and stage 2 steps (printed, not saved)")

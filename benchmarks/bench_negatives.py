@@ -17,7 +17,6 @@ repeats.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fit_contrastive, write_seed_runs  # noqa: E402
+from common import fit_contrastive, seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "negatives.json"
 STEPS, BATCH = 1000, 32
@@ -90,9 +89,7 @@ def _drop_negatives(collate):
 def main() -> None:
     import numpy as np
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     args = ap.parse_args()
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:

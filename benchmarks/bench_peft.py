@@ -44,7 +44,6 @@ Writes `benchmarks/results/peft.json` (command, settings, every run, the rank sw
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import sys
@@ -54,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_seed_runs  # noqa: E402
+from common import seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "peft.json"
 METHODS = ("zero_shot", "linear_probe", "full", "lora", "dora", "vera", "qlora", "coop", "coop_cs", "vpt_shallow",
@@ -335,9 +334,7 @@ def main() -> None:
 
     import numpy as np
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    ap = seed_parser(__doc__)
     ap.add_argument("--select", action="store_true", help="choose the learning rates on validation (see select)")
     args = ap.parse_args()
     if args.select:

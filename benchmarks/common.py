@@ -3,6 +3,7 @@ quality benchmark writes of its seeds (quality)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -93,6 +94,15 @@ def seed_run_record(script: str, seeds: list[int], jobs: int, start: float) -> d
     return {"command": f"python benchmarks/{script} --seeds " + " ".join(map(str, seeds)), "seeds": seeds,
             "machine": f"{platform.machine()}, {jobs} runs in parallel on one thread each",
             "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1)}
+
+
+def seed_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A quality benchmark's command line: ``--seeds`` (default 0 1 2) and ``--jobs`` (runs in parallel, one core
+    each), described by the first paragraph of ``doc`` (the script's docstring); add the script's own flags."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
+    return ap
 
 
 def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: float, runs: list[dict],

@@ -145,11 +145,8 @@ true_boxes = batch.pop("boxes")
 pred_boxes = grounder.predict(**batch)
 control = grounding.largest_object_baseline([it["scene"] for it in items], grounding_recipes.world().image_size)
 kinds = {k: [i for i, it in enumerate(items) if it["kind"] == k] for k in ("attribute", "relation")}
-acc = {"all": grounding.referring_accuracy(pred_boxes, true_boxes)}
-base = {"all": grounding.referring_accuracy(control, true_boxes)}
-for k, idx in kinds.items():
-    acc[k] = grounding.referring_accuracy(pred_boxes[idx], true_boxes[idx])
-    base[k] = grounding.referring_accuracy(control[idx], true_boxes[idx])
+acc = grounding.referring_accuracy_by_kind(pred_boxes, true_boxes, [it["kind"] for it in items])
+base = grounding.referring_accuracy_by_kind(control, true_boxes, [it["kind"] for it in items])
 print(f"{len(items)} held-out expressions; referring accuracy (IoU >= 0.5):")
 for k in acc:
     print(f"  {k:9s}  grounder {acc[k]:.3f}   largest object (control) {base[k]:.3f}")

@@ -688,7 +688,8 @@ def test_chapter06_compute_arguments(batch, samples, gpu, mfu, mask_ratio, preci
 @given(st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=4, max_size=4),
        st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=4, max_size=4), st.sampled_from([1, 7, 32, 0, -2, 2.5]))
 def test_chapter06b_box_arguments(a, b, num_bins):
-    from vlm_primer.recipes.grounding import box_to_location_tokens, generalized_box_iou, location_tokens_to_box
+    from vlm_primer.recipes.grounding import (box_to_location_tokens, generalized_box_iou, location_tokens_to_box,
+                                              referring_accuracy_by_kind)
 
     giou = clear_or_ok(lambda: generalized_box_iou(torch.tensor([a]), torch.tensor([b])), "box")
     if giou is not None:
@@ -697,6 +698,11 @@ def test_chapter06b_box_arguments(a, b, num_bins):
     if tokens is not None:
         back = location_tokens_to_box(tokens, num_bins)
         assert back.shape == (4,) and ((back - torch.tensor(a)).abs() <= 1 / num_bins + 1e-6).all()
+    kinds = [["attribute", "relation"], ["relation"], "ab", []][int(num_bins) % 4]
+    pair = torch.tensor([a, b])
+    scores = clear_or_ok(lambda: referring_accuracy_by_kind(pair, pair.flip(0), kinds), "box", "kinds")
+    if scores is not None:
+        assert set(scores) == {"all", *kinds} and all(0 <= v <= 1 for v in scores.values())
 
 
 @given(st.sampled_from([1, 4, 0, -1, 2.5]), st.sampled_from([8.0, 1.0, 0.0, -4.0, "8"]),

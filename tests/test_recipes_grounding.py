@@ -11,7 +11,8 @@ import torch
 from vlm_primer.recipes.grounding import (BoxHead, box_cxcywh_to_xyxy, box_iou, box_loss, box_to_location_tokens,
                                           box_xyxy_to_cxcywh, generalized_box_iou, largest_object_baseline,
                                           location_text, location_tokens_to_box, parse_location_text,
-                                          referring_accuracy, referring_items, resolve_expression)
+                                          referring_accuracy, referring_accuracy_by_kind, referring_items,
+                                          resolve_expression)
 from vlm_primer.world import WorldConfig, boxes
 from vlm_primer.world.scene import relation_holds
 from vlm_primer.world.vocab import RELATION_PHRASES
@@ -156,6 +157,13 @@ def test_referring_accuracy_by_hand():
     pred = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.5, 0.2]])  # IoU 1, 0.5, 0.4
     assert referring_accuracy(pred, true) == pytest.approx(2 / 3)
     assert referring_accuracy(pred, true, threshold=0.9) == pytest.approx(1 / 3)
+    by_kind = referring_accuracy_by_kind(pred, true, ["relation", "attribute", "relation"])
+    assert list(by_kind) == ["all", "attribute", "relation"]
+    assert by_kind == pytest.approx({"all": 2 / 3, "attribute": 1.0, "relation": 0.5})
+    with pytest.raises(ValueError, match="kinds must hold one label per box"):
+        referring_accuracy_by_kind(pred, true, ["relation"])
+    with pytest.raises(ValueError, match="kinds"):
+        referring_accuracy_by_kind(pred, true, "abc")
 
 
 def parse(text):

@@ -54,7 +54,8 @@ from vlm_primer.world.vocab import COLORS, RELATION_PHRASES, SHAPES
 
 __all__ = ["BoxHead", "box_cxcywh_to_xyxy", "box_iou", "box_loss", "box_to_location_tokens", "box_xyxy_to_cxcywh",
            "generalized_box_iou", "largest_object_baseline", "location_text", "location_tokens_to_box",
-           "parse_location_text", "referring_accuracy", "referring_items", "resolve_expression"]
+           "parse_location_text", "referring_accuracy", "referring_accuracy_by_kind", "referring_items",
+           "resolve_expression"]
 
 
 # --- boxes -----------------------------------------------------------------------------------------------------
@@ -279,6 +280,19 @@ def referring_accuracy(pred_boxes: torch.Tensor, true_boxes: torch.Tensor, thres
         raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
     iou = _iou_union(pred, true)[0]
     return float((iou >= threshold).float().mean())
+
+
+def referring_accuracy_by_kind(pred_boxes: torch.Tensor, true_boxes: torch.Tensor, kinds: Sequence[str],
+                               threshold: float = 0.5) -> dict[str, float]:
+    """:func:`referring_accuracy` over all pairs (``"all"``) and over the pairs of each kind in ``kinds`` (one label
+    per pair, e.g. the items' ``kind``: "attribute", "relation"), the kinds in sorted order."""
+    if isinstance(kinds, str) or not isinstance(kinds, Sequence) or len(kinds) != len(pred_boxes):
+        raise ValueError(f"kinds must hold one label per box ({len(pred_boxes)}), got {kinds!r}")
+    out = {"all": referring_accuracy(pred_boxes, true_boxes, threshold)}
+    for kind in sorted(set(kinds)):
+        keep = [i for i, k in enumerate(kinds) if k == kind]
+        out[kind] = referring_accuracy(pred_boxes[keep], true_boxes[keep], threshold)
+    return out
 
 
 def _normalised_boxes(scene: Scene, image_size: int) -> torch.Tensor:

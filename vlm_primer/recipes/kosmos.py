@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava, expand_image_tokens
+from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava
 from vlm_primer.recipes.grounding import _check_bins, box_to_location_tokens, location_tokens_to_box
 
 __all__ = ["LOCATION_PROMPT", "add_location_tokens", "location_base", "location_batches", "location_item",
@@ -65,17 +65,14 @@ def location_item(item: dict[str, Any], tokenizer: Any, model: Llava, num_bins: 
     """A referring item (:func:`~vlm_primer.recipes.grounding.referring_items`) as a LLaVA training example:
     ``<|user|><image>where is {text}?<|end|><|assistant|>`` then, with ``with_answer``, the two location tokens
     of its box and ``<|end|>`` (the targets). Without: the prompt alone, ready for :func:`predict_boxes`."""
-    from vlm_primer.text import encode_chat
+    from vlm_primer.backbones.data import prompt_ids
 
     base = location_base(model, num_bins)
-    messages = [{"role": "user", "content": "<image>" + LOCATION_PROMPT.format(item["text"])}]
-    ids, target = encode_chat(tokenizer, messages, add_bos=True)
-    ids += tokenizer.encode("<|assistant|>", add_eos=False)
-    target += [False] * (len(ids) - len(target))
+    ids = prompt_ids(tokenizer, LOCATION_PROMPT.format(item["text"]), model.tokens_per_image, image_id)
+    target = [False] * len(ids)
     if with_answer:
         answer = [base + int(k) for k in box_to_location_tokens(item["box"], num_bins)] + [tokenizer.end_id]
         ids, target = ids + answer, target + [True] * len(answer)
-    ids, target = expand_image_tokens(ids, image_id, model.tokens_per_image, target)
     image = item["image"] if transform is None else transform(item["image"])
     return {"input_ids": ids, "target": target, "image": image}
 

@@ -317,11 +317,17 @@ def apply_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, al
     LoraConfig(r=r, lora_alpha=alpha, target_modules=..., lora_dropout=dropout, use_dora=use_dora))``.
     An unknown name raises ``ValueError`` listing the ``nn.Linear`` layers that exist; a name that matches
     something other than an ``nn.Linear`` raises ``TypeError``."""
+    return _apply_lora(model, target_modules, r, alpha, dropout, use_dora, lambda layer: layer)
+
+
+def _apply_lora(model: nn.Module, target_modules: str | Iterable[str], r: int, alpha: float, dropout: float,
+                use_dora: bool, base) -> nn.Module:
+    """:func:`apply_lora` and :func:`apply_qlora`: a :class:`LoRALinear` on ``base(layer)`` for every target."""
     _check_rank(r)
     _check_positive(alpha, "alpha")
     _make_dropout(dropout)
     for name, layer in _find_targets(model, target_modules):
-        _replace(model, name, LoRALinear(layer, r, alpha, dropout=dropout, use_dora=use_dora))
+        _replace(model, name, LoRALinear(base(layer), r, alpha, dropout=dropout, use_dora=use_dora))
     _freeze_all_but_adapters(model)
     return model
 
@@ -331,14 +337,8 @@ def apply_qlora(model: nn.Module, target_modules: str | Iterable[str], r: int, a
     """QLoRA: every ``nn.Linear`` named in ``target_modules`` is stored in 4-bit NormalFloat
     (:meth:`NF4Linear.from_linear`, blocks of ``block_size``, double quantisation) and gets a :class:`LoRALinear`
     on top, in place; every other parameter is frozen (as :func:`apply_lora`). Returns ``model``."""
-    _check_rank(r)
-    _check_positive(alpha, "alpha")
-    _make_dropout(dropout)
-    for name, layer in _find_targets(model, target_modules):
-        _replace(model, name, LoRALinear(NF4Linear.from_linear(layer, block_size, double_quant), r, alpha,
-                                         dropout=dropout))
-    _freeze_all_but_adapters(model)
-    return model
+    return _apply_lora(model, target_modules, r, alpha, dropout, False,
+                       lambda layer: NF4Linear.from_linear(layer, block_size, double_quant))
 
 
 def apply_vera(model: nn.Module, target_modules: str | Iterable[str], r: int, d_initial: float = 0.1,
