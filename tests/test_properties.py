@@ -991,3 +991,86 @@ def test_chapter06b_location_tokens_in_a_llava(bins, n, with_answer):
         assert (boxes[:, 2:] >= boxes[:, :2]).all() and tokens.max() < bins * bins
     with pytest.raises(ValueError, match="location tokens"):
         K.location_base(_KOSMOS[0], 8)
+
+
+# --------------------------------------------------------------------------- recogniser, adapters (06b); video (08)
+
+
+@given(st.sampled_from([(3, 40, 50), (40, 50), (1, 40, 50)]),
+       st.sampled_from([[[5, 6, 20, 12]], [[0, 0, 50, 40], [3, 3, 9, 9]], [[5, 5, 5, 9]], [[45, 0, 55, 9]], []]))
+def test_chapter06b_recogniser_crops_and_reads(image_shape, boxes):
+    """crop_texts names a bad image or box; else a TextRecognizer reads one word of its vocabulary per box."""
+    from vlm_primer.recipes.ocr import TextRecognizer, crop_texts
+    from vlm_primer.world.text_rich import DIGITS
+
+    image = torch.rand(image_shape)
+    crops = clear_or_ok(lambda: crop_texts(image, boxes), "image", "box")
+    if crops is not None:
+        finite(crops)
+        torch.manual_seed(0)
+        read = TextRecognizer(DIGITS).read(image, boxes)
+        assert crops.shape[0] == len(boxes) == len(read) and set(read) <= set(DIGITS)
+
+
+@given(st.sampled_from([("shared",), ("a", "b"), ("a", "a"), (), "vqa"]), st.sampled_from([8, 2, 1, 0, 64, 2.5, True]))
+def test_chapter06b_vl_adapters_arguments(tasks, reduction):
+    """apply_adapters names bad tasks or a bad reduction; else a zero-initialised model is unchanged."""
+    from vlm_primer.nn import Transformer
+    from vlm_primer.recipes.vl_adapter import apply_adapters
+
+    torch.manual_seed(0)
+    model = Transformer(2, 32, heads=4, causal=True).eval()
+    x = torch.randn(2, 5, 32)
+    before = model(x)[0]
+    got = clear_or_ok(lambda: apply_adapters(model, tasks, reduction), "tasks", "reduction")
+    if got is not None:
+        torch.testing.assert_close(got(x)[0], before)
+
+
+@given(st.integers(0, 2**16), st.sampled_from([2, 9, 1, 300, 2.5]),
+       st.sampled_from([(0.05, 0.0), (0.0, -0.2), (0.3, 0.0), (float("nan"), 0.0)]), st.booleans())
+def test_chapter08_clip_simulation(seed, num_frames, velocity, collide):
+    """simulate names bad frames or velocities; else every object stays inside the image, and the events and
+    questions are read from any clip, its reversal too."""
+    from vlm_primer.world.video import TEMPORAL_QUESTION_TYPES, ask_temporal, clip_events, render_clip, simulate
+
+    scene = sample_scene(np.random.default_rng(seed), WorldConfig(), 2)
+    clip = clear_or_ok(lambda: simulate(scene, [velocity, (0.0, 0.03)], num_frames, collide=collide),
+                       "num_frames", "velocities", "quarter")
+    if clip is not None:
+        p, r = clip.positions(), np.array([o.radius for o in scene])
+        assert (p >= r[None, :, None] - 1e-9).all() and (p <= 1 - r[None, :, None] + 1e-9).all()
+        assert render_clip(clip, 32).shape == (num_frames, 3, 32, 32)
+        for c in (clip, clip.reversed()):
+            clip_events(c)
+            for qtype in TEMPORAL_QUESTION_TYPES:
+                ask_temporal(c, np.random.default_rng(seed), qtype)
+
+
+@given(st.sampled_from(["standard", "temporal", "physics"]), st.sampled_from([9, 2, 1, 65, True]),
+       st.sampled_from([(2, 3), 2, 0, (3, 2)]))
+def test_chapter08_video_qa_arguments(suite, num_frames, num_objects):
+    """VideoQADataset names a bad suite, frame count or object count; else its items have the frames asked for."""
+    from vlm_primer.world.video_qa import VideoQADataset
+
+    data = clear_or_ok(lambda: VideoQADataset("train", 3, suite=suite, num_frames=num_frames,
+                                              num_objects=num_objects), "suite", "num_frames", "num_objects")
+    if data is not None:
+        item = data[1]
+        assert item["frames"].shape == (num_frames, 3, 64, 64) and (item["needs_two_frames"] or suite == "standard")
+
+
+@given(st.sampled_from([(1, 2, 3, 48, 48), (1, 3, 3, 48, 48), (2, 2, 3, 48, 48), (2, 3, 48, 48), (1, 2, 3, 32, 32)]),
+       st.sampled_from([1, 2]))
+def test_chapter08_video_llava_inputs(video_shape, videos_in_prompt):
+    """VideoLlava names a bad video tensor, frame count or placeholder count; else its logits are finite."""
+    from vlm_primer.video import VideoLlava, VideoLlavaConfig
+
+    torch.manual_seed(0)
+    model = VideoLlava(VideoLlavaConfig.from_preset("tiny", num_frames=2)).eval()
+    ids = torch.tensor([[2] + [5] * model.tokens_per_video * videos_in_prompt + [7, 3]])
+    with torch.no_grad():
+        out = clear_or_ok(lambda: model(ids, pixel_values_videos=torch.rand(video_shape)),
+                          "pixel_values_videos", "video placeholders", "frames")
+    if out is not None:
+        finite(out.logits)

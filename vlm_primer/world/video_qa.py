@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
-import torch
 
 from vlm_primer.validate import check_choice
-from vlm_primer.world.scene import Composition, WorldConfig
-from vlm_primer.world.splits import check_held_out, check_split, split_compositions, split_rng
+from vlm_primer.world.scene import Composition, Scene, WorldConfig
+from vlm_primer.world.datasets import SceneDataset
+from vlm_primer.world.splits import split_compositions, split_rng
 from vlm_primer.world.tasks import _question_item
 from vlm_primer.world.video import Clip, ask_temporal, needs_two_frames, render_clip, sample_clip
 from vlm_primer.world.vqa import Question, ask
@@ -38,30 +38,21 @@ TEMPORAL_TYPES = ("direction", "first_event")
 MAX_DRAWS = 100
 
 
-class VideoQADataset(torch.utils.data.Dataset):
+class VideoQADataset(SceneDataset):
     """One question per clip of ``num_frames`` frames, from ``suite`` (:data:`SUITES`). Items: ``frames``
     ``(T, 3, H, W)`` in ``[0, 1]``, ``question``, ``answer``, ``answers``, ``qtype``, ``answer_type``,
-    ``sentence``, ``needs_two_frames`` (proved by the reversed clip), ``clip`` and ``index``."""
+    ``sentence``, ``needs_two_frames`` (proved by the reversed clip), ``clip`` and ``index``. ``split``, ``size``,
+    ``config``, ``seed``, ``num_objects`` and ``held_out`` as :class:`~vlm_primer.world.SceneDataset`'s."""
 
     def __init__(self, split: str = "train", size: int = 1000, config: WorldConfig | None = None, seed: int = 0, *,
                  suite: str = "temporal", num_frames: int = 9, num_objects: int | tuple[int, int] = (2, 3),
                  held_out: Iterable[Composition] | None = None) -> None:
-        self.split, self.suite = check_split(split), check_choice(suite, SUITES, "suite")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        super().__init__(split, size, config, seed, num_objects, held_out)
+        self.suite = check_choice(suite, SUITES, "suite")
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 2 <= num_frames <= 64:
             raise ValueError(f"num_frames must be an int in [2, 64], got {num_frames!r}")
-        self.config = config if config is not None else WorldConfig()
-        if not isinstance(self.config, WorldConfig):
-            raise TypeError(f"config must be a WorldConfig, got {type(self.config).__name__}")
-        self.size, self.seed, self.num_frames, self.num_objects = size, seed, num_frames, num_objects
-        self.held_out = check_held_out(held_out)
+        self.num_frames = num_frames
         self.compositions = split_compositions(self.split, self.config, self.held_out)
-
-    def __len__(self) -> int:
-        return self.size
 
     def _draw(self, rng: np.random.Generator) -> tuple[Clip, Question]:
         allowed, required = self.compositions
@@ -73,16 +64,22 @@ class VideoQADataset(torch.utils.data.Dataset):
             return clip, ask(clip.frames[0], rng, qtype)
         return clip, ask_temporal(clip, rng, qtype)
 
-    def item(self, index: int) -> tuple[Clip, Question]:
-        """Clip ``index`` and its question (clips are redrawn until the suite's question applies)."""
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -self.size <= index < self.size:
-            raise IndexError(f"index {index!r} out of range for a dataset of size {self.size}")
-        rng = split_rng(self.split, int(index) % self.size, self.seed)
-        for _ in range(MAX_DRAWS):
+    def _drawn(self, index: int) -> tuple[Clip, Question, np.random.Generator]:
+        rng = split_rng(self.split, self._index(index), self.seed)
+        for _ in range(MAX_DRAWS):  # clips are redrawn until the suite's question applies
             clip, q = self._draw(rng)
             if q is not None and (self.suite == "standard" or needs_two_frames(clip, q)):
-                return clip, q
+                return clip, q, rng
         raise RuntimeError(f"no {self.suite} question in {MAX_DRAWS} clips: the world config allows too little motion")
+
+    def item(self, index: int) -> tuple[Clip, Question]:
+        """Clip ``index`` and its question (clips are redrawn until the suite's question applies)."""
+        return self._drawn(index)[:2]
+
+    def scene(self, index: int) -> tuple[Scene, np.random.Generator]:
+        """The first frame of clip ``index`` and its generator (positioned after drawing the clip and question)."""
+        clip, _, rng = self._drawn(index)
+        return clip.frames[0], rng
 
     def question(self, index: int) -> Question:
         return self.item(index)[1]
@@ -91,4 +88,4 @@ class VideoQADataset(torch.utils.data.Dataset):
         clip, q = self.item(index)
         proved = q.qtype not in APPEARANCE_TYPES and needs_two_frames(clip, q)
         return {"frames": render_clip(clip, self.config.image_size), **_question_item(q), "needs_two_frames": proved,
-                "clip": clip, "index": int(index) % self.size}
+                "clip": clip, "index": self._index(index)}
