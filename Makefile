@@ -49,7 +49,7 @@ notebooks: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m vlm_primer.text.build
 
-# Retrain every zoo model from scratch (data/zoo/*.safetensors + cards); about 98 minutes on 2 CPU cores.
+# Retrain every zoo model from scratch (data/zoo/*.safetensors + cards); about 111 minutes on 2 CPU cores.
 zoo: $(STAMP)
 	$(BIN)/python -m vlm_primer.zoo build all --overwrite
 

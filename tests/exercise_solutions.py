@@ -385,6 +385,37 @@ def clip_adapter_blend(f, W1, W2, alpha):
     return alpha * torch.relu(torch.relu(f @ W1.T) @ W2.T) + (1 - alpha) * f
 
 
+# ---------------------------------------------------------------- chapter 08
+
+def frame_indices(num_frames, k):
+    if k == 1:
+        return [num_frames // 2]
+    return [round(i * (num_frames - 1) / (k - 1)) for i in range(k)]
+
+
+def single_frame_ceiling(answers, reversed_answers):
+    return sum(1.0 if a == b else 0.5 for a, b in zip(answers, reversed_answers)) / len(answers)
+
+
+def add_frame_positions(tokens, emb):
+    b, t, q, d = tokens.shape
+    return (tokens + emb[:t, None, :]).reshape(b, t * q, d)
+
+
+def order_targets(perm, shuffled):
+    slots = [s for s, moved in enumerate(shuffled) if moved]
+    return [((s, u), int(perm[s] < perm[u])) for i, s in enumerate(slots) for u in slots[i + 1:]]
+
+
+def merge_tokens(tokens, m):
+    b, n, d = tokens.shape
+    return tokens.reshape(b, n // m, m * d)
+
+
+def frames_that_fit(context_length, text_tokens, tokens_per_frame, merge):
+    return max(context_length - text_tokens, 0) // (tokens_per_frame // merge)
+
+
 SOLUTIONS = {
     "00.1": FAMILIES, "00.2": num_patches, "00.3": vit_params, "00.4": adamw_memory,
     "01.1": relation, "01.2": winoground, "01.3": held_out, "01.4": coverage, "01.5": blind_accuracy,
@@ -401,5 +432,7 @@ SOLUTIONS = {
     "06.6": gpu_hours,
     "06b.1": giou, "06b.2": location_tokens, "06b.3": dpo, "06b.4": lora_forward, "06b.5": nf4_block,
     "06b.6": clip_adapter_blend,
+    "08.1": frame_indices, "08.2": single_frame_ceiling, "08.3": add_frame_positions, "08.4": order_targets,
+    "08.5": merge_tokens, "08.6": frames_that_fit,
     "07.1": vqa_acc, "07.2": boot_ci, "07.3": wino, "07.4": pope, "07.5": chair_i, "07.6": weat_d, "07.7": clip_s,
 }

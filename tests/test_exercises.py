@@ -106,6 +106,15 @@ WRONG = [
     ("06b.4", lambda x, W, b, A, B, alpha: x @ W.T + b, "frozen layer alone"),
     ("06b.5", lambda x, lv: lv[(x[:, None] - lv).abs().argmin(dim=1)], "absmax"),
     ("06b.6", lambda f, W1, W2, a: (1 - a) * torch.relu(torch.relu(f @ W1.T) @ W2.T) + a * f, "adapter's"),
+    ("08.1", lambda n, k: [int(i * n / k) for i in range(k)], "middle one"),
+    ("08.1", lambda n, k: [n // 2] if k == 1 else [int(i * n / k) for i in range(k)], "first and the last"),
+    ("08.2", lambda a, r: sum(x == y for x, y in zip(a, r)) / len(a), "at most one of two"),
+    ("08.3", lambda x, e: x.flatten(1, 2), "temporal embedding"),
+    ("08.3", lambda x, e: (x + e[:x.shape[2]]).flatten(1, 2), "indexed by the frame"),
+    ("08.4", lambda p, s: [((a, b), int(p[a] > p[b])) for a in range(len(s)) for b in range(a + 1, len(s))
+                           if s[a] and s[b]], "originally"),
+    ("08.5", lambda x, m: x.reshape(x.shape[0], m, -1, x.shape[2]).transpose(1, 2).flatten(2), "adjacent"),
+    ("08.6", lambda c, t, p, m: c // (p // m), "subtract text_tokens"),
 ]
 
 

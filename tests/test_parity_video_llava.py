@@ -95,8 +95,11 @@ def test_round_trip_to_transformers(hf_video_llava):
 def test_bad_input_is_refused_with_a_clear_message(hf_video_llava):
     ours = video_llava_from_hf(hf_video_llava, num_frames=FRAMES)
     ids, _, kw = _inputs(False, True)
-    with pytest.raises(ValueError, match="frames per video"):
-        ours(ids, pixel_values_videos=kw["pixel_values_videos"][:, :2])
+    videos = kw["pixel_values_videos"]
+    with pytest.raises(ValueError, match="frames per video"):  # more frames than num_frames
+        ours(ids, pixel_values_videos=torch.cat([videos, videos[:, :1]], 1))
+    with pytest.raises(ValueError, match="video placeholders"):  # fewer frames than the prompt has placeholders for
+        ours(ids, pixel_values_videos=videos[:, :2])
     with pytest.raises(ValueError, match=r"\(videos, frames, 3, H, W\)"):
         ours(ids, pixel_values_videos=kw["pixel_values_videos"][0])
     with pytest.raises(ValueError, match="video placeholders"):

@@ -1074,3 +1074,84 @@ def test_chapter08_video_llava_inputs(video_shape, videos_in_prompt):
                           "pixel_values_videos", "video placeholders", "frames")
     if out is not None:
         finite(out.logits)
+
+
+@given(st.sampled_from([(2, 9, 16, 64), (2, 1, 16, 64), (2, 10, 16, 64), (3, 9, 16, 64), (2, 9, 8, 64), None]),
+       st.sampled_from([None, [4], [0, 9], [8]]), st.sampled_from([(2, 12), (2, 40), (2, 0)]))
+def test_chapter08_frame_qa_arguments(features_shape, frame_ids, ids_shape):
+    """FrameQA names bad frame features, frame ids or questions; else its logits are finite."""
+    from vlm_primer.video.frame_qa import FrameQA, FrameQAConfig
+
+    torch.manual_seed(0)
+    model = FrameQA(FrameQAConfig.from_preset("tiny", num_answers=5)).eval()
+    feats = None if features_shape is None else torch.randn(features_shape)
+    out = clear_or_ok(lambda: model(feats, torch.randint(5, 800, ids_shape), frame_ids=frame_ids),
+                      "features", "frame", "input_ids", "same batch")
+    if out is not None:
+        finite(out.logits)
+
+
+@given(st.sampled_from([(1, 3), (9,), (), (0,), (10,)]), st.sampled_from([16, 1]))
+def test_chapter08_video_collate_arguments(counts, per_frame):
+    """video_collate names bad frame counts; else each batch has k frames and k * tokens placeholders per item."""
+    from vlm_primer.video.data import video_collate
+
+    items = [{"input_ids": [2, 5, 9, 3], "target": [False, False, True, True], "frames": torch.rand(9, 3, 8, 8),
+              "index": i} for i in range(2)]
+    batch = clear_or_ok(lambda: video_collate(per_frame, counts)(items), "frame_counts", "k must be")
+    if batch is not None:
+        k = batch["pixel_values_videos"].shape[1]
+        assert k in counts and (batch["input_ids"] == 5).sum() == 2 * k * per_frame
+
+
+@given(st.sampled_from([(2, 8, 3), (2, 7, 3), (8, 3), (1, 4, 1)]), st.sampled_from([4, 1, 0, 3, 2.0, True]))
+def test_chapter08_token_merging_arguments(shape, m):
+    """merge_tokens / pool_tokens name a bad tensor or merge factor; else they keep every value / the mean."""
+    from vlm_primer.video import merge_tokens, pool_tokens
+
+    x = torch.randn(shape)
+    merged = clear_or_ok(lambda: merge_tokens(x, m), "tokens", "m ")
+    if merged is not None:
+        assert merged.numel() == x.numel() and merged.shape[1] == shape[1] // m
+        torch.testing.assert_close(pool_tokens(x, m).sum(), x.sum() / m)
+
+
+@given(st.sampled_from([(2, 6), (2, 200), (3, 6)]), st.sampled_from([(2, 5), (2, 5, 1), (2, 0)]),
+       st.sampled_from([0, 31, 32, 33, -1]))
+def test_chapter08_videobert_arguments(ids_shape, vis_shape, visual_id):
+    """VideoBert names bad words, visual words or lengths; else its logits are finite."""
+    from vlm_primer.video import VideoBert, VideoBertConfig
+
+    torch.manual_seed(0)
+    model = VideoBert(VideoBertConfig.from_preset("tiny", visual_vocab_size=32)).eval()
+    out = clear_or_ok(lambda: model(torch.randint(10, 800, ids_shape), torch.full(vis_shape, visual_id)),
+                      "input_ids", "visual_ids", "same batch", "max_positions", "positions")
+    if out is not None:
+        finite(out.text_logits, out.visual_logits)
+
+
+@given(st.sampled_from([(2, 4, 3, 32, 32), (2, 9, 3, 32, 32), (3, 4, 3, 32, 32), (2, 4, 3, 16, 16), (4, 3, 32, 32)]),
+       st.booleans())
+def test_chapter08_merlot_arguments(frames_shape, shuffle):
+    """Merlot names bad frames or batch sizes; else its order logits are finite."""
+    from vlm_primer.video import Merlot, MerlotConfig
+
+    torch.manual_seed(0)
+    model = Merlot(MerlotConfig.from_preset("tiny", max_frames=4)).eval()
+    out = clear_or_ok(lambda: model(torch.rand(frames_shape), torch.randint(10, 800, (2, 8)), shuffle=shuffle),
+                      "frames", "same batch", "input_ids")
+    if out is not None:
+        finite(out.order_logits)
+
+
+@given(st.sampled_from([(1, 2, 3, 48, 48), (1, 9, 3, 48, 48), (2, 2, 3, 48, 48), (1, 2, 3, 32, 32), (2, 3, 48, 48)]))
+def test_chapter08_video_llama_arguments(frames_shape):
+    """VideoLlama names bad frames or batch sizes; else its logits are finite."""
+    from vlm_primer.video import VideoLlama, VideoLlamaConfig
+
+    torch.manual_seed(0)
+    model = VideoLlama(VideoLlamaConfig.from_preset("tiny")).eval()
+    out = clear_or_ok(lambda: model(torch.rand(frames_shape), torch.randint(10, 800, (1, 6))),
+                      "frames", "clips", "input_ids")
+    if out is not None:
+        finite(out.logits)

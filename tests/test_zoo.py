@@ -36,7 +36,9 @@ BOUNDS = {"clip-tiny": ("zero_shot_top1", ">=", 0.85), "siglip-tiny": ("zero_sho
           "clip-spurious-tiny": ("gap", ">=", 0.25), "clip-spurious-control-tiny": ("tint_p", ">=", 0.05),
           "clip-dejavu-a-tiny": ("rate_gap", ">=", 0.02), "clip-dejavu-b-tiny": ("rate_gap", ">=", 0.02),
           "clip-dejavu-a-masked-tiny": ("rate_gap", "<=", 0.035),
-          "grounder-tiny": ("referring_accuracy", ">=", 0.85)}  # text randomization: a smaller gap than the target's
+          "grounder-tiny": ("referring_accuracy", ">=", 0.85),
+          # notebook 08: it reads the objects of a clip (its blind control: 33 %), from nine frames or from one
+          "video-llava-tiny": ("standard_9f_all", ">=", 0.6)}  # text randomization: a smaller gap than the target's
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -75,6 +75,6 @@ def close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
         raise Wrong(f"{what}: the value is off")
 
 
-from vlm_primer.exercises import ch00, ch01, ch02, ch03, ch04, ch04b, ch05, ch05b, ch06, ch06b, ch07  # noqa: E402,F401  (registers the exercises)
+from vlm_primer.exercises import ch00, ch01, ch02, ch03, ch04, ch04b, ch05, ch05b, ch06, ch06b, ch07, ch08  # noqa: E402,F401  (registers the exercises)
 
 __all__ = ["EXERCISES", "Exercise", "Wrong", "check", "close", "exercise"]

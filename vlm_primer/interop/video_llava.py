@@ -2,7 +2,7 @@
 :class:`~vlm_primer.video.VideoLlava` (the LLaVA conversion of :mod:`vlm_primer.interop.llava` with the image tower
 under ``image_tower`` and a second CLIP vision tower under ``video_tower``) and
 ``LlavaNextVideoForConditionalGeneration`` <-> :class:`~vlm_primer.video.LlavaNextVideo` (the LLaVA-NeXT conversion;
-the average pooler has no weights). Explained in notebook 08."""
+the average pooler has no weights). Explained in notebook 08, §Video-LLaVA on Shapes World."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """LLaVA-NeXT-Video: LLaVA-NeXT's model reading videos, each frame's patch tokens average-pooled 2 x 2.
 
-Chapter 08 (survey §5.5) explains it. LLaVA-NeXT-Video (Zhang et al. 2024) keeps LLaVA-NeXT's single tower and
-AnyRes images, and sends a video's frames through the same tower: the hidden state of ``select_layer`` without its
-CLS token, laid out on the patch grid, pooled by a ``pool_stride`` x ``pool_stride`` average (a quarter of the
-tokens at stride 2), projected, frames in order. The layout equals ``transformers``'
+Explained in notebook 08, §Video-LLaVA on Shapes World (survey §5.5). LLaVA-NeXT-Video (Zhang et al. 2024) keeps
+LLaVA-NeXT's single tower and AnyRes images, and sends a video's frames through the same tower: the hidden state of
+``select_layer`` without its CLS token, laid out on the patch grid, pooled by a ``pool_stride`` x ``pool_stride``
+average (a quarter of the tokens at stride 2), projected, frames in order. The layout equals ``transformers``'
 ``LlavaNextVideoForConditionalGeneration`` (``spatial_pool_mode="average"``; tested, converters in
-:mod:`vlm_primer.interop.video_llava`).
-"""
+:mod:`vlm_primer.interop.video_llava`). """
 
 from __future__ import annotations
 

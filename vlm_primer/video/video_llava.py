@@ -1,11 +1,12 @@
 """Video-LLaVA: a LLaVA that reads images and videos, each frame through a video tower, every frame's tokens kept.
 
-Chapter 08 (survey §5) explains it. Video-LLaVA (Lin et al. 2023) aligns an image encoder and a video encoder
-(LanguageBind's, both CLIP ViT-L/14 shaped) to one language space *before* projection, so one MLP projector serves
-both, and the LLM learns from images and videos together. A video of ``T`` frames becomes ``T`` times the frame's
-tokens: every frame goes through the video tower, the hidden state of ``select_layer`` is taken with its CLS token
-(``transformers`` keeps it for videos, while images drop it under the ``default`` strategy), projected, and spliced
-in order where the prompt's ``<video>`` placeholders are. Images work as in :class:`~vlm_primer.backbones.Llava`.
+Explained in notebook 08, §Video-LLaVA on Shapes World (survey §5). Video-LLaVA (Lin et al. 2023) aligns an image
+encoder and a video encoder (LanguageBind's, both CLIP ViT-L/14 shaped) to one language space *before* projection,
+so one MLP projector serves both, and the LLM learns from images and videos together. A video of ``T`` frames
+becomes ``T`` times the frame's tokens: every frame goes through the video tower, the hidden state of
+``select_layer`` is taken with its CLS token (``transformers`` keeps it for videos, while images drop it under the
+``default`` strategy), projected, and spliced in order where the prompt's ``<video>`` placeholders are. Images work
+as in :class:`~vlm_primer.backbones.Llava`.
 
 The layout equals ``transformers``' ``VideoLlavaForConditionalGeneration`` (tested on tiny random configs, every
 weight perturbed; converters in :mod:`vlm_primer.interop.video_llava`). The cost is the point of §5.5: 8 frames of
@@ -68,8 +69,9 @@ class VideoLlavaConfig(LlavaConfig):
 
 class VideoInputs:
     """The video half of a video LLaVA: ``forward``/``generate``/``embed`` also take ``pixel_values_videos``
-    ``(B_videos, T, 3, H, W)``, whose :meth:`video_features` fill the ``video_token_id`` placeholders in order
-    (images go to the model's own ``embed``). Mixed in before :class:`~vlm_primer.backbones.Llava` or
+    ``(B_videos, T, 3, H, W)`` (``T`` from 1 to ``num_frames``; ``T x tokens_per_frame`` placeholders per video),
+    whose :meth:`video_features` fill the ``video_token_id`` placeholders in order (images go to the model's own
+    ``embed``). Mixed in before :class:`~vlm_primer.backbones.Llava` or
     :class:`~vlm_primer.backbones.LlavaNext`; subclasses define ``video_features``."""
 
     IMAGE_INPUTS: ClassVar[tuple[str, ...]] = ("pixel_values_videos",)
@@ -95,20 +97,20 @@ class VideoInputs:
         if not isinstance(pixel_values_videos, torch.Tensor) or pixel_values_videos.ndim != 5:
             raise ValueError("pixel_values_videos must be a (videos, frames, 3, H, W) tensor, got "
                              f"{getattr(pixel_values_videos, 'shape', type(pixel_values_videos).__name__)}")
-        if pixel_values_videos.shape[1] != cfg.num_frames:
+        if not 1 <= pixel_values_videos.shape[1] <= cfg.num_frames:
             raise ValueError(f"pixel_values_videos has {pixel_values_videos.shape[1]} frames per video; the model "
-                             f"takes num_frames={cfg.num_frames}")
+                             f"takes 1 to num_frames={cfg.num_frames}")
         if pixel_values is not None and cfg.video_token_id == cfg.image_token_id:
             raise ValueError("images and videos share one placeholder id: pass pixel_values or pixel_values_videos, "
                              "not both")
         ids = check_tokens(input_ids, vocab_size=cfg.text.vocab_size, device=self.language_model.tok_emb.weight.device)
         check_images(pixel_values_videos.flatten(0, 1), channels=cfg.vision.channels, size=cfg.vision.image_size,
                      name="pixel_values_videos frames", device=ids.device)
-        slots, need = int((ids == cfg.video_token_id).sum()), pixel_values_videos.shape[0] * self.tokens_per_video
+        videos, frames = pixel_values_videos.shape[:2]
+        slots, need = int((ids == cfg.video_token_id).sum()), videos * frames * cfg.tokens_per_frame
         if slots != need:
             raise ValueError(f"input_ids hold {slots} video placeholders (id {cfg.video_token_id}), but "
-                             f"{pixel_values_videos.shape[0]} video(s) of {cfg.num_frames} frames x "
-                             f"{cfg.tokens_per_frame} tokens need {need}")
+                             f"{videos} video(s) of {frames} frames x {cfg.tokens_per_frame} tokens need {need}")
         if ids.shape[1] > cfg.text.context_length:
             raise ValueError(f"input_ids: {ids.shape[1]} tokens after expanding the video placeholders, longer than the "
                              f"language model's context of {cfg.text.context_length}: sample fewer frames")

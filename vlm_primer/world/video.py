@@ -1,11 +1,12 @@
 """Shapes World in motion: clips, the events in them, temporal questions, and questions that need two frames.
 
-Chapter 08 (survey §5) explains it. A :class:`Clip` is a sequence of :class:`~vlm_primer.world.Scene` frames of the
-same objects (object ``i`` of every frame is one object), which objects are shown in each frame, and an optional
-*screen*: a gray rectangle drawn over everything, behind which objects hide. :func:`simulate` moves the objects of a
-scene at constant velocity (image fractions per frame, along one axis: left, right, up or down), reflects them off
-the walls and lets them collide (equal masses, elastic: the velocity components along the line of centres are
-exchanged); :func:`sample_clip` draws a scene and velocities.
+Explained in notebook 08, §The world in motion and §Which questions need two frames (survey §5). A :class:`Clip` is
+a sequence of :class:`~vlm_primer.world.Scene` frames of the same objects (object ``i`` of every frame is one
+object), which objects are shown in each frame, and an optional *screen*: a gray rectangle drawn over everything,
+behind which objects hide. :func:`simulate` moves the objects of a scene at constant velocity (image fractions per
+frame, along one axis: left, right, up or down), reflects them off the walls and lets them collide (equal masses,
+elastic: the velocity components along the line of centres are exchanged); :func:`sample_clip` draws a scene and
+velocities.
 
 **Events are read from the frames, not from the simulator**: :func:`clip_events` finds, in the positions alone, where
 each object starts to move, where it bounces off a wall, where two objects hit, where an object goes behind the

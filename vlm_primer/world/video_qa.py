@@ -1,8 +1,8 @@
 """Video QA on Shapes World clips: a suite that one frame can mostly answer, and one that provably needs two.
 
-Chapter 08 (survey §5.4) explains it. Many video benchmarks can be solved from a single frame, so they measure
-nothing temporal. :class:`VideoQADataset` draws a clip (:func:`~vlm_primer.world.video.sample_clip`) and one
-question per item from one of two suites:
+Explained in notebook 08, §Single-frame bias (survey §5.4). Many video benchmarks can be solved from a single frame,
+so they measure nothing temporal. :class:`VideoQADataset` draws a clip (:func:`~vlm_primer.world.video.sample_clip`)
+and one question per item from one of two suites:
 
 * ``standard``: what a typical video QA benchmark mixes: appearance questions about the first frame (colour,
   shape, how many, is there: :func:`~vlm_primer.world.vqa.ask`; objects keep their colour and shape and nothing
@@ -53,6 +53,7 @@ class VideoQADataset(SceneDataset):
             raise ValueError(f"num_frames must be an int in [2, 64], got {num_frames!r}")
         self.num_frames = num_frames
         self.compositions = split_compositions(self.split, self.config, self.held_out)
+        self._items: dict[int, tuple[Clip, Question]] = {}
 
     def _draw(self, rng: np.random.Generator) -> tuple[Clip, Question]:
         allowed, required = self.compositions
@@ -73,8 +74,12 @@ class VideoQADataset(SceneDataset):
         raise RuntimeError(f"no {self.suite} question in {MAX_DRAWS} clips: the world config allows too little motion")
 
     def item(self, index: int) -> tuple[Clip, Question]:
-        """Clip ``index`` and its question (clips are redrawn until the suite's question applies)."""
-        return self._drawn(index)[:2]
+        """Clip ``index`` and its question (clips are redrawn until the suite's question applies; remembered, as
+        drawing is the slow part and the item is a pure function of the index)."""
+        key = self._index(index)
+        if key not in self._items:
+            self._items[key] = self._drawn(index)[:2]
+        return self._items[key]
 
     def scene(self, index: int) -> tuple[Scene, np.random.Generator]:
         """The first frame of clip ``index`` and its generator (positioned after drawing the clip and question)."""

@@ -42,7 +42,7 @@ MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "sigli
                           "vqvae-tiny": "VQVAE", "ar-t2i-tiny": "EarlyFusion", "dit-tiny": "DiT",
                           "clip-spurious-tiny": "CLIP", "clip-spurious-control-tiny": "CLIP", "clip-dejavu-a-tiny": "CLIP",
                           "clip-dejavu-b-tiny": "CLIP", "clip-dejavu-a-masked-tiny": "CLIP",
-                          "grounder-tiny": "Grounder"}
+                          "grounder-tiny": "Grounder", "video-llava-tiny": "LlavaNextVideo"}
 
 
 def _check_name(name: str) -> str:
@@ -54,18 +54,18 @@ def _check_name(name: str) -> str:
 def _recipe_module(name: str):
     """The module that holds ``name``'s recipe and its ``measure``: ``zoo/recipes.py``, ``zoo/llava_recipes.py``,
     ``zoo/llava_next_recipes.py``, ``zoo/bottleneck_recipes.py``, ``zoo/generative_recipes.py``,
-    ``zoo/masking_recipes.py``, ``zoo/t2i_recipes.py``, ``zoo/evaluation_recipes.py`` or
-    ``zoo/grounding_recipes.py``."""
+    ``zoo/masking_recipes.py``, ``zoo/t2i_recipes.py``, ``zoo/evaluation_recipes.py``,
+    ``zoo/grounding_recipes.py`` or ``zoo/video_recipes.py``."""
     _check_name(name)
     return next(m for m in _recipe_modules() if name in m.RECIPES)
 
 
 def _recipe_modules() -> tuple:
     from vlm_primer.zoo import (bottleneck_recipes, evaluation_recipes, generative_recipes, grounding_recipes,
-                                llava_next_recipes, llava_recipes, masking_recipes, recipes, t2i_recipes)
+                                llava_next_recipes, llava_recipes, masking_recipes, recipes, t2i_recipes, video_recipes)
 
     return (recipes, llava_recipes, llava_next_recipes, bottleneck_recipes, generative_recipes, masking_recipes,
-            t2i_recipes, evaluation_recipes, grounding_recipes)
+            t2i_recipes, evaluation_recipes, grounding_recipes, video_recipes)
 
 
 def recipes_table() -> dict[str, Any]:
@@ -111,6 +111,9 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     if kind == "LlavaNext":
         from vlm_primer.backbones import LlavaNext, LlavaNextConfig
         return LlavaNext(LlavaNextConfig(**config))
+    if kind == "LlavaNextVideo":
+        from vlm_primer.video import LlavaNextVideo, LlavaNextVideoConfig
+        return LlavaNextVideo(LlavaNextVideoConfig(**config))
     if kind == "Blip2Stage1":
         from vlm_primer.backbones import Blip2Stage1, QFormer, QFormerConfig
         return Blip2Stage1(QFormer(QFormerConfig(**config)))

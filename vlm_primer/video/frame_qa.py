@@ -1,0 +1,147 @@
+"""Answering video questions with a joint encoder over frame tokens and the question, as MERLOT and VideoBERT answer.
+
+Explained in notebook 08, §Single-frame bias. MERLOT (Zellers et al. 2021) and VideoBERT (Sun et al. 2019) are
+fine-tuned for video QA by reading the frames and the question in one bidirectional encoder and classifying the
+answer from its first token. :class:`FrameQA` is that reader, small: each frame is the frozen tower's patch grid
+pooled 2 x 2 (:func:`grid_features`, 16 tokens of 64 at the tiny scale), each token gets a learned **time**
+embedding (its frame) and **space** embedding (its cell), the question's tokens get word and position embeddings,
+and a pre-norm transformer reads ``[CLS] question frames``; a linear head on ``[CLS]`` scores the answers of
+:func:`answer_classes`. The same model reads any number of frames up to ``max_frames``: given the middle frame alone
+it is the single-frame baseline of §5.4, given no frame at all the blind (question-only) one. """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from vlm_primer.config import PresetConfig
+from vlm_primer.nn import Transformer
+from vlm_primer.validate import check_labels, check_mask, check_same_batch, check_tokens
+
+__all__ = ["FrameQA", "FrameQAConfig", "FrameQAOutput", "answer_classes", "answer_index", "grid_features"]
+
+FIRST, SECOND = "the first", "the second"  # "which happens first: A or B?" is classified as A or B
+
+
+@torch.no_grad()
+def grid_features(tower: nn.Module, frames: torch.Tensor, pool: int = 2, batch: int = 512) -> torch.Tensor:
+    """Frames ``(B, T, 3, H, W)`` (normalised for ``tower``, a :class:`~vlm_primer.nn.ViT` with a CLS token) ->
+    ``(B, T, (grid / pool)^2, D)``: the last layer's patch tokens, average-pooled ``pool x pool`` on the grid."""
+    b = frames.shape[0]
+    out = []
+    for chunk in frames.flatten(0, 1).split(batch):
+        patches = tower(chunk, output_hidden_states=True).hidden_states[-1][:, 1:]
+        grid = rearrange(patches, "f (h w) d -> f d h w", h=int(patches.shape[1] ** 0.5))
+        out.append(rearrange(F.avg_pool2d(grid, pool), "f d h w -> f (h w) d"))
+    return rearrange(torch.cat(out), "(b t) n d -> b t n d", b=b)
+
+
+def answer_index(clip: Any, question: Any) -> str:
+    """The class of ``question``'s answer: the answer itself, or for "which happens first: A or B?" whether it is
+    the first or the second option (so one head answers every clip's events)."""
+    if question.qtype != "first_event":
+        return question.answer
+    first_option = question.question.split(": ", 1)[1].rsplit(" or ", 1)[0]
+    return FIRST if question.answer == first_option else SECOND
+
+
+def answer_classes(items: Sequence[tuple[Any, Any]]) -> list[str]:
+    """The sorted answer classes of ``(clip, question)`` items (:func:`answer_index` of each)."""
+    return sorted({answer_index(c, q) for c, q in items})
+
+
+@dataclass
+class FrameQAConfig(PresetConfig):
+    """Frame tokens of ``feature_dim`` (``tokens_per_frame`` per frame, up to ``max_frames``), questions of up to
+    ``max_question`` tokens of ``vocab_size``, ``num_answers`` classes; the encoder's shape."""
+
+    feature_dim: int = 64
+    tokens_per_frame: int = 16
+    max_frames: int = 9
+    vocab_size: int = 814
+    max_question: int = 32
+    num_answers: int = 32
+    dim: int = 64
+    depth: int = 3
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+    PRESETS: ClassVar[dict] = {
+        "tiny": dict(),
+        # a BERT-base-sized reader over CLIP ViT-B/16 grids pooled 2 x 2 (7 x 7 of 768) of 16 frames
+        "base": dict(feature_dim=768, tokens_per_frame=49, max_frames=16, vocab_size=32000, max_question=64,
+                     num_answers=1000, dim=768, depth=12, heads=12),
+    }
+    BOUNDS: ClassVar[dict] = dict(feature_dim=">0", tokens_per_frame=">0", max_frames=">0", vocab_size=">0",
+                                  max_question=">0", num_answers="[2, 1000000]", dim=">0", depth=">0", heads=">0",
+                                  mlp_ratio="(0, 64]")
+
+    def validate(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"FrameQAConfig.dim={self.dim} must be divisible by heads={self.heads}")
+
+
+@dataclass
+class FrameQAOutput:
+    logits: torch.Tensor             # (B, num_answers)
+    loss: torch.Tensor | None = None
+
+
+class FrameQA(nn.Module):
+    """``[CLS] question frame-tokens`` -> answer logits; explained in notebook 08, §Single-frame bias."""
+
+    CONFIG: ClassVar[type] = FrameQAConfig
+
+    def __init__(self, cfg: FrameQAConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or FrameQAConfig()
+        cfg.validate()
+        self.frame_in = nn.Linear(cfg.feature_dim, cfg.dim)
+        self.time_emb = nn.Parameter(torch.randn(cfg.max_frames, 1, cfg.dim) * 0.02)
+        self.space_emb = nn.Parameter(torch.randn(1, cfg.tokens_per_frame, cfg.dim) * 0.02)
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.pos_emb = nn.Parameter(torch.randn(cfg.max_question + 1, cfg.dim) * 0.02)  # [CLS] + the question
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.encoder = Transformer(cfg.depth, cfg.dim, cfg.heads, cfg.mlp_ratio)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.num_answers)
+
+    def forward(self, features: torch.Tensor | None, input_ids: Any, attention_mask: Any = None,
+                labels: Any = None, frame_ids: Sequence[int] | None = None) -> FrameQAOutput:
+        """``features`` ``(B, T, tokens_per_frame, feature_dim)`` (:func:`grid_features`; None: blind),
+        ``input_ids`` ``(B, L)`` the question, ``labels`` ``(B,)`` answer classes; ``frame_ids``: which frame of the
+        clip each of the ``T`` is (its time embedding; default ``0..T-1``)."""
+        cfg, device = self.cfg, self.cls.device
+        ids = check_tokens(input_ids, max_len=cfg.max_question, vocab_size=cfg.vocab_size, device=device)
+        b, n = ids.shape
+        mask = torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else \
+            check_mask(attention_mask, shape=(b, n), device=device)
+        x = torch.cat([self.cls.expand(b, -1, -1), self.tok_emb(ids)], 1) + self.pos_emb[:n + 1]
+        keep = torch.cat([mask.new_ones(b, 1), mask], 1)
+        if features is not None:
+            if not isinstance(features, torch.Tensor) or features.ndim != 4 or not features.is_floating_point() or \
+                    tuple(features.shape[2:]) != (cfg.tokens_per_frame, cfg.feature_dim):
+                raise ValueError(f"features must be a float (B, T, {cfg.tokens_per_frame}, {cfg.feature_dim}) tensor, "
+                                 f"got {getattr(features, 'shape', type(features).__name__)}")
+            check_same_batch(features=features, input_ids=ids)
+            t = features.shape[1]
+            frame_ids = list(range(t)) if frame_ids is None else list(frame_ids)
+            if len(frame_ids) != t or not 1 <= t <= cfg.max_frames or not all(0 <= i < cfg.max_frames
+                                                                                for i in frame_ids):
+                raise ValueError(f"features hold {t} frames with frame_ids {frame_ids}; the model takes 1 to "
+                                 f"max_frames={cfg.max_frames} frames with ids in [0, {cfg.max_frames})")
+            frames = self.frame_in(features.to(x.dtype)) + self.time_emb[frame_ids] + self.space_emb
+            x = torch.cat([x, rearrange(frames, "b t n d -> b (t n) d")], 1)
+            keep = torch.cat([keep, keep.new_ones(b, t * cfg.tokens_per_frame)], 1)
+        hidden, _ = self.encoder(x, key_padding_mask=keep)
+        logits = self.head(self.norm(hidden[:, 0]))
+        loss = None
+        if labels is not None:
+            labels = check_labels(labels, shape=(b,), vocab_size=cfg.num_answers, device=device)
+            loss = F.cross_entropy(logits, labels)
+        return FrameQAOutput(logits, loss)
