@@ -464,7 +464,8 @@ ax.set_xticks(range(len(names)), [n.replace("VideoBERT ", "") for n in names], f
 ax.set_xlabel("model (seeds: VideoBERT trained on possible clips)")
 ax.set_ylabel("surprise (nats per frame)")
 ax.set_title("Violation of expectation: VideoBERT's surprise on matched clips")
-ax.legend(fontsize=7, ncol=2)
+ax.set_ylim(0, 5.3)
+ax.legend(fontsize=7, ncol=4, loc="upper center")
 plt.show()
 
 # %% [markdown]

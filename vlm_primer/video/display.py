@@ -16,9 +16,9 @@ from matplotlib import animation
 
 __all__ = ["animate_frames"]
 
-_ICONS = {"fa-play fa-flip-horizontal": "◀ play", "fa-fast-backward": "first", "fa-step-backward": "‹ step",
-          "fa-pause": "pause", "fa-play": "play ▶", "fa-step-forward": "step ›", "fa-fast-forward": "last",
-          "fa-minus": "slower", "fa-plus": "faster"}  # words: every font has them
+_ICONS = {"fa-play fa-flip-horizontal": "◀", "fa-fast-backward": "|◀", "fa-step-backward": "‹", "fa-pause": "||",
+          "fa-play": "▶", "fa-step-forward": "›", "fa-fast-forward": "▶|", "fa-minus": "−", "fa-plus": "+"}
+# one or two characters that common fonts have (the player's buttons are narrow)
 
 
 def animate_frames(frames: torch.Tensor, title: str, interval: int = 250, size: float = 2.4) -> str:
