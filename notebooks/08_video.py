@@ -56,7 +56,7 @@ from vlm_primer import get_scale, get_seed, seed_everything, zoo
 from vlm_primer.text import Tokenizer
 from vlm_primer.video.display import animate_frames
 from vlm_primer.world import WorldConfig
-from vlm_primer.world.video import (DIRECTIONS, ask_temporal, clip_events, describe_clip, needs_two_frames,
+from vlm_primer.world.video import (ask_temporal, clip_events, describe_clip, needs_two_frames,
                                     physics_pair, render_clip, sample_clip)
 from vlm_primer.video.recipes import video_qa_eval, video_qa_set
 
@@ -259,19 +259,12 @@ assert acc["temporal", "9 frames"] < chance["temporal"] + 0.05 and acc["temporal
 # question type; the widget asks it about any test clip, from any number of frames.
 
 # %%
-from vlm_primer.backbones.data import prompt_ids  # noqa: E402
-from vlm_primer.backbones.inference import _decode  # noqa: E402
 from vlm_primer.video.data import CAPTION_VIDEO_REQUEST  # noqa: E402
+from vlm_primer.video.recipes import ask_videos  # noqa: E402
 
 
-@torch.no_grad()
 def ask_video(clip, question: str, frames: int = 9, max_new_tokens: int = 40) -> str:
-    keep = frame_indices(len(clip), frames)
-    ids = torch.tensor([prompt_ids(tok, question, [len(keep) * video_llava.cfg.tokens_per_frame],
-                                   video_llava.cfg.video_token_id)])
-    video = tower_tf(render_clip(clip, 48)[keep])[None]
-    return _decode(tok, video_llava.generate(ids, None, max_new_tokens, pixel_values_videos=video,
-                                             eos_token_id=tok.end_id)[0].tolist())
+    return ask_videos(video_llava, tower_tf, [clip], [question], frames=frames, max_new_tokens=max_new_tokens)[0]
 
 
 caption_clips = [suites["standard"].item(i)[0] for i in range(40)]

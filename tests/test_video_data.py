@@ -13,7 +13,7 @@ from vlm_primer.backbones.llava import IMAGE_TOKEN_ID
 from vlm_primer.text import Tokenizer
 from vlm_primer.video import LlavaNextVideo, LlavaNextVideoConfig
 from vlm_primer.video.data import CAPTION_VIDEO_REQUEST, VideoChatDataset, frame_indices, video_collate
-from vlm_primer.video.recipes import tiny_video_llava, video_chat_data, video_qa_eval, video_qa_set
+from vlm_primer.video.recipes import ask_videos, tiny_video_llava, video_chat_data, video_qa_eval, video_qa_set
 from vlm_primer.world.video import describe_clip
 
 
@@ -79,6 +79,11 @@ def test_tiny_video_llava_is_llava_next_tiny_and_reads_blind_and_any_frame_count
         assert len(out["predictions"]) == 4 and 0 <= out["accuracy"]["all"] <= 1
     blind = video_qa_eval(model, transform, qa, frames=3, blind=True, max_new_tokens=2)
     assert len(blind["questions"]) == 4
+    clip, q = qa.item(0)  # the evaluation's replies are ask_videos' on the same clips, one at a time or batched
+    assert ask_videos(model, transform, [clip], [q.question], frames=1, max_new_tokens=2) == [
+        video_qa_eval(model, transform, qa, frames=1, max_new_tokens=2, batch_size=1)["predictions"][0]]
+    with pytest.raises(ValueError, match="one question per clip"):
+        ask_videos(model, transform, [clip], [], frames=1)
     data = video_chat_data(6, transform, parts=("temporal", "caption"))
     assert len(data) == 6
     with pytest.raises(ValueError, match="part"):

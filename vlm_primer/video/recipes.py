@@ -25,8 +25,8 @@ from vlm_primer.video.data import VideoChatDataset, frame_indices, video_collate
 from vlm_primer.world.video import render_clip
 from vlm_primer.video.llava_next_video import LlavaNextVideo, LlavaNextVideoConfig
 
-__all__ = ["FRAME_COUNTS", "VIDEO_WORLD", "tiny_video_llava", "train_video", "video_chat_data", "video_qa_eval",
-           "video_qa_set"]
+__all__ = ["FRAME_COUNTS", "VIDEO_WORLD", "ask_videos", "tiny_video_llava", "train_video", "video_chat_data",
+           "video_qa_eval", "video_qa_set"]
 
 VIDEO_WORLD = dict(image_size=48, sizes=("large",))  # the zoo towers' 48 px world
 VIDEO_OBJECTS = (1, 2)  # one or two objects: which one a question means is easy, when it moved is not
@@ -87,35 +87,47 @@ def train_video(model: LlavaNextVideo, data: torch.utils.data.Dataset, steps: in
 
 
 @torch.no_grad()
-def video_qa_eval(model: LlavaNextVideo, transform: Callable, questions, *, frames: int | None = None,
-                  blind: bool = False, batch_size: int = 100, max_new_tokens: int = 10) -> dict[str, Any]:
-    """Answer every question of ``questions`` (a :func:`video_qa_set`) from ``frames`` evenly spaced frames of
-    its clip (default all; 1 is the middle frame), or ``blind``: the same number of blank frames (the text-only
-    control). Returns ``predictions``, exact-match ``accuracy`` per question type and ``"all"`` and the
-    ``questions``."""
-    from vlm_primer.world import accuracy_by_type
-
+def ask_videos(model: LlavaNextVideo, transform: Callable, clips: Sequence[Any], questions: Sequence[str], *,
+               frames: int | None = None, blind: bool = False, image_size: int = VIDEO_WORLD["image_size"],
+               batch_size: int = 100, max_new_tokens: int = 10) -> list[str]:
+    """Greedy replies to ``questions[i]`` about ``clips[i]`` (:class:`~vlm_primer.world.video.Clip` s of one length),
+    each seen through ``frames`` evenly spaced frames rendered at ``image_size`` (default all; 1 is the middle
+    frame), or ``blind``: the same number of blank frames. Prompts are left-padded within a batch."""
+    if len(clips) != len(questions) or not clips:
+        raise ValueError(f"one question per clip: got {len(clips)} clips and {len(questions)} questions")
     tokenizer = Tokenizer.load()
-    drawn = [questions.item(i) for i in range(len(questions))]
-    keep = frame_indices(questions.num_frames, frames or questions.num_frames)
+    keep = frame_indices(len(clips[0]), frames or len(clips[0]))
     slots = len(keep) * model.cfg.tokens_per_frame
-    preds: list[str] = []
-    for start in range(0, len(drawn), batch_size):
-        rows = drawn[start:start + batch_size]
-        seqs = [prompt_ids(tokenizer, q.question, [slots], model.cfg.video_token_id) for _, q in rows]
+    replies: list[str] = []
+    for start in range(0, len(clips), batch_size):
+        seqs = [prompt_ids(tokenizer, q, [slots], model.cfg.video_token_id)
+                for q in questions[start:start + batch_size]]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
         mask = torch.zeros(len(seqs), width, dtype=torch.long)
         for r, s in enumerate(seqs):  # left padding: every prompt ends where generation starts
             ids[r, width - len(s):], mask[r, width - len(s):] = torch.tensor(s), 1
-        clips = torch.stack([render_clip(clip, questions.config.image_size)[keep] for clip, _ in rows])
-        videos = transform(torch.zeros_like(clips) if blind else clips)
+        pixels = torch.stack([render_clip(clip, image_size)[keep] for clip in clips[start:start + batch_size]])
+        videos = transform(torch.zeros_like(pixels) if blind else pixels)
         new = model.generate(ids, None, max_new_tokens, attention_mask=mask, pixel_values_videos=videos,
                              eos_token_id=tokenizer.end_id)
-        preds += [_decode(tokenizer, row.tolist()) for row in new]
-    qs = [q for _, q in drawn]
-    return {"predictions": preds, "accuracy": accuracy_by_type(qs, preds), "questions": qs}
+        replies += [_decode(tokenizer, row.tolist()) for row in new]
+    return replies
 
+
+def video_qa_eval(model: LlavaNextVideo, transform: Callable, questions, *, frames: int | None = None,
+                  blind: bool = False, batch_size: int = 100, max_new_tokens: int = 10) -> dict[str, Any]:
+    """Answer every question of ``questions`` (a :func:`video_qa_set`) with :func:`ask_videos` from ``frames``
+    evenly spaced frames of its clip (default all; 1 is the middle frame), or ``blind`` (the text-only control).
+    Returns ``predictions``, exact-match ``accuracy`` per question type and ``"all"`` and the ``questions``."""
+    from vlm_primer.world import accuracy_by_type
+
+    drawn = [questions.item(i) for i in range(len(questions))]
+    qs = [q for _, q in drawn]
+    preds = ask_videos(model, transform, [clip for clip, _ in drawn], [q.question for q in qs], frames=frames,
+                       blind=blind, image_size=questions.config.image_size, batch_size=batch_size,
+                       max_new_tokens=max_new_tokens)
+    return {"predictions": preds, "accuracy": accuracy_by_type(qs, preds), "questions": qs}
 
 OPTIONS = ("init", "train_vision", "train_size", "frames")
 
