@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 import bench_peft as bench  # noqa: E402
+from bench_check import rerun_check  # noqa: E402
 
 RESULTS = json.loads(bench.OUT.read_text())
 
@@ -54,16 +55,9 @@ def test_memory_is_the_stated_formula():
 
 @pytest.mark.parametrize("method", bench.METHODS)
 def test_the_stored_reduced_run_is_reproduced(method):
-    stored = next(r for r in RESULTS["check"] if r["method"] == method)
     size = RESULTS["check_size"]
-    threads = torch.get_num_threads()
-    try:
-        got = bench.run((method, 0, size["steps"], size["test"], tuple(size["lrs"]), bench.LORA_R))
-    finally:
-        torch.set_num_threads(threads)
-    for key in ("seconds", "step_ms"):
-        got.pop(key)
-    assert set(got) == set(stored)
+    got, stored = rerun_check(bench, RESULTS, (method, 0, size["steps"], size["test"], tuple(size["lrs"]),
+                                               bench.LORA_R), key="method", drop=("seconds", "step_ms"))
     # a 3-step model's scores may move with float round-off on another CPU, by a few items at most
     for key in ("striped_top1", "solid_top1"):
         assert got[key] == pytest.approx(stored[key], abs=0.03), key

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 import bench_text_reading as bench  # noqa: E402
+from bench_check import rerun_check  # noqa: E402
 
 RESULTS = json.loads(bench.OUT.read_text())
 
@@ -35,16 +36,9 @@ def test_results_file_covers_every_arm_at_three_seeds():
 
 @pytest.mark.parametrize("arm", bench.ARMS)
 def test_the_stored_reduced_run_is_reproduced(arm):
-    stored = next(r for r in RESULTS["check"] if r["arm"] == arm)
     size = RESULTS["check_size"]
-    threads = torch.get_num_threads()
-    try:
-        got = bench.run((arm, 0, size["steps"]), test=size["test"], rec_scenes=size["rec_scenes"],
-                        rec_steps=size["rec_steps"])
-    finally:
-        torch.set_num_threads(threads)
-    got.pop("seconds")
-    assert set(got) == set(stored)
+    got, stored = rerun_check(bench, RESULTS, (arm, 0, size["steps"]), test=size["test"],
+                              rec_scenes=size["rec_scenes"], rec_steps=size["rec_steps"])
     assert (got["visual_tokens"], got["text_tokens"]) == (stored["visual_tokens"], stored["text_tokens"])
     for key in ("accuracy", "anls"):  # a 2-step model's answers may move with float round-off, by a few items
         assert got[key] == pytest.approx(stored[key], abs=0.05), key

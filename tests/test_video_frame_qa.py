@@ -65,3 +65,59 @@ def test_loss_is_cross_entropy_over_the_answer_classes():
     out = model(feats[:8], ids[:8], labels=labels[:8])
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, labels[:8]))
     assert np.isfinite(out.loss.item())
+
+
+def test_grounded_tokens_are_the_grounders_fused_tokens_frame_by_frame():
+    """Pooled at the end of a question, a frame's grounded tokens are what Grounder.fuse gives that frame; a question
+    longer than the text tower's context is read in windows of it."""
+    from vlm_primer.text import Tokenizer
+    from vlm_primer.video.frame_qa import grounded_tokens
+
+    grounder, transform = zoo.load("grounder-tiny").float().eval(), zoo.preprocess("grounder-tiny")
+    tok = Tokenizer.load()
+    qa = video_qa_set("standard", 4, split="train")
+    clips = [qa.item(i)[0] for i in range(2)]
+    frames = transform(torch.stack([render_clip(c, 48) for c in clips]))[:, :3]  # (2, 3, 3, 48, 48)
+    enc = tok(["which way does the red square start to move?", "is there a disk?"], max_length=16)
+    got = grounded_tokens(grounder, frames, enc["input_ids"], enc["attention_mask"], batch=4)
+    assert got.shape == (2, 3, enc["input_ids"].shape[1], 64)
+    last = enc["attention_mask"].sum(1) - 1  # the eos token, where the tiny text tower pools
+    with torch.no_grad():
+        for t in range(3):
+            want = grounder.fuse(frames[:, t], enc["input_ids"], enc["attention_mask"])
+            torch.testing.assert_close(got[torch.arange(2), t, last], want)
+    long = tok(["which happens first: the red square bouncing off a wall or the blue circle touching another shape?"],
+               max_length=48)
+    n = long["input_ids"].shape[1]
+    assert n > 16
+    out = grounded_tokens(grounder, frames[:1], long["input_ids"], long["attention_mask"])
+    assert out.shape == (1, 3, n, 64) and torch.isfinite(out).all()
+    # padding to more windows (some of padding only) changes none of the real tokens
+    for enc_, n_ in ((long, n), (enc, enc["input_ids"].shape[1])):
+        ids = F.pad(enc_["input_ids"], (0, 48 - n_))
+        padded = grounded_tokens(grounder, frames[:1], ids[:1], F.pad(enc_["attention_mask"], (0, 48 - n_))[:1])
+        want = grounded_tokens(grounder, frames[:1], enc_["input_ids"][:1], enc_["attention_mask"][:1])
+        real = enc_["attention_mask"][0].bool()
+        torch.testing.assert_close(padded[0, :, :n_][:, real], want[0][:, real])
+
+
+def test_masked_frame_tokens_are_not_read_and_the_question_may_live_in_the_frames():
+    torch.manual_seed(0)
+    model = FrameQA(FrameQAConfig.from_preset("tiny", num_answers=4, tokens_per_frame=12)).eval()
+    feats, mask = torch.randn(2, 3, 10, 64), torch.ones(2, 10, dtype=torch.bool)
+    mask[0, 6:] = False
+    changed = feats.clone()
+    changed[0, :, 6:] = 100.0  # only tokens the mask hides
+    with torch.no_grad():
+        base = model(feats, feature_mask=mask).logits
+        torch.testing.assert_close(model(changed, feature_mask=mask).logits, base)
+        torch.testing.assert_close(model(feats[:, :, :6], feature_mask=mask[:, :6]).logits[0], base[0])
+        assert (model(changed).logits[0] - base[0]).abs().max() > 1e-3  # unmasked, they are read
+    import pytest
+
+    with pytest.raises(ValueError, match="neither"):
+        model(None)
+    with pytest.raises(ValueError, match="tokens_per_frame"):
+        model(torch.randn(2, 3, 13, 64))
+    with pytest.raises(ValueError, match="feature_mask"):
+        model(feats, feature_mask=torch.ones(2, 9))

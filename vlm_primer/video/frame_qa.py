@@ -2,12 +2,20 @@
 
 Explained in notebook 08, §Single-frame bias. MERLOT (Zellers et al. 2021) and VideoBERT (Sun et al. 2019) are
 fine-tuned for video QA by reading the frames and the question in one bidirectional encoder and classifying the
-answer from its first token. :class:`FrameQA` is that reader, small: each frame is the frozen tower's patch grid
-pooled 2 x 2 (:func:`grid_features`, 16 tokens of 64 at the tiny scale), each token gets a learned **time**
-embedding (its frame) and **space** embedding (its cell), the question's tokens get word and position embeddings,
-and a pre-norm transformer reads ``[CLS] question frames``; a linear head on ``[CLS]`` scores the answers of
-:func:`answer_classes`. The same model reads any number of frames up to ``max_frames``: given the middle frame alone
-it is the single-frame baseline of §5.4, given no frame at all the blind (question-only) one. """
+answer from its first token. :class:`FrameQA` is that reader, small: each frame is a set of tokens, each token gets a
+learned **time** embedding (its frame) and **space** embedding (its place in the frame), the question's tokens (if
+given) get word and position embeddings, and a pre-norm transformer reads ``[CLS] question frames``; a linear head on
+``[CLS]`` scores the answers of :func:`answer_classes`. The same model reads any number of frames up to
+``max_frames``: given the middle frame alone it is the single-frame baseline of §5.4, given no frame the blind one.
+
+A frame's tokens come from a frozen model, two ways:
+
+* :func:`grid_features`: the vision tower's patch grid pooled 2 x 2 (16 tokens of 64 at the tiny scale), with the
+  question read by the reader itself;
+* :func:`grounded_tokens`: the question's own tokens after a grounder's cross-modal encoder (chapter 06b's X-VLM,
+  ``grounder-tiny``) has read them against the frame, one set per frame: the words already bound to the objects they
+  name, so the reader only has to compare frames. The benchmark of §Single-frame bias uses these.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +31,8 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.nn import Transformer
 from vlm_primer.validate import check_labels, check_mask, check_same_batch, check_tokens
 
-__all__ = ["FrameQA", "FrameQAConfig", "FrameQAOutput", "answer_classes", "answer_index", "grid_features"]
+__all__ = ["FrameQA", "FrameQAConfig", "FrameQAOutput", "answer_classes", "answer_index", "grid_features",
+           "grounded_tokens"]
 
 FIRST, SECOND = "the first", "the second"  # "which happens first: A or B?" is classified as A or B
 
@@ -39,6 +48,37 @@ def grid_features(tower: nn.Module, frames: torch.Tensor, pool: int = 2, batch: 
         grid = rearrange(patches, "f (h w) d -> f d h w", h=int(patches.shape[1] ** 0.5))
         out.append(rearrange(F.avg_pool2d(grid, pool), "f d h w -> f (h w) d"))
     return rearrange(torch.cat(out), "(b t) n d -> b t n d", b=b)
+
+
+@torch.no_grad()
+def grounded_tokens(grounder: nn.Module, frames: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None = None, batch: int = 1024) -> torch.Tensor:
+    """Frames ``(B, T, 3, H, W)`` (normalised for ``grounder``, a :class:`~vlm_primer.recipes.xvlm.Grounder`) and
+    questions ``(B, L)`` -> ``(B, T, L, D)``: each question's tokens after the grounder's cross-modal encoder has read
+    them against each frame (what :meth:`Grounder.fuse` pools, unpooled). The text tower reads a question longer than
+    its context in consecutive windows of its context; the cross-modal encoder then reads the whole question."""
+    clip = grounder.clip
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or not frames.is_floating_point():
+        raise ValueError(f"frames must be a float (B, T, 3, H, W) tensor, got {getattr(frames, 'shape', frames)}")
+    ids = check_tokens(input_ids, vocab_size=clip.cfg.text.vocab_size, device=frames.device)
+    b, t, n = frames.shape[0], frames.shape[1], ids.shape[1]
+    mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else \
+        check_mask(attention_mask, shape=(b, n), device=frames.device)
+    check_same_batch(frames=frames, input_ids=ids)
+    window, text = clip.cfg.text.context_length, []
+    for k in range(0, n, window):
+        part, keep = ids[:, k:k + window], mask[:, k:k + window].clone()
+        empty = ~keep.any(1)
+        keep[empty, 0] = True  # a window of padding only: read, then zeroed
+        text.append(clip.text(part, keep).last_hidden_state.masked_fill(empty[:, None, None], 0))
+    text = torch.cat(text, 1)
+    out = []
+    for chunk in range(0, b * t, batch):
+        rows = torch.arange(chunk, min(chunk + batch, b * t), device=frames.device)
+        image = clip.vision(frames.flatten(0, 1)[rows]).last_hidden_state + grounder.image_pos.to(frames.dtype)
+        x, _ = grounder.fusion(text[rows // t], context=image, key_padding_mask=mask[rows // t])
+        out.append(x)
+    return rearrange(torch.cat(out), "(b t) l d -> b t l d", b=b)
 
 
 def answer_index(clip: Any, question: Any) -> str:
@@ -111,33 +151,44 @@ class FrameQA(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.num_answers)
 
-    def forward(self, features: torch.Tensor | None, input_ids: Any, attention_mask: Any = None,
-                labels: Any = None, frame_ids: Sequence[int] | None = None) -> FrameQAOutput:
-        """``features`` ``(B, T, tokens_per_frame, feature_dim)`` (:func:`grid_features`; None: blind),
-        ``input_ids`` ``(B, L)`` the question, ``labels`` ``(B,)`` answer classes; ``frame_ids``: which frame of the
-        clip each of the ``T`` is (its time embedding; default ``0..T-1``)."""
+    def forward(self, features: torch.Tensor | None, input_ids: Any = None, attention_mask: Any = None,
+                labels: Any = None, frame_ids: Sequence[int] | None = None,
+                feature_mask: Any = None) -> FrameQAOutput:
+        """``features`` ``(B, T, N, feature_dim)``, ``N <= tokens_per_frame`` (:func:`grid_features` or
+        :func:`grounded_tokens`; None: blind), ``input_ids`` ``(B, L)`` the question (None: it is in the features),
+        ``labels`` ``(B,)`` answer classes; ``frame_ids``: which frame of the clip each of the ``T`` is (its time
+        embedding; default ``0..T-1``); ``feature_mask`` ``(B, N)``: which of each frame's tokens are real."""
         cfg, device = self.cfg, self.cls.device
-        ids = check_tokens(input_ids, max_len=cfg.max_question, vocab_size=cfg.vocab_size, device=device)
-        b, n = ids.shape
-        mask = torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else \
-            check_mask(attention_mask, shape=(b, n), device=device)
-        x = torch.cat([self.cls.expand(b, -1, -1), self.tok_emb(ids)], 1) + self.pos_emb[:n + 1]
-        keep = torch.cat([mask.new_ones(b, 1), mask], 1)
+        if features is None and input_ids is None:
+            raise ValueError("FrameQA needs frame features, a question (input_ids) or both; got neither")
+        b = len(input_ids) if input_ids is not None else features.shape[0] if isinstance(features, torch.Tensor) else 0
+        x, keep = self.cls.expand(b, -1, -1) + self.pos_emb[:1], torch.ones(b, 1, dtype=torch.bool, device=device)
+        if input_ids is not None:
+            ids = check_tokens(input_ids, max_len=cfg.max_question, vocab_size=cfg.vocab_size, device=device)
+            b, n = ids.shape
+            mask = torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else \
+                check_mask(attention_mask, shape=(b, n), device=device)
+            x = torch.cat([x.expand(b, -1, -1), self.tok_emb(ids) + self.pos_emb[1:n + 1]], 1)
+            keep = torch.cat([keep.expand(b, -1), mask], 1)
         if features is not None:
             if not isinstance(features, torch.Tensor) or features.ndim != 4 or not features.is_floating_point() or \
-                    tuple(features.shape[2:]) != (cfg.tokens_per_frame, cfg.feature_dim):
-                raise ValueError(f"features must be a float (B, T, {cfg.tokens_per_frame}, {cfg.feature_dim}) tensor, "
+                    not 1 <= features.shape[2] <= cfg.tokens_per_frame or features.shape[3] != cfg.feature_dim:
+                raise ValueError(f"features must be a float (B, T, N, {cfg.feature_dim}) tensor with 1 <= N <= "
+                                 f"tokens_per_frame={cfg.tokens_per_frame}, "
                                  f"got {getattr(features, 'shape', type(features).__name__)}")
-            check_same_batch(features=features, input_ids=ids)
-            t = features.shape[1]
+            if input_ids is not None:
+                check_same_batch(features=features, input_ids=ids)
+            t, n = features.shape[1:3]
             frame_ids = list(range(t)) if frame_ids is None else list(frame_ids)
             if len(frame_ids) != t or not 1 <= t <= cfg.max_frames or not all(0 <= i < cfg.max_frames
                                                                                 for i in frame_ids):
                 raise ValueError(f"features hold {t} frames with frame_ids {frame_ids}; the model takes 1 to "
                                  f"max_frames={cfg.max_frames} frames with ids in [0, {cfg.max_frames})")
-            frames = self.frame_in(features.to(x.dtype)) + self.time_emb[frame_ids] + self.space_emb
-            x = torch.cat([x, rearrange(frames, "b t n d -> b (t n) d")], 1)
-            keep = torch.cat([keep, keep.new_ones(b, t * cfg.tokens_per_frame)], 1)
+            real = torch.ones(b, n, dtype=torch.bool, device=device) if feature_mask is None else check_mask(
+                feature_mask, shape=(b, n), device=device, name="feature_mask", like="features", desc="(B, N)")
+            frames = self.frame_in(features.to(x.dtype)) + self.time_emb[frame_ids] + self.space_emb[:, :n]
+            x = torch.cat([x.expand(b, -1, -1), rearrange(frames, "b t n d -> b (t n) d")], 1)
+            keep = torch.cat([keep.expand(b, -1), real.repeat(1, t)], 1)
         hidden, _ = self.encoder(x, key_padding_mask=keep)
         logits = self.head(self.norm(hidden[:, 0]))
         loss = None
