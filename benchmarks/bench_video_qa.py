@@ -11,7 +11,9 @@ name). The arms differ only in which frames they see, in training and in test:
 
 * ``frames``: all 9 frames (the temporal model);
 * ``single``: the middle frame, the one a clip shares with its reversal (the single-frame model of §5.4);
-* ``blind``: a blank frame, the question alone (the text-only control).
+* ``blind``: a blank frame, the question alone (the text-only control);
+* ``sampled``: each batch at one of ``FRAME_COUNTS`` evenly spaced frames (1 is the middle frame), scored at each
+  count: what more frames buy one reader (the chapter's cost-of-frames plot).
 
 Why grounded tokens: probes before this benchmark (not kept) gave the same reader the zoo tower's pooled patch grid
 (:func:`~vlm_primer.video.frame_qa.grid_features`) and the question as words of its own. It learned nothing in 1,000
@@ -46,7 +48,8 @@ from common import seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "video_qa.json"
 TRAIN, EVAL, STEPS, BATCH, LR = 3000, 300, 600, 64, 1e-3
-ARMS = ("frames", "single", "blind")
+ARMS = ("frames", "sampled", "single", "blind")  # the long runs first
+FRAME_COUNTS = (1, 2, 3, 5, 9)
 SUITES = ("standard", "temporal")
 MIDDLE = 4  # of 9 frames
 WIDTH = 48  # question tokens, padded
@@ -82,13 +85,15 @@ def data(split: str, size: int) -> dict:
     return out
 
 
-def view(d: dict, arm: str, rows=slice(None)) -> tuple[torch.Tensor, list[int]]:
-    """What ``arm`` sees of the questions ``rows`` of ``d``: frame tokens ``(B, T, L, D)`` and their frame ids."""
+def view(d: dict, arm: str, rows=slice(None), k: int = 9) -> tuple[torch.Tensor, list[int]]:
+    """What ``arm`` sees of the questions ``rows`` of ``d``: frame tokens ``(B, T, L, D)`` and their frame ids
+    (``sampled``: ``k`` evenly spaced frames)."""
+    from vlm_primer.video.data import frame_indices
+
     if arm == "blind":
         return d["blank"][rows], [MIDDLE]
-    if arm == "single":
-        return d["frames"][rows][:, MIDDLE:MIDDLE + 1], [MIDDLE]
-    return d["frames"][rows], list(range(9))
+    ids = [MIDDLE] if arm == "single" else frame_indices(9, k) if arm == "sampled" else list(range(9))
+    return d["frames"][rows][:, ids], ids
 
 
 def run(job: tuple[str, int], *, train: int = TRAIN, eval_size: int = EVAL, steps: int = STEPS) -> dict:
@@ -107,10 +112,10 @@ def run(job: tuple[str, int], *, train: int = TRAIN, eval_size: int = EVAL, step
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.randint(len(labels), (BATCH,), generator=g)
         n = int(pool["mask"][idx].sum(1).max())  # the batch's longest question
-        tokens, frame_ids = view(pool, arm, idx)
+        tokens, frame_ids = view(pool, arm, idx, FRAME_COUNTS[step % len(FRAME_COUNTS)])
         loss = model(tokens[:, :, :n], labels=labels[idx], frame_ids=frame_ids,
                      feature_mask=pool["mask"][idx, :n]).loss
         opt.zero_grad()
@@ -120,13 +125,17 @@ def run(job: tuple[str, int], *, train: int = TRAIN, eval_size: int = EVAL, step
     result = {"arm": arm, "seed": seed, "seconds": round(time.perf_counter() - start, 1)}
     with torch.no_grad():
         for suite in SUITES:
-            tokens, frame_ids = view(te[suite], arm)
-            pred = model(tokens, frame_ids=frame_ids, feature_mask=te[suite]["mask"]).logits.argmax(-1)
-            hits = np.array([classes[p] == a for p, a in zip(pred.tolist(), te[suite]["answers"])])
             qtypes = np.array(te[suite]["qtypes"])
-            result[suite] = round(float(hits.mean()), 4)
+            for k in FRAME_COUNTS if arm == "sampled" else (9,):
+                tokens, frame_ids = view(te[suite], arm, k=k)
+                pred = model(tokens, frame_ids=frame_ids, feature_mask=te[suite]["mask"]).logits.argmax(-1)
+                hits = np.array([classes[p] == a for p, a in zip(pred.tolist(), te[suite]["answers"])])
+                result.setdefault(f"{suite}_by_frames", {})[str(k)] = round(float(hits.mean()), 4)
+            result[suite] = round(float(hits.mean()), 4)  # all the frames it sees (the last count)
             result[f"{suite}_by_type"] = {str(t): round(float(hits[qtypes == t].mean()), 4)
                                           for t in sorted(set(qtypes))}
+            if arm != "sampled":
+                del result[f"{suite}_by_frames"]
     return result
 
 
@@ -135,7 +144,7 @@ def main() -> None:
     start = time.perf_counter()
     torch.set_num_threads(1)  # no thread pool yet when the workers fork
     data("train", TRAIN), data("test", EVAL)  # computed once, inherited by the workers
-    with ProcessPoolExecutor(args.jobs) as pool:  # the long all-frames runs first
+    with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, [(a, s) for a in ARMS for s in args.seeds]))
     check = [{k: v for k, v in run((a, 0), train=CHECK["train"], eval_size=CHECK["eval"], steps=CHECK["steps"]).items()
               if k != "seconds"} for a in ARMS]

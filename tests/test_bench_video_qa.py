@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 import bench_video_qa as bench  # noqa: E402
+from vlm_primer.video.data import frame_indices  # noqa: E402
 from bench_check import rerun_check  # noqa: E402
 
 RESULTS = json.loads(bench.OUT.read_text())
@@ -27,6 +28,8 @@ def test_results_file_covers_every_arm_at_three_seeds():
         runs = [r for r in RESULTS["runs"] if r["arm"] == arm]
         assert len({r["seed"] for r in runs}) >= 3, arm
         assert all(set(r["temporal_by_type"]) == {"direction", "first_event"} for r in runs)
+        curves = [list(r.get(f"{s}_by_frames", [])) for r in runs for s in bench.SUITES]
+        assert all(c == ([str(k) for k in bench.FRAME_COUNTS] if arm == "sampled" else []) for c in curves), arm
     assert 0.25 < RESULTS["chance"] < 0.5
 
 
@@ -39,6 +42,10 @@ def test_each_arm_sees_what_it_says():
     torch.testing.assert_close(single[:, 0], frames[:, bench.MIDDLE])
     assert sid == bid == [bench.MIDDLE] and blind.shape == single.shape
     assert (frames[:, 0] - frames[:, 8]).abs().amax((1, 2)).min() > 1e-3  # every clip's frames differ over time
+    for k in bench.FRAME_COUNTS:
+        tokens, kid = bench.view(d, "sampled", k=k)
+        assert kid == frame_indices(9, k) and torch.equal(tokens, frames[:, kid])
+    assert bench.view(d, "sampled", k=1)[1] == sid and bench.view(d, "sampled", k=9)[1] == ids
     assert (blind - single).abs().max() > 1e-3  # the blank frame is not the middle one
 
 
