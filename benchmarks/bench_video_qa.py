@@ -13,7 +13,9 @@ name). The arms differ only in which frames they see, in training and in test:
 * ``single``: the middle frame, the one a clip shares with its reversal (the single-frame model of §5.4);
 * ``blind``: a blank frame, the question alone (the text-only control);
 * ``sampled``: each batch at one of ``FRAME_COUNTS`` evenly spaced frames (1 is the middle frame), scored at each
-  count: what more frames buy one reader (the chapter's cost-of-frames plot).
+  count: what more frames buy one reader (the chapter's cost-of-frames plot);
+* ``merged``: all 9 frames, each frame's tokens merged ``MERGE`` at a time as MiniGPT4-Video merges visual tokens
+  (:func:`~vlm_primer.video.token_merging.merge_tokens`: consecutive tokens concatenated, a quarter of the tokens).
 
 Why grounded tokens: probes before this benchmark (not kept) gave the same reader the zoo tower's pooled patch grid
 (:func:`~vlm_primer.video.frame_qa.grid_features`) and the question as words of its own. It learned nothing in 1,000
@@ -48,11 +50,12 @@ from common import seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "video_qa.json"
 TRAIN, EVAL, STEPS, BATCH, LR = 3000, 300, 600, 64, 1e-3
-ARMS = ("frames", "sampled", "single", "blind")  # the long runs first
+ARMS = ("frames", "sampled", "merged", "single", "blind")  # the long runs first
 FRAME_COUNTS = (1, 2, 3, 5, 9)
 SUITES = ("standard", "temporal")
 MIDDLE = 4  # of 9 frames
 WIDTH = 48  # question tokens, padded
+MERGE = 4  # tokens merged into one by the merged arm
 CHECK = dict(train=48, eval=24, steps=3)
 
 
@@ -96,6 +99,22 @@ def view(d: dict, arm: str, rows=slice(None), k: int = 9) -> tuple[torch.Tensor,
     return d["frames"][rows][:, ids], ids
 
 
+def inputs(d: dict, arm: str, rows=slice(None), k: int = 9, n: int = WIDTH):
+    """The reader's inputs for ``arm`` (:func:`view`) on the first ``n`` question tokens: frame tokens, frame ids and
+    the tokens' mask; the ``merged`` arm's tokens merged ``MERGE`` at a time (a merged token is real when any of its
+    tokens is)."""
+    from vlm_primer.video.token_merging import merge_tokens
+
+    tokens, ids = view(d, arm, rows, k)
+    m = MERGE if arm == "merged" else 1
+    n = -(-n // m) * m
+    tokens, mask = tokens[:, :, :n], d["mask"][rows][:, :n]
+    if m > 1:
+        tokens = merge_tokens(tokens.flatten(0, 1), m).unflatten(0, tokens.shape[:2])
+        mask = mask.unflatten(1, (-1, m)).any(-1)
+    return tokens, ids, mask
+
+
 def run(job: tuple[str, int], *, train: int = TRAIN, eval_size: int = EVAL, steps: int = STEPS) -> dict:
     """One arm at one seed, on one thread: train, then score both suites."""
     from vlm_primer.utils import seed_everything
@@ -108,16 +127,17 @@ def run(job: tuple[str, int], *, train: int = TRAIN, eval_size: int = EVAL, step
     pool = {k: torch.cat([tr[s][k] for s in SUITES]) for k in ("frames", "blank", "mask")}
     labels = torch.tensor([classes.index(a) for s in SUITES for a in tr[s]["answers"]])
     seed_everything(seed)
-    model = FrameQA(FrameQAConfig.from_preset("tiny", num_answers=len(classes), tokens_per_frame=WIDTH))
+    m = MERGE if arm == "merged" else 1
+    model = FrameQA(FrameQAConfig.from_preset("tiny", num_answers=len(classes), tokens_per_frame=WIDTH // m,
+                                              feature_dim=64 * m))
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(len(labels), (BATCH,), generator=g)
         n = int(pool["mask"][idx].sum(1).max())  # the batch's longest question
-        tokens, frame_ids = view(pool, arm, idx, FRAME_COUNTS[step % len(FRAME_COUNTS)])
-        loss = model(tokens[:, :, :n], labels=labels[idx], frame_ids=frame_ids,
-                     feature_mask=pool["mask"][idx, :n]).loss
+        tokens, frame_ids, mask = inputs(pool, arm, idx, FRAME_COUNTS[step % len(FRAME_COUNTS)], n)
+        loss = model(tokens, labels=labels[idx], frame_ids=frame_ids, feature_mask=mask).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -127,11 +147,12 @@ def run(job: tuple[str, int], *, train: int = TRAIN, eval_size: int = EVAL, step
         for suite in SUITES:
             qtypes = np.array(te[suite]["qtypes"])
             for k in FRAME_COUNTS if arm == "sampled" else (9,):
-                tokens, frame_ids = view(te[suite], arm, k=k)
-                pred = model(tokens, frame_ids=frame_ids, feature_mask=te[suite]["mask"]).logits.argmax(-1)
+                tokens, frame_ids, mask = inputs(te[suite], arm, k=k)
+                pred = model(tokens, frame_ids=frame_ids, feature_mask=mask).logits.argmax(-1)
                 hits = np.array([classes[p] == a for p, a in zip(pred.tolist(), te[suite]["answers"])])
                 result.setdefault(f"{suite}_by_frames", {})[str(k)] = round(float(hits.mean()), 4)
             result[suite] = round(float(hits.mean()), 4)  # all the frames it sees (the last count)
+            result[f"{suite}_tokens_per_clip"] = round(float(mask.sum(1).float().mean()) * len(frame_ids), 1)
             result[f"{suite}_by_type"] = {str(t): round(float(hits[qtypes == t].mean()), 4)
                                           for t in sorted(set(qtypes))}
             if arm != "sampled":

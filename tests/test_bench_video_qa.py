@@ -46,6 +46,16 @@ def test_each_arm_sees_what_it_says():
         tokens, kid = bench.view(d, "sampled", k=k)
         assert kid == frame_indices(9, k) and torch.equal(tokens, frames[:, kid])
     assert bench.view(d, "sampled", k=1)[1] == sid and bench.view(d, "sampled", k=9)[1] == ids
+    # merged: each frame's tokens four at a time, concatenated; a merged token is real when any of its four is
+    n = int(d["mask"].sum(1).max())
+    merged, mid, mmask = bench.inputs(d, "merged", n=n)
+    m, width = bench.MERGE, -(-n // bench.MERGE) * bench.MERGE
+    assert mid == ids and merged.shape == (len(d["mask"]), 9, width // m, 64 * m)
+    torch.testing.assert_close(merged[:, :, 1, :64], frames[:, :, m])
+    torch.testing.assert_close(merged[:, :, 0, 64:128], frames[:, :, 1])
+    assert torch.equal(mmask, d["mask"][:, :width].unflatten(1, (-1, m)).any(-1))
+    plain, _, pmask = bench.inputs(d, "frames", n=n)
+    assert plain.shape[2] == n and torch.equal(pmask, d["mask"][:, :n])
     assert (blind - single).abs().max() > 1e-3  # the blank frame is not the middle one
 
 
