@@ -4,33 +4,24 @@ directions; the connectors; and the bad inputs that must fail with a clear error
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from vlm_primer.backbones import Llava, LlavaConfig, LlavaNextConfig, build_connector, pixel_shuffle
 from vlm_primer.interop.llava import llava_from_hf, llava_to_hf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+from tiny_hf import tiny_llava_hf  # noqa: E402
+
 IMG = 99  # the image placeholder id of the tiny transformers config
 
 
 def _tiny_hf(name: str, **extra):
-    """A tiny random ``transformers`` LLaVA (``name`` = Llava or LlavaNext) with every weight moved off its init."""
-    import transformers
-    from transformers import CLIPVisionConfig, LlamaConfig
-
-    torch.manual_seed(0)
-    cfg = getattr(transformers, f"{name}Config")(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                       image_size=32, patch_size=8),
-        text_config=LlamaConfig(vocab_size=100, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                bos_token_id=1, eos_token_id=2, pad_token_id=0),
-        image_token_index=IMG, **extra)
-    model = getattr(transformers, f"{name}ForConditionalGeneration")(cfg).eval()
-    with torch.no_grad():  # norms off 1, biases off 0
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    """A tiny random ``transformers`` ``{name}ForConditionalGeneration``, every weight moved off its init."""
+    return tiny_llava_hf(name, IMG, max_position_embeddings=256, **extra)
 
 
 @pytest.fixture(scope="module")

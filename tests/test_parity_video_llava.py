@@ -4,33 +4,24 @@ both conversion directions, and the bad inputs that must fail with a clear error
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from vlm_primer.interop.video_llava import video_llava_from_hf, video_llava_to_hf
 from vlm_primer.video import VideoLlava, VideoLlavaConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+from tiny_hf import tiny_llava_hf  # noqa: E402
+
 IMG, VID, FRAMES = 98, 99, 3
 
 
 def _tiny_hf(name: str, **extra):
-    """A tiny random ``transformers`` ``{name}ForConditionalGeneration`` with every weight moved off its init."""
-    import transformers
-    from transformers import CLIPVisionConfig, LlamaConfig
-
-    torch.manual_seed(0)
-    cfg = getattr(transformers, f"{name}Config")(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                       image_size=32, patch_size=8),
-        text_config=LlamaConfig(vocab_size=100, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                bos_token_id=1, eos_token_id=2, pad_token_id=0),
-        image_token_index=IMG, video_token_index=VID, **extra)
-    model = getattr(transformers, f"{name}ForConditionalGeneration")(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    """A tiny random ``transformers`` ``{name}ForConditionalGeneration``, every weight moved off its init."""
+    return tiny_llava_hf(name, IMG, max_position_embeddings=512, video_token_index=VID, **extra)
 
 
 @pytest.fixture(scope="module")
