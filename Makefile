@@ -35,11 +35,12 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax $$($(BIN)/python -m vlm_primer.book notebooks)
 
-# JupyterLab offline and quiet: no news or update check (settings override), the paired .py files hidden.
+# JupyterLab offline and quiet: no news or update check (settings override), the paired .py files hidden; on a Mac
+# the kernels run what MPS lacks on the CPU (with a warning) instead of failing.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 lab: $(STAMP)
 	mkdir -p $(LAB_SETTINGS) && cp vlm_primer/book/assets/lab-overrides.json $(LAB_SETTINGS)/overrides.json
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks \
+	PYTORCH_ENABLE_MPS_FALLBACK=$${PYTORCH_ENABLE_MPS_FALLBACK:-1} $(BIN)/jupyter lab --ServerApp.root_dir=notebooks \
 	    --ContentsManager.hide_globs="['__pycache__', '*.pyc', '.ipynb_checkpoints', '*.py']"
 
 # Re-execute every written chapter from its .py and save the .ipynb with outputs (for authors).

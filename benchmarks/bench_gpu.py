@@ -1,6 +1,6 @@
 """Our CLIP and SigLIP against ``transformers`` at the paper preset on one GPU: step time, peak memory, MFU.
 
-    python benchmarks/bench_gpu.py [--batch 256] [--repeats 20] [--peak-tflops 989] [--no-compile]
+    python benchmarks/bench_gpu.py [--batch 256] [--repeats 20] [--peak-tflops 989] [--no-compile] [--small-batch 128]
     python benchmarks/bench_gpu.py --device cpu --preset tiny --batch 8 --repeats 2 --no-compile  # the code path
 
 Same config and weights on both sides (``transformers``' ``CLIPModel`` / ``SiglipModel`` are made from
@@ -9,7 +9,12 @@ AdamW (fused on CUDA) + ``zero_grad``, eager and ``torch.compile``d; the median 
 after 3 warm-up steps, synchronised. Peak memory is ``torch.cuda.max_memory_allocated``. MFU = the
 step's FLOPs (counted once with ``FlopCounterMode``) / step time / the peak (``--peak-tflops``, dense
 bf16: 989 for an H100 SXM). Prints the ratio ours / theirs (goal <= 0.95). Issue 12 quotes the numbers.
-Without CUDA (and without ``--device cpu``) it says so and exits.
+Ours runs without the input value checks, as the Trainer runs every step after its first.
+
+Then the small model (issue 12, item 4): our ``small`` CLIP (chapter 02's GPU scale) on one fixed batch of
+``--small-batch`` 64 px images, fp32 and bf16 eager and, compiled, ``mode="reduce-overhead"`` (CUDA graphs):
+the median step in ms (goal <= 6 ms on an H100-class GPU). Without CUDA (and without ``--device cpu``) it says
+so and exits.
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ def batch(cfg, b: int, device: torch.device):
     return torch.randn(b, 3, size, size, generator=g).to(device), ids.to(device)
 
 
-def make_step(model, side: str, compiled: bool, device: torch.device):
+def make_step(model, side: str, compiled: bool | str, device: torch.device, dtype=torch.bfloat16):
+    """One training step; ``compiled`` True or a ``torch.compile`` mode; ``dtype`` None = fp32."""
+    from vlm_primer.validate import validation
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    fn = torch.compile(model) if compiled else model
+    fn = torch.compile(model, mode=compiled if isinstance(compiled, str) else None) if compiled else model
 
     def step(pixels, ids) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None), validation(False):
             out = fn(pixels, ids) if side == "ours" else fn(input_ids=ids, pixel_values=pixels, return_loss=True)
         out.loss.float().backward()
         opt.step()
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100 SXM: 989)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--no-compile", action="store_true", help="eager only (torch.compile takes minutes)")
+    p.add_argument("--small-preset", default="small", help="the small model's preset (item 4)")
+    p.add_argument("--small-batch", type=int, default=128)
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         print("bench_gpu.py: no CUDA GPU is visible here, so there is nothing to measure; run it on a GPU machine "
@@ -122,7 +132,21 @@ def main(argv: list[str] | None = None) -> int:
             mfu = flops / t_o / (a.peak_tflops * 1e12)
             print(f"{kind:8s} {'compiled' if compiled else 'eager':9s} {1e3 * t_o:9.1f} {1e3 * t_t:10.1f} "
                   f"{t_o / t_t:6.2f} {m_o:9.0f} {m_t:10.0f} {mfu:9.1%}")
+    small_step(a, device)
     return 0
+
+
+def small_step(a: argparse.Namespace, device: torch.device) -> None:
+    """Our small CLIP on a fixed batch: fp32 and bf16 eager, bf16 with CUDA graphs (reduce-overhead)."""
+    modes = [("fp32", False, None), ("bf16", False, torch.bfloat16)]
+    if not a.no_compile:
+        modes.append(("bf16+graphs", "reduce-overhead", torch.bfloat16))
+    print(f"\nour CLIP at preset {a.small_preset}, batch {a.small_batch}, one fixed batch (goal: <= 6 ms with graphs)")
+    for label, compiled, dtype in modes:
+        model, cfg = build("clip", "ours", a.small_preset, device)
+        seconds, _ = timed(make_step(model, "ours", compiled, device, dtype), batch(cfg, a.small_batch, device),
+                           a.repeats, device)
+        print(f"small    {label:12s} {1e3 * seconds:9.2f} ms")
 
 
 if __name__ == "__main__":

@@ -477,6 +477,20 @@ assert store["ratio"] > 5 and ratio["pre-rendered store vs PNG shards", None]["r
 # headers dominate our tiny shards): FFCV's trade. `torch.compile`
 # pays tens of seconds up front; whether bf16 helps depends on the CPU's support for it and on the model's size, which
 # is why these rows are ratios on one machine and not advice for a GPU.
+#
+# On a GPU, three more things decide whether it computes or waits, and the `Trainer` handles each:
+#
+# - **Synchronisations.** The CPU queues kernels and runs ahead of the GPU until something needs a value back:
+#   `loss.item()`, `if bool(mask.any())`, an input check that reads ids. Each stalls the queue. The Trainer reads
+#   values only when it logs; the models' value checks run on the first step only (`TrainConfig.validate_inputs`),
+#   never inside `torch.compile`, and the token count for `tokens_per_s` is read on the host before the copy.
+# - **Data.** A batch that is not ready is time the GPU idles: `data_wait` in every log record is that fraction.
+#   On CUDA the default `num_workers="auto"` loads in worker processes into pinned memory, copied without blocking.
+# - **Launches.** A small model's kernels finish faster than Python can launch them. `compile="reduce-overhead"`
+#   (`--compile-mode reduce-overhead`) records the step once as a CUDA graph and replays it in one launch.
+#
+# None of this shows on a CPU, and we quote no GPU figure we did not measure: `benchmarks/bench_gpu.py` is where
+# they will come from.
 
 # %% [markdown]
 # ## Hyper-parameters that matter

@@ -600,7 +600,7 @@ plt.show()
 # and on the test clips played backwards (the arrow reversed: a model that learned it should be systematically wrong).
 
 # %%
-from vlm_primer.video import Merlot, MerlotConfig, order_accuracy  # noqa: E402
+from vlm_primer.video import Merlot, MerlotConfig, order_accuracy, train_merlot  # noqa: E402
 
 
 def arrow_clips(seed: int, n: int, still: bool = False) -> list:
@@ -623,17 +623,8 @@ seed_everything(SEED)
 frames_tr, ids_tr, mask_tr = merlot_batch(arrow_clips(0, 512))
 mean, std = frames_tr.mean(), frames_tr.std()
 merlot = Merlot(MerlotConfig.from_preset("tiny", max_frames=4, shuffle_fraction=1.0))
-opt = torch.optim.AdamW(merlot.parameters(), lr=1e-3, weight_decay=0.0)
-warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 30))
-g = torch.Generator().manual_seed(SEED)
-for step in range(200):
-    idx = torch.randint(len(frames_tr), (32,), generator=g)
-    out = merlot((frames_tr[idx] - mean) / std, ids_tr[idx], mask_tr[idx], generator=g)
-    opt.zero_grad()
-    out.loss.backward()
-    opt.step()
-    warmup.step()
-merlot.eval()
+# 200 AdamW steps of 32 clips (the three losses summed), warmup over 30; see train_merlot's docstring
+merlot = train_merlot(merlot, (frames_tr - mean) / std, ids_tr, mask_tr, steps=200, batch=32, seed=SEED)
 
 
 @torch.no_grad()

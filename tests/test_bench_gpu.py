@@ -20,8 +20,12 @@ def test_without_a_gpu_it_says_so(capsys):
 
 
 def test_code_path_on_cpu(capsys):
-    argv = ["--device", "cpu", "--preset", "tiny", "--batch", "4", "--repeats", "1", "--no-compile"]
+    argv = ["--device", "cpu", "--preset", "tiny", "--batch", "4", "--repeats", "1", "--no-compile",
+            "--small-preset", "tiny", "--small-batch", "4"]
     assert bench_gpu.main(argv) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("clip ", "siglip "))]
+    out = capsys.readouterr().out.splitlines()
+    small = [line.split() for line in out if line.startswith("small ")]
+    assert [r[1] for r in small] == ["fp32", "bf16"] and all(float(r[2]) > 0 for r in small)
+    rows = [line.split() for line in out if line.startswith(("clip ", "siglip "))]
     assert [r[:2] for r in rows] == [["clip", "eager"], ["siglip", "eager"]]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 and float(r[4]) > 0 for r in rows)

@@ -34,14 +34,14 @@ def test_checkpoint_round_trip_is_safetensors_and_json_only(tmp_path):
     fresh = ToyClassifier()
     opt = build_optimizer(fresh, lr=1e-2)
     load_checkpoint(path, model=fresh, optimizer=opt)
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, fresh.state_dict()[k]), k
+    for k, v in model.state_dict().items():  # compared on the CPU: the trainer's device may be a GPU
+        assert torch.equal(v.cpu(), fresh.state_dict()[k]), k
     ref, got = trainer.optimizer.state_dict(), opt.state_dict()
     assert got["param_groups"] == json.loads(json.dumps(ref["param_groups"]))
     for pid, st in ref["state"].items():
         for key, value in st.items():
-            assert torch.equal(value, got["state"][pid][key]), (pid, key)
-    assert torch.equal(load_weights(ToyClassifier(), path / "model.safetensors").net[0].weight, model.net[0].weight)
+            assert torch.equal(value.cpu(), got["state"][pid][key].cpu()), (pid, key)
+    assert torch.equal(load_weights(ToyClassifier(), path / "model.safetensors").net[0].weight, model.net[0].weight.cpu())
 
 
 def test_never_overwrites_and_resume_modes(tmp_path):

@@ -1091,6 +1091,22 @@ def test_chapter08_frame_qa_arguments(features_shape, frame_ids, ids_shape):
         finite(out.logits)
 
 
+@given(st.sampled_from([(4, 2, 3, 32, 32), (0, 2, 3, 32, 32), (4, 3, 32, 32), None]), st.sampled_from([4, 3]),
+       st.sampled_from([(1, 1), (0, 1), (1, 0), (True, 1), (1, 2.0)]))
+def test_chapter08_train_merlot_arguments(frames_shape, texts, steps_batch):
+    """train_merlot names bad clips, texts or step counts; else it trains and returns the model in eval mode."""
+    from vlm_primer.video.merlot import Merlot, MerlotConfig, train_merlot
+
+    torch.manual_seed(0)
+    model = Merlot(MerlotConfig.from_preset("tiny", max_frames=2))
+    frames = None if frames_shape is None else torch.randn(frames_shape)
+    steps, batch = steps_batch
+    out = clear_or_ok(lambda: train_merlot(model, frames, torch.randint(5, 800, (texts, 6)), steps=steps, batch=batch,
+                                           warmup=1), "frames", "texts", "steps", "batch", "frames")
+    if out is not None:
+        assert out is model and not model.training
+
+
 @given(st.sampled_from([(1, 3), (9,), (), (0,), (10,)]), st.sampled_from([16, 1]))
 def test_chapter08_video_collate_arguments(counts, per_frame):
     """video_collate names bad frame counts; else each batch has k frames and k * tokens placeholders per item."""

@@ -2,7 +2,9 @@
 test_distributed_ddp.py and the shard run in test_webdataset_shards.py)."""
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +42,13 @@ def test_flags_map_to_config_fields_only_when_given():
     assert o["max_steps"] == 7 and o["grad_clip"] is None and o["precision"] == "bf16" and o["compile"] is True
     assert o["resume"] is True and "lr" not in o and "batch_size" not in o
     assert config_overrides(build_parser().parse_args(["x", "--resume", "auto"]))["resume"] == "auto"
+    assert config_overrides(build_parser().parse_args(["x", "--compile-mode", "reduce-overhead"]))["compile"] == \
+        "reduce-overhead"
+    assert "compile" not in config_overrides(build_parser().parse_args(["x"]))
+    assert config_overrides(build_parser().parse_args(["x"]))["num_workers"] == "auto"
+    assert config_overrides(build_parser().parse_args(["x", "--num-workers", "3"]))["num_workers"] == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["x", "--num-workers", "some"])
 
 
 def test_cli_trains_the_toy_recipe(tmp_path, capsys):
@@ -48,3 +57,16 @@ def test_cli_trains_the_toy_recipe(tmp_path, capsys):
     assert [h["step"] for h in history] == [1, 2, 3]
     assert (tmp_path / "ck" / "step_00000003" / "trainer_state.json").is_file()
     assert "checkpoints in" in capsys.readouterr().out
+
+
+def test_each_recipe_is_found_in_its_own_module_only():
+    from vlm_primer.training.recipes import RECIPE_MODULES, available_recipes
+
+    assert {name: r.module for name, r in available_recipes().items() if r.module.startswith("vlm_primer.")} \
+        == RECIPE_MODULES
+    # a fresh process that asks for llava imports the backbones' recipes, not the video package
+    code = ("import sys; from vlm_primer.training.recipes import get_recipe; get_recipe('llava'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('vlm_primer.video', 'vlm_primer.backbones.recipes'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "['vlm_primer.backbones.recipes']"

@@ -68,8 +68,9 @@ def test_fit_learns_logs_evaluates_and_calls_post_step():
     def eval_fn(m):
         assert not m.training
         evals.append(1)
+        dev = next(m.parameters()).device  # the trainer's device, a GPU under VLM_PRIMER_DEVICE=auto
         with torch.no_grad():
-            acc = (m(data.x).logits.argmax(-1) == data.y).float().mean()
+            acc = (m(data.x.to(dev)).logits.argmax(-1).cpu() == data.y).float().mean()
         return {"accuracy": acc}
 
     config = cfg(max_steps=40, warmup_steps=4, log_every=5, eval_every=20, lr=3e-2)
@@ -187,5 +188,7 @@ def test_records_report_throughput_and_mfu():
     ids = {"input_ids": torch.ones(4, 6, dtype=torch.long), "attention_mask": mask}
     t._count(ids)
     assert t._window_samples == 4 and t._window_tokens == 18  # real tokens only, from the host-side mask
+    t._count({"chosen": ids, "rejected": ids, "beta": 0.1})  # a DPO batch: 4 pairs, both sides' tokens
+    assert t._window_samples == 8 and t._window_tokens == 18 + 36
     with pytest.raises(ValueError, match="peak_tflops"):
         cfg(peak_tflops=0.0)

@@ -1,6 +1,7 @@
 """The shared helpers: seeding, the scale knob, presets and input checks."""
 
 import dataclasses
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -74,6 +75,37 @@ def test_default_device(monkeypatch):
         with pytest.raises(ValueError, match="VLM_PRIMER_DEVICE='cuda'.*no CUDA GPU"):
             default_device("auto")
 
+
+
+def test_mps_without_the_cpu_fallback_is_said_once(monkeypatch, recwarn):
+    from vlm_primer import utils
+
+    monkeypatch.delenv("VLM_PRIMER_DEVICE", raising=False)
+    monkeypatch.setattr(utils.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(utils, "_mps_available", lambda: True)  # a Mac, as far as default_device can tell
+    monkeypatch.setattr(utils, "_MPS_WARNED", False)
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    assert default_device("auto").type == "mps" and not recwarn.list  # the fallback is on: nothing to say
+    monkeypatch.delenv("PYTORCH_ENABLE_MPS_FALLBACK")
+    with pytest.warns(UserWarning, match="PYTORCH_ENABLE_MPS_FALLBACK=1"):
+        assert default_device("auto").type == "mps"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process: a second warning would raise here
+        assert default_device("auto").type == "mps"
+
+
+def test_importing_the_package_first_turns_the_mps_fallback_on():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"}
+    read = "import os; print(os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK'))"
+    first = subprocess.run([sys.executable, "-c", f"import vlm_primer; {read}"], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    late = subprocess.run([sys.executable, "-c", f"import torch, vlm_primer; {read}"], env=env, capture_output=True,
+                          text=True, check=True).stdout.split()
+    assert first == ["1"] and late == ["None"]  # too late once torch is loaded: default_device says so instead
 
 def test_check_images_errors():
     ok = torch.rand(2, 3, 8, 8)

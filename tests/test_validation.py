@@ -159,6 +159,10 @@ def test_losses_refuse_non_finite_scale_and_bias():
     (dict(device="tpu"), ValueError, "TrainConfig.device must be one of ('auto', 'cpu', 'cuda', 'mps')"),
     (dict(precision="fp8"), ValueError, "TrainConfig.precision must be one of"),
     (dict(on_nonfinite="ignore"), ValueError, "TrainConfig.on_nonfinite must be one of ('raise', 'skip')"),
+    (dict(compile="fast"), ValueError, "TrainConfig.compile must be True, False or a torch.compile mode"),
+    (dict(compile=1), TypeError, "TrainConfig.compile must be"),
+    (dict(num_workers="many"), ValueError, "TrainConfig.num_workers must be an int >= 0 or 'auto', got 'many'"),
+    (dict(num_workers=-1), ValueError, "TrainConfig.num_workers must be"),
 ])
 def test_train_config_names_the_field_and_the_type(kw, error, message):
     with pytest.raises(error) as info:

@@ -8,7 +8,7 @@ import torch
 from vlm_primer.contrastive.losses import ClipLoss, clip_loss
 from vlm_primer.generative import Blip
 from vlm_primer.masking.masks import IGNORE_INDEX
-from vlm_primer.video.merlot import Merlot, MerlotConfig
+from vlm_primer.video.merlot import Merlot, MerlotConfig, train_merlot
 from vlm_primer.video.order import (FramePositionHead, OrderPairs, gather_frames, order_accuracy, order_loss,
                                     pairwise_order_targets, position_targets, shuffle_frames)
 from vlm_primer.video.videoofa import VideoCaptioner, VideoCaptionerConfig
@@ -163,18 +163,8 @@ def test_merlot_learns_frame_order_of_moving_shapes():
 
     (frames, ids, mask), (test_frames, test_ids, test_mask) = data(0, 512), data(1, 256)
     mean, std = frames.mean(), frames.std()   # standardised pixels, as image encoders are fed
-    model = Merlot(MerlotConfig.from_preset("tiny", max_frames=4, shuffle_fraction=1.0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 30))
-    g = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        idx = torch.randint(len(frames), (32,), generator=g)
-        out = model((frames[idx] - mean) / std, ids[idx], mask[idx], generator=g)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        warmup.step()
-    model.eval()
+    model = train_merlot(Merlot(MerlotConfig.from_preset("tiny", max_frames=4, shuffle_fraction=1.0)),
+                         (frames - mean) / std, ids, mask, steps=200, batch=32, seed=0)
     with torch.no_grad():
         out = model((test_frames - mean) / std, test_ids, test_mask, generator=torch.Generator().manual_seed(1))
     acc = order_accuracy(out.order_logits, out.order_labels)

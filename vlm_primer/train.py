@@ -21,7 +21,8 @@ import sys
 from typing import Any, Sequence
 
 from vlm_primer.training import distributed as D
-from vlm_primer.training.config import TrainConfig
+from vlm_primer.training.config import COMPILE_MODES, TrainConfig
+from vlm_primer.training.data import auto_num_workers
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, available_recipes, get_recipe, load_extra_modules
 from vlm_primer.utils import SCALES, seed_everything
 
@@ -34,6 +35,15 @@ def _parse_set(items: list[str]) -> dict[str, str]:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         out[key] = value
     return out
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0 or 'auto', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, help="max grad norm (0 = off)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile with this mode (reduce-overhead: CUDA graphs, for small models on a GPU)")
     p.add_argument("--device")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=_workers, default="auto",
+                   help="data loader processes (default auto: none on a CPU, several on a GPU)")
     p.add_argument("--log-every", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--ckpt-dir")
@@ -79,7 +92,7 @@ def config_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     pairs = {
         "max_steps": ns.steps, "batch_size": ns.batch_size, "grad_accum_steps": ns.grad_accum, "lr": ns.lr,
         "weight_decay": ns.weight_decay, "warmup_steps": ns.warmup_steps, "precision": ns.precision,
-        "compile": ns.compile, "device": ns.device, "log_every": ns.log_every, "eval_every": ns.eval_every,
+        "compile": ns.compile_mode or ns.compile, "device": ns.device, "log_every": ns.log_every, "eval_every": ns.eval_every,
         "ckpt_dir": ns.ckpt_dir, "ckpt_every": ns.ckpt_every, "keep_last": ns.keep_last, "resume": ns.resume,
         "peak_tflops": ns.peak_tflops,
     }
@@ -106,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     try:
         recipe = get_recipe(ns.recipe, ns.recipe_module)
         TrainConfig(**config_overrides(ns))  # bad flags fail here, before the recipe builds its data
-        D.init_distributed(ns.device or "auto")
+        device = D.init_distributed(ns.device or "auto")
+        if ns.num_workers == "auto":  # the recipe's shard loaders get the same number as the Trainer
+            ns.num_workers = auto_num_workers(device)
     except (ValueError, TypeError) as e:  # a bad flag: one line, the usage, exit code 2
         build_parser().error(str(e))
     try:

@@ -56,8 +56,29 @@ def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
+_MPS_WARNED = False
+
+
+def _warn_without_mps_fallback() -> None:
+    """Once: say how to make an operation Apple's MPS backend lacks run on the CPU instead of failing."""
+    global _MPS_WARNED
+    if os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK", "0").strip() not in ("", "0") or _MPS_WARNED:
+        return
+    _MPS_WARNED = True
+    import warnings
+
+    warnings.warn("device 'auto' picked Apple's MPS, but torch was loaded without PYTORCH_ENABLE_MPS_FALLBACK=1, so "
+                  "an operation MPS lacks will fail; start Python or JupyterLab with it set (`make lab` and "
+                  "environment.yml do; so does importing vlm_primer before torch), or use device='cpu'",
+                  stacklevel=3)
+
+
 def default_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda[:N]`` and ``mps`` must be available.
+
+    On a Mac, ``mps`` runs what the backend lacks on the CPU with a one-line warning per operation when torch was
+    loaded with ``PYTORCH_ENABLE_MPS_FALLBACK=1`` (``import vlm_primer`` sets it if torch is not loaded yet;
+    ``make lab`` and environment.yml set it); otherwise ``auto`` says once how to get that.
 
     ``VLM_PRIMER_DEVICE=cpu`` (or ``cuda``, ``mps``) makes ``auto`` pick that device instead: the test
     suite runs on the CPU this way even where a GPU is visible.
@@ -72,7 +93,10 @@ def default_device(device: str | torch.device | None = "auto") -> torch.device:
                 raise ValueError(f"VLM_PRIMER_DEVICE={forced!r}: {e}") from None
         if torch.cuda.is_available():
             return torch.device("cuda")
-        return torch.device("mps" if _mps_available() else "cpu")
+        if _mps_available():
+            _warn_without_mps_fallback()
+            return torch.device("mps")
+        return torch.device("cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} asked for, but no CUDA GPU is available here; use 'auto' or 'cpu'")

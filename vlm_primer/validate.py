@@ -16,7 +16,7 @@ range, masks of 0/1, finite scalars) read tensor contents, and on a GPU each rea
 device-to-host synchronisation; they run while :func:`value_checks_enabled` is true: by default,
 unless ``VLM_PRIMER_VALIDATE=0`` is set or they are switched off with :func:`set_validation` /
 ``with validation(False):``. The :class:`~vlm_primer.training.Trainer` checks the values of its
-first step only (``TrainConfig.validate_inputs``).
+first step only (``TrainConfig.validate_inputs``); code that ``torch.compile`` traces never does.
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ _VALUE_CHECKS = os.environ.get("VLM_PRIMER_VALIDATE", "1").strip().lower() not i
 
 
 def value_checks_enabled() -> bool:
-    """Whether checks that read tensor values run (see the module docstring)."""
-    return _VALUE_CHECKS
+    """Whether checks that read tensor values run (see the module docstring).
+
+    Never while ``torch.compile`` traces a model: reading a value there is a graph break (and on a GPU a
+    synchronisation in every compiled step), so a compiled model checks structure only. Run a step
+    eagerly to check a dataset's values.
+    """
+    return _VALUE_CHECKS and not torch.compiler.is_compiling()
 
 
 def set_validation(enabled: bool) -> None:
@@ -147,7 +152,7 @@ def check_tokens(
             f"{name} has length {tokens.shape[1]}, longer than the model's context of {max_len} tokens"
         )
     tokens = _on_device(tokens.long(), device, name, converted)  # checked and used in a wide dtype
-    if vocab_size is not None and _VALUE_CHECKS:
+    if vocab_size is not None and value_checks_enabled():
         lo, hi = (int(v) for v in tokens.aminmax())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"{name} has ids outside [0, {vocab_size}): min {lo}, max {hi}")
@@ -166,7 +171,7 @@ def check_labels(
     if tuple(labels.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape (B, L) = {tuple(shape)}, got {tuple(labels.shape)}")
     labels = _on_device(labels.long(), device, name, converted)
-    if _VALUE_CHECKS:
+    if value_checks_enabled():
         bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
         if bool(bad.any()):
             raise ValueError(f"{name} must hold ids in [0, {vocab_size}) or {ignore_index} (ignored), "
@@ -197,7 +202,7 @@ def check_mask(
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {desc} = {tuple(shape)}, got {tuple(mask.shape)}")
     mask = _on_device(mask, device, name, converted)
-    if _VALUE_CHECKS:
+    if value_checks_enabled():
         if mask.dtype != torch.bool:
             bad = (mask != 0) & (mask != 1)
             if bool(bad.any()):
@@ -228,7 +233,7 @@ def check_caption_pairs(input_ids: Any, attention_mask: Any, *, images: int, voc
 def check_finite(value: Any, name: str) -> None:
     """A float or a tensor of finite values (``NaN``/``inf`` refused while value checks are on)."""
     if isinstance(value, torch.Tensor):
-        if value.is_floating_point() and _VALUE_CHECKS and not bool(torch.isfinite(value).all()):
+        if value.is_floating_point() and value_checks_enabled() and not bool(torch.isfinite(value).all()):
             raise ValueError(f"{name} must be finite, got {value.detach().flatten()[:4].tolist()}")
         return
     if not isinstance(value, numbers.Real) or isinstance(value, bool):

@@ -15,6 +15,7 @@ import torch
 
 from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.backbones.flamingo import Flamingo
+from vlm_primer.backbones.inference import decode_reply, left_pad
 from vlm_primer.text import Tokenizer, encode_chat
 
 __all__ = ["InterleavedVQADataset", "few_shot_ids", "few_shot_vqa"]
@@ -52,16 +53,10 @@ def few_shot_vqa(model: Flamingo, transform: Callable[[torch.Tensor], torch.Tens
             shots = [support[int(j)] for j in rng.choice(len(support), size=k, replace=False)]
             rows.append(few_shot_ids(tokenizer, [(s["question"], s["answer"]) for s in shots], qs[i].question))
             pixels.append(torch.stack([transform(s["image"]) for s in shots] + [transform(questions[i]["image"])]))
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, seq in enumerate(rows):  # left padding: every prompt ends where the answer starts
-            ids[r, width - len(seq):], mask[r, width - len(seq):] = torch.tensor(seq), 1
+        ids, mask = left_pad(rows, tokenizer.pad_id)  # every prompt ends where the answer starts
         new = model.eval().generate(ids.to(device), torch.stack(pixels).to(device), 4, attention_mask=mask.to(device),
                                     eos_token_id=tokenizer.end_id)
-        for row in new.tolist():
-            row = row[:row.index(tokenizer.end_id)] if tokenizer.end_id in row else row
-            preds.append(tokenizer.decode(row).strip())
+        preds += [decode_reply(tokenizer, row) for row in new.tolist()]
     return {"predictions": preds, "accuracy": accuracy_by_type(qs, preds)}
 
 

@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vlm_primer.backbones.llava import _CLIP_TOWER, IMAGE_TOKEN_ID, check_image_token
+from vlm_primer.backbones.llava import _CLIP_TOWER, IMAGE_TOKEN_ID, check_image_token, with_context
 from vlm_primer.backbones.resamplers import PerceiverResampler
 from vlm_primer.config import PresetConfig
 from vlm_primer.nn import MLP, Attention, DecoderConfig, DecoderLM, DecoderOutput, RMSNorm, ViT, ViTConfig
@@ -160,10 +160,8 @@ class Flamingo(nn.Module):
                    **cfg_fields: Any) -> "Flamingo":
         """A Flamingo around pretrained parts (the zoo's tower and ``lm-tiny``); perceiver and gated layers are
         new, the gates at 0. ``context_length`` lengthens a RoPE LM's context."""
-        text = language_model.cfg
-        if context_length is not None:
-            text = text.replace(context_length=context_length)
-        model = cls(FlamingoConfig(vision=vision_tower.cfg, text=text, **cfg_fields))
+        model = cls(FlamingoConfig(vision=vision_tower.cfg, text=with_context(language_model.cfg, context_length),
+                                   **cfg_fields))
         model.vision_tower.load_state_dict(vision_tower.state_dict())
         missing, unexpected = model.language_model.load_state_dict(language_model.state_dict(), strict=False)
         if unexpected or any(".inserted." not in k for k in missing):

@@ -31,11 +31,23 @@ def _image_counts(model: Llava, images: torch.Tensor | Sequence[torch.Tensor], i
     return [model.tokens_per_image] * len(images)
 
 
-def _decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+def decode_reply(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """A generated reply as text: the tokens before the first ``<|end|>``, decoded and stripped."""
     ids = list(ids)
     if tokenizer.end_id in ids:
         ids = ids[:ids.index(tokenizer.end_id)]
     return tokenizer.decode(ids).strip()
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths as one batch ``(ids, attention_mask)``, padded on the left, so every prompt ends
+    where generation starts (the mask hides the padding)."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s):], mask[r, width - len(s):] = torch.tensor(s), 1
+    return ids, mask
 
 
 @torch.no_grad()
@@ -57,18 +69,14 @@ def generate_replies(model: Llava, prompts: Sequence[str | Messages], images: to
     for start in range(0, len(prompts), batch_size):
         rows = range(start, min(start + batch_size, len(prompts)))
         seqs = [prompt_ids(tokenizer, prompts[i], [counts[i]], model.cfg.image_token_id) for i in rows]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for r, s in enumerate(seqs):  # left padding: every prompt ends where generation starts
-            ids[r, width - len(s):], mask[r, width - len(s):] = torch.tensor(s), 1
+        ids, mask = left_pad(seqs, tokenizer.pad_id)
         batch_images = [images[i] for i in rows]
         pixels = torch.stack(batch_images) if image_sizes is None else batch_images
         sizes = None if image_sizes is None else torch.as_tensor(image_sizes)[list(rows)]
         extra = _instructions(model, tokenizer, [prompts[i] for i in rows], device)
         new = model.generate(ids.to(device), _to(pixels, device), max_new_tokens, attention_mask=mask.to(device),
                              image_sizes=sizes, eos_token_id=tokenizer.end_id, **extra, **sampling)
-        replies += [_decode(tokenizer, row.tolist()) for row in new]
+        replies += [decode_reply(tokenizer, row.tolist()) for row in new]
     return replies
 
 
@@ -107,4 +115,4 @@ def chat(model: Llava, messages: str | Messages, images: torch.Tensor | Sequence
     pixels = None if images is None else _to(images if image_sizes is not None else torch.as_tensor(images), device)
     new = model.generate(torch.tensor([ids], device=device), pixels, max_new_tokens, image_sizes=image_sizes,
                          eos_token_id=tokenizer.end_id, **sampling)
-    return _decode(tokenizer, new[0].tolist())
+    return decode_reply(tokenizer, new[0].tolist())

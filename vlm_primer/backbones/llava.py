@@ -121,6 +121,16 @@ def expand_image_tokens(ids: Sequence[int], image_id: int, counts: int | Sequenc
     return out_ids, None if target is None else out_target
 
 
+def with_context(text: DecoderConfig, context_length: int | None) -> DecoderConfig:
+    """``text`` with ``context_length`` (None: unchanged): a RoPE language model takes a longer context without new
+    weights (image tokens need room); one with learned positions cannot, and says so."""
+    if context_length is None:
+        return text
+    if text.pos_emb != "rope" and context_length > text.context_length:
+        raise ValueError("only a RoPE language model can take a longer context without new weights")
+    return text.replace(context_length=context_length)
+
+
 class Llava(nn.Module):
     """Vision tower + connector + decoder LM (LLaVA-1.0/1.5). Explained in notebook 05, §The architecture."""
 
@@ -143,11 +153,7 @@ class Llava(nn.Module):
         """A LLaVA around pretrained parts (e.g. the zoo's ``clip-tiny-pairs`` tower and ``lm-tiny``);
         the connector is new. ``context_length`` lengthens a RoPE language model's context (the image
         tokens need room; the weights do not change). Subclasses build their own :attr:`CONFIG`."""
-        text = language_model.cfg
-        if context_length is not None:
-            if text.pos_emb != "rope" and context_length > text.context_length:
-                raise ValueError("only a RoPE language model can take a longer context without new weights")
-            text = text.replace(context_length=context_length)
+        text = with_context(language_model.cfg, context_length)
         model = cls(cls.CONFIG(vision=vision_tower.cfg, text=text, **cfg_fields))
         model.vision_tower.load_state_dict(vision_tower.state_dict())
         model.language_model.load_state_dict(language_model.state_dict())

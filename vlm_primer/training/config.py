@@ -18,6 +18,7 @@ from vlm_primer.validate import check_choice, check_device
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NONFINITE = ("raise", "skip")
 VALIDATE_INPUTS = ("first_step", "always", "never")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclasses.dataclass
@@ -40,6 +41,12 @@ class TrainConfig(PresetConfig):
     when the models check the values of their inputs (ids in range, masks of 0/1): on the first
     step only (the default: a bad dataset fails at once, later steps run without the
     synchronisations those checks cost on a GPU), on every step, or never.
+
+    Speed on a GPU: ``compile=True`` is ``torch.compile(model)``; a mode name (``"reduce-overhead"``:
+    CUDA graphs, what small models need to stop being launch-bound; ``"max-autotune"``, ...) is passed
+    as its ``mode``. ``num_workers="auto"`` loads map-style data in worker processes on a GPU (see
+    :func:`~vlm_primer.training.data.auto_num_workers`) and in the main process on a CPU, where workers
+    would take cores from the model.
     """
 
     max_steps: int = 1000
@@ -53,10 +60,10 @@ class TrainConfig(PresetConfig):
     grad_accum_steps: int = 1
     grad_clip: float | None = 1.0
     precision: str = "auto"
-    compile: bool = False
+    compile: bool | str = False
     find_unused_parameters: bool = False
     device: str | torch.device = "auto"
-    num_workers: int = 0
+    num_workers: int | str = "auto"
     log_every: int = 10
     eval_every: int | None = None
     ckpt_dir: str | os.PathLike | None = None
@@ -86,6 +93,11 @@ class TrainConfig(PresetConfig):
         check_choice(self.precision, PRECISIONS, "TrainConfig.precision")
         check_choice(self.on_nonfinite, NONFINITE, "TrainConfig.on_nonfinite")
         check_choice(self.validate_inputs, VALIDATE_INPUTS, "TrainConfig.validate_inputs")
+        if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
+            raise ValueError(f"TrainConfig.compile must be True, False or a torch.compile mode {COMPILE_MODES}, "
+                             f"got {self.compile!r}")
+        if isinstance(self.num_workers, str) and self.num_workers != "auto":
+            raise ValueError(f"TrainConfig.num_workers must be an int >= 0 or 'auto', got {self.num_workers!r}")
         self.device = str(check_device(self.device, "TrainConfig.device"))
         if self.ckpt_dir is not None:
             self.ckpt_dir = os.fspath(self.ckpt_dir)

@@ -73,6 +73,23 @@ class ResumableSampler(Sampler[int]):
         return self.per_rank - self.start
 
 
+def auto_num_workers(device: torch.device | str, cpu_count: int | None = None, procs_per_node: int | None = None) -> int:
+    """Loader worker processes for ``num_workers="auto"``: none on a CPU (workers would take the cores the
+    model computes on, and chapter 06 measured little gain at 2 cores) or Apple's MPS (macOS starts workers by
+    spawning, which cannot send a notebook's own functions to them); on a CUDA GPU, the machine's cores shared by
+    the training processes on it (``LOCAL_WORLD_SIZE`` under ``torchrun``), one left to each process's main
+    loop, at most 8 (beyond that the collate, not the workers, is what waits).
+    """
+    if torch.device(device).type != "cuda":
+        return 0
+    import os
+
+    cpus = cpu_count if cpu_count is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                      else os.cpu_count() or 1)
+    procs = procs_per_node if procs_per_node is not None else int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(0, min(8, cpus // max(1, procs) - 1))
+
+
 class ResumableLoader:
     """Batches of a map-style dataset in the order of a :class:`ResumableSampler`.
 
@@ -133,6 +150,7 @@ class ResumableLoader:
             drop_last=True,
             generator=torch.Generator().manual_seed(self.seed + epoch),
             persistent_workers=False,
+            prefetch_factor=4 if self.num_workers else None,  # a few batches ready while the GPU steps
         )
         return iter(loader)
 

@@ -11,10 +11,12 @@ A chapter package registers its recipes in its own module, by convention
         data = shard_loader(args.shards, args.batch_size or 64, collate) if args.shards else ShapesCaptionDataset(...)
         return TrainJob(model, data, TrainConfig.from_preset(args.preset, lr=5e-4), collate_fn=...)
 
-The CLI imports the modules in :data:`CHAPTER_MODULES` lazily (only when a recipe is looked up), so
-``import vlm_primer.training`` stays light and a chapter's import errors surface only when one of
-its recipes is wanted. More modules can be named with ``--recipe-module`` or the
-``VLM_PRIMER_RECIPE_MODULES`` environment variable (comma-separated).
+and names it in :data:`RECIPE_MODULES`. The CLI imports only the module of the recipe asked for (all of
+them only for ``--list`` or an unknown name), so ``import vlm_primer.training`` stays light, a chapter's
+import errors surface only when one of its recipes is wanted, and a notebook that trains ``llava``
+does not depend on the video package's files (the book re-executes a chapter when a file it imported
+changes). More modules can be named with ``--recipe-module`` or the ``VLM_PRIMER_RECIPE_MODULES``
+environment variable (comma-separated).
 """
 
 from __future__ import annotations
@@ -29,15 +31,21 @@ from torch import nn
 
 from vlm_primer.training.config import TrainConfig
 
-#: Modules imported to find recipes (missing ones are skipped; errors inside existing ones are raised).
-CHAPTER_MODULES: tuple[str, ...] = (
-    "vlm_primer.contrastive.recipes",
-    "vlm_primer.masking.recipes",
-    "vlm_primer.generative.recipes",
-    "vlm_primer.backbones.recipes",
-    "vlm_primer.recipes.train_recipes",
-    "vlm_primer.video.recipes",
-)
+#: The module that registers each of the package's recipes (a test keeps it equal to what registers them).
+RECIPE_MODULES: dict[str, str] = {
+    "clip": "vlm_primer.contrastive.recipes", "siglip": "vlm_primer.contrastive.recipes",
+    "llip": "vlm_primer.contrastive.recipes",
+    "mae": "vlm_primer.masking.recipes", "flava": "vlm_primer.masking.recipes",
+    "blip": "vlm_primer.generative.recipes", "coca": "vlm_primer.generative.recipes",
+    "vqvae": "vlm_primer.generative.t2i_recipes", "ar_t2i": "vlm_primer.generative.t2i_recipes",
+    "diffusion": "vlm_primer.generative.t2i_recipes",
+    "llava": "vlm_primer.backbones.recipes", "blip2": "vlm_primer.backbones.recipes",
+    "flamingo": "vlm_primer.backbones.recipes",
+    "dpo": "vlm_primer.recipes.train_recipes",
+    "video_llava": "vlm_primer.video.recipes",
+}
+#: Modules imported to list every recipe (missing ones are skipped; errors inside existing ones are raised).
+CHAPTER_MODULES: tuple[str, ...] = tuple(dict.fromkeys(RECIPE_MODULES.values()))
 
 
 @dataclasses.dataclass
@@ -125,8 +133,11 @@ def available_recipes() -> dict[str, Recipe]:
 
 
 def get_recipe(name: str, extra_modules: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Look up a recipe, importing ``extra_modules`` and then (if still needed) the chapter modules."""
+    """Look up a recipe, importing ``extra_modules``, then its module in :data:`RECIPE_MODULES` (if still needed;
+    every chapter module for a name not there)."""
     load_extra_modules(extra_modules)
+    if name not in _RECIPES and name in RECIPE_MODULES:
+        importlib.import_module(RECIPE_MODULES[name])
     if name not in _RECIPES:
         load_recipe_modules()
     if name not in _RECIPES:

@@ -54,7 +54,7 @@ from vlm_primer.training.checkpoint import (
     set_rng_state,
 )
 from vlm_primer.training.config import TrainConfig
-from vlm_primer.training.data import ResumableLoader
+from vlm_primer.training.data import ResumableLoader, auto_num_workers
 from vlm_primer.training.optim import build_optimizer, cosine_warmup_scheduler
 from vlm_primer.training.plot import LivePlot, in_jupyter_kernel
 from vlm_primer.utils import seed_everything
@@ -119,6 +119,23 @@ def _loss_of(out: Any) -> torch.Tensor:
     return loss
 
 
+def _batch_size(batch: dict[str, Any]) -> int:
+    for v in batch.values():
+        n = _batch_size(v) if isinstance(v, dict) else v.shape[0] if isinstance(v, torch.Tensor) and v.ndim else 0
+        if n:
+            return n
+    return 0
+
+
+def _tokens(batch: dict[str, Any]) -> int:
+    mask, ids = batch.get("attention_mask"), batch.get("input_ids")
+    if isinstance(mask, torch.Tensor) and mask.device.type == "cpu":
+        own = int(mask.sum())
+    else:
+        own = ids.numel() if isinstance(ids, torch.Tensor) else 0
+    return own + sum(_tokens(v) for v in batch.values() if isinstance(v, dict))
+
+
 class Trainer:
     """Train ``model`` on ``train_data`` with ``config``; see the module docstring.
 
@@ -165,12 +182,14 @@ class Trainer:
             self.ddp = train_model = DistributedDataParallel(
                 self.model, device_ids=ids, find_unused_parameters=config.find_unused_parameters
             )
-        self.train_model = torch.compile(train_model) if config.compile else train_model
+        mode = config.compile if isinstance(config.compile, str) else None  # e.g. "reduce-overhead": CUDA graphs
+        self.train_model = torch.compile(train_model, mode=mode) if config.compile else train_model
+        self.num_workers = (auto_num_workers(self.device) if config.num_workers == "auto" else config.num_workers)
 
         if _is_map_style(train_data):
             self.source: Any = ResumableLoader(
                 train_data, config.batch_size, collate_fn=collate_fn, seed=config.seed,
-                num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+                num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
             )
         elif isinstance(train_data, ResumableLoader):
             self.source = train_data
@@ -210,15 +229,11 @@ class Trainer:
         return batch
 
     def _count(self, batch: dict[str, Any]) -> None:
-        """Samples and tokens of a batch, read on the host (no device sync): the attention mask's sum
-        when it is still on the CPU, else the number of token ids."""
-        sizes = [v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0]
-        self._window_samples += sizes[0] if sizes else 0
-        mask, ids = batch.get("attention_mask"), batch.get("input_ids")
-        if isinstance(mask, torch.Tensor) and mask.device.type == "cpu":
-            self._window_tokens += int(mask.sum())
-        elif isinstance(ids, torch.Tensor):
-            self._window_tokens += ids.numel()
+        """Samples and tokens of a batch, read on the host (no device sync). Samples: the batch size of its
+        first tensor (nested dicts too: a DPO batch's ``chosen`` and ``rejected`` are one sample each pair);
+        tokens: each (nested) attention mask's sum while it is still on the CPU, else the number of token ids."""
+        self._window_samples += _batch_size(batch)
+        self._window_tokens += _tokens(batch)
 
     def _fetch_batch(self) -> Any:
         while True:

@@ -3,7 +3,7 @@ Q-Former (Video-LLaMA), LLaVA-style models that read clips of frames (Video-LLaV
 merging (MiniGPT4-Video)."""
 
 from vlm_primer.video.llava_next_video import LlavaNextVideo, LlavaNextVideoConfig
-from vlm_primer.video.merlot import Merlot, MerlotConfig, MerlotOutput
+from vlm_primer.video.merlot import Merlot, MerlotConfig, MerlotOutput, train_merlot
 from vlm_primer.video.order import (FramePositionHead, PairwiseOrderHead, order_accuracy, order_loss,
                                     pairwise_order_targets, position_targets, shuffle_frames)
 from vlm_primer.video.token_merging import (TokenBudget, TokenMerger, frames_that_fit, merge_tokens, pool_tokens,
@@ -18,4 +18,4 @@ __all__ = ["FramePositionHead", "LlavaNextVideo", "LlavaNextVideoConfig", "Merlo
            "VideoCaptioner", "VideoCaptionerConfig", "VideoCaptionerOutput", "VideoInputs", "VideoLlama",
            "VideoLlamaConfig", "VideoLlamaOutput", "VideoLlava", "VideoLlavaConfig", "VisualVocabulary",
            "frames_that_fit", "merge_tokens", "order_accuracy", "order_loss", "pairwise_order_targets", "pool_tokens",
-           "position_targets", "shuffle_frames", "token_budget", "video_qformer_config"]
+           "position_targets", "shuffle_frames", "token_budget", "train_merlot", "video_qformer_config"]

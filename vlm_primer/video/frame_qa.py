@@ -161,23 +161,23 @@ class FrameQA(nn.Module):
         cfg, device = self.cfg, self.cls.device
         if features is None and input_ids is None:
             raise ValueError("FrameQA needs frame features, a question (input_ids) or both; got neither")
-        b = len(input_ids) if input_ids is not None else features.shape[0] if isinstance(features, torch.Tensor) else 0
-        x, keep = self.cls.expand(b, -1, -1) + self.pos_emb[:1], torch.ones(b, 1, dtype=torch.bool, device=device)
-        if input_ids is not None:
-            ids = check_tokens(input_ids, max_len=cfg.max_question, vocab_size=cfg.vocab_size, device=device)
-            b, n = ids.shape
-            mask = torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else \
-                check_mask(attention_mask, shape=(b, n), device=device)
-            x = torch.cat([x.expand(b, -1, -1), self.tok_emb(ids) + self.pos_emb[1:n + 1]], 1)
-            keep = torch.cat([keep.expand(b, -1), mask], 1)
-        if features is not None:
-            if not isinstance(features, torch.Tensor) or features.ndim != 4 or not features.is_floating_point() or \
-                    not 1 <= features.shape[2] <= cfg.tokens_per_frame or features.shape[3] != cfg.feature_dim:
-                raise ValueError(f"features must be a float (B, T, N, {cfg.feature_dim}) tensor with 1 <= N <= "
-                                 f"tokens_per_frame={cfg.tokens_per_frame}, "
-                                 f"got {getattr(features, 'shape', type(features).__name__)}")
-            if input_ids is not None:
-                check_same_batch(features=features, input_ids=ids)
+        if features is not None and (not isinstance(features, torch.Tensor) or features.ndim != 4
+                                     or not features.is_floating_point()
+                                     or not 1 <= features.shape[2] <= cfg.tokens_per_frame
+                                     or features.shape[3] != cfg.feature_dim):
+            raise ValueError(f"features must be a float (B, T, N, {cfg.feature_dim}) tensor with 1 <= N <= "
+                             f"tokens_per_frame={cfg.tokens_per_frame}, "
+                             f"got {getattr(features, 'shape', type(features).__name__)}")
+        ids = None if input_ids is None else check_tokens(input_ids, max_len=cfg.max_question,
+                                                          vocab_size=cfg.vocab_size, device=device)
+        b = check_same_batch(features=features, input_ids=ids)
+        parts, keep = [self.cls.expand(b, -1, -1) + self.pos_emb[:1]], [torch.ones(b, 1, dtype=torch.bool, device=device)]
+        if ids is not None:  # the question's tokens
+            n = ids.shape[1]
+            parts.append(self.tok_emb(ids) + self.pos_emb[1:n + 1])
+            keep.append(torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else
+                        check_mask(attention_mask, shape=(b, n), device=device))
+        if features is not None:  # then every frame's tokens, with its time and place
             t, n = features.shape[1:3]
             frame_ids = list(range(t)) if frame_ids is None else list(frame_ids)
             if len(frame_ids) != t or not 1 <= t <= cfg.max_frames or not all(0 <= i < cfg.max_frames
@@ -186,9 +186,10 @@ class FrameQA(nn.Module):
                                  f"max_frames={cfg.max_frames} frames with ids in [0, {cfg.max_frames})")
             real = torch.ones(b, n, dtype=torch.bool, device=device) if feature_mask is None else check_mask(
                 feature_mask, shape=(b, n), device=device, name="feature_mask", like="features", desc="(B, N)")
-            frames = self.frame_in(features.to(x.dtype)) + self.time_emb[frame_ids] + self.space_emb[:, :n]
-            x = torch.cat([x.expand(b, -1, -1), rearrange(frames, "b t n d -> b (t n) d")], 1)
-            keep = torch.cat([keep.expand(b, -1), real.repeat(1, t)], 1)
+            frames = self.frame_in(features.to(self.cls.dtype)) + self.time_emb[frame_ids] + self.space_emb[:, :n]
+            parts.append(rearrange(frames, "b t n d -> b (t n) d"))
+            keep.append(real.repeat(1, t))
+        x, keep = torch.cat(parts, 1), torch.cat(keep, 1)
         hidden, _ = self.encoder(x, key_padding_mask=keep)
         logits = self.head(self.norm(hidden[:, 0]))
         loss = None

@@ -243,3 +243,34 @@ class Merlot(nn.Module):
                               like="local_ids", device=device)
             mask = rearrange(mask, "(b t) l -> b t l", b=b)
         return rearrange(flat, "(b t) l -> b t l", b=b), mask
+
+
+def train_merlot(model: Merlot, frames: torch.Tensor, input_ids: Any, attention_mask: Any = None, *, steps: int = 200,
+                 batch: int = 32, lr: float = 1e-3, warmup: int = 30, seed: int = 0) -> Merlot:
+    """Train ``model`` on clips ``frames`` ``(N, T, 3, H, W)`` (standardised pixels) and their texts: ``steps``
+    AdamW steps (no weight decay, linear warmup over ``warmup`` steps) on ``batch`` clips drawn with replacement.
+    One generator seeded with ``seed`` draws the batches and the frames to shuffle, so a run is a function of its
+    arguments. Returns the model in eval mode. Notebook 08, §Frame order, trains its reordering model with it."""
+    for name, value in (("steps", steps), ("batch", batch), ("warmup", warmup)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or len(frames) == 0:
+        raise ValueError(f"frames must be a non-empty (N, T, 3, H, W) tensor of clips, got "
+                         f"{getattr(frames, 'shape', type(frames).__name__)}")
+    ids = as_tensor(input_ids, "input_ids", "a (N, L) tensor of token ids, one text per clip")
+    mask = None if attention_mask is None else as_tensor(attention_mask, "attention_mask", "a (N, L) tensor of 0/1")
+    if len(ids) != len(frames) or (mask is not None and len(mask) != len(frames)):
+        raise ValueError(f"{len(frames)} clips but {len(ids)} texts"
+                         + ("" if mask is None else f" and {len(mask)} masks") + ": one text per clip")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(frames), (batch,), generator=g)
+        out = model(frames[idx], ids[idx], None if mask is None else mask[idx], generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        schedule.step()
+    return model.eval()

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from vlm_primer.backbones.data import prompt_ids
-from vlm_primer.backbones.inference import _decode
+from vlm_primer.backbones.inference import decode_reply, left_pad
 from vlm_primer.text import Tokenizer
 from vlm_primer.training import ResumableLoader, TrainConfig, Trainer
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
@@ -102,16 +102,12 @@ def ask_videos(model: LlavaNextVideo, transform: Callable, clips: Sequence[Any],
     for start in range(0, len(clips), batch_size):
         seqs = [prompt_ids(tokenizer, q, [slots], model.cfg.video_token_id)
                 for q in questions[start:start + batch_size]]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for r, s in enumerate(seqs):  # left padding: every prompt ends where generation starts
-            ids[r, width - len(s):], mask[r, width - len(s):] = torch.tensor(s), 1
+        ids, mask = left_pad(seqs, tokenizer.pad_id)
         pixels = torch.stack([render_clip(clip, image_size)[keep] for clip in clips[start:start + batch_size]])
         videos = transform(torch.zeros_like(pixels) if blind else pixels)
         new = model.generate(ids, None, max_new_tokens, attention_mask=mask, pixel_values_videos=videos,
                              eos_token_id=tokenizer.end_id)
-        replies += [_decode(tokenizer, row.tolist()) for row in new]
+        replies += [decode_reply(tokenizer, row.tolist()) for row in new]
     return replies
 
 

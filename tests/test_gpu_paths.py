@@ -1,0 +1,95 @@
+"""What keeps a GPU busy, tested where it can be: on the CPU the logic (compiled graphs without breaks, loader
+workers chosen from the device, the compile mode handed to ``torch.compile``); on CUDA the step itself (no
+host-device synchronisation), skipped without a GPU. See the README, "What the library checks"."""
+
+import pytest
+import torch
+
+from vlm_primer.contrastive import CLIP, CLIPConfig, SigLIP, SigLIPConfig
+from vlm_primer.training import TrainConfig, Trainer
+from vlm_primer.training import trainer as trainer_mod
+from vlm_primer.training.data import auto_num_workers
+from vlm_primer.validate import validation
+
+class Batches:
+    """Ready batches, passed over again every epoch (an iterable, not a map-style dataset)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+ONE_BATCH = Batches([{"x": torch.ones(1)}])
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _pair_batch(model, b=4, length=12, device="cpu"):
+    gen = torch.Generator().manual_seed(0)
+    size = model.cfg.vision.image_size
+    ids = torch.randint(5, model.cfg.text.vocab_size, (b, length), generator=gen)
+    return {"pixel_values": torch.rand(b, 3, size, size, generator=gen).to(device), "input_ids": ids.to(device),
+            "attention_mask": torch.ones_like(ids).to(device)}
+
+
+@pytest.mark.parametrize("kind", [(CLIP, CLIPConfig), (SigLIP, SigLIPConfig)], ids=["clip", "siglip"])
+def test_value_checks_do_not_break_the_compiled_graph(kind):
+    model_cls, cfg_cls = kind
+    model = model_cls(cfg_cls.from_preset("tiny")).train()
+    batch = _pair_batch(model)
+    # The control: dynamo does see a value read as a graph break ...
+    control = torch._dynamo.explain(lambda x: x * int(x.max()))(torch.ones(3))
+    assert control.graph_break_count == 1
+    # ... but the model, traced with value checks on, has none: one graph, as CUDA graphs need.
+    with validation(True):
+        explained = torch._dynamo.explain(model)(**batch)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    # and in eager mode the same checks still read the values
+    bad = dict(batch, input_ids=batch["input_ids"].clone().fill_(model.cfg.text.vocab_size))
+    with validation(True), pytest.raises(ValueError, match="ids outside"):
+        model(**bad)
+
+
+def test_loader_workers_follow_the_device():
+    assert auto_num_workers("cpu", cpu_count=64) == 0  # workers would take the cores the model computes on
+    assert auto_num_workers("mps", cpu_count=64) == 0  # macOS spawns workers: a notebook's functions cannot go
+    assert auto_num_workers("cuda", cpu_count=16) == 8  # capped: beyond it the collate waits, not the workers
+    assert auto_num_workers("cuda", cpu_count=16, procs_per_node=8) == 1  # torchrun: 8 GPUs share the cores
+    assert auto_num_workers("cuda", cpu_count=2) == 1 and auto_num_workers("cuda:1", cpu_count=1) == 0
+    assert TrainConfig().num_workers == "auto"
+    trainer = Trainer(torch.nn.Linear(2, 2), ONE_BATCH, TrainConfig(device="cpu", progress=False))
+    assert trainer.num_workers == 0
+    assert Trainer(torch.nn.Linear(2, 2), ONE_BATCH, TrainConfig(device="cpu", num_workers=3)).num_workers == 3
+
+
+def test_trainer_hands_the_compile_mode_to_torch_compile(monkeypatch):
+    seen = []
+    monkeypatch.setattr(trainer_mod.torch, "compile", lambda m, mode=None: seen.append(mode) or m)
+    for compile_, mode in [(True, None), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")]:
+        Trainer(torch.nn.Linear(2, 2), ONE_BATCH, TrainConfig(device="cpu", compile=compile_))
+        assert seen[-1] == mode
+    Trainer(torch.nn.Linear(2, 2), ONE_BATCH, TrainConfig(device="cpu", compile=False))
+    assert len(seen) == 3
+
+
+@needs_cuda
+def test_a_cuda_training_step_never_synchronises():
+    """After the first step (which checks the input values), a step queues its work and returns: no
+    ``.item()``, no value read, no blocking copy. ``set_sync_debug_mode("error")`` turns any into an error."""
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.from_preset("tiny"))
+    batches = [{k: v.pin_memory() for k, v in _pair_batch(model, b=8).items()} for _ in range(4)]
+    config = TrainConfig(device="cuda", max_steps=4, warmup_steps=1, log_every=4, progress=False, live_plot=False,
+                         num_workers=0)
+    trainer = Trainer(model, Batches(batches), config)
+    trainer.train_step()  # checks the values (a few synchronisations, once)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            trainer.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert trainer.step == 3 and all(p.grad is None for p in model.parameters())
