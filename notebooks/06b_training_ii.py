@@ -498,7 +498,7 @@ prior = {}
 for i in range(len(train_q)):
     q = train_q.question(i)
     prior.setdefault(q.qtype, []).append(q.answer)
-prior = {t: max(set(a), key=a.count) for t, a in prior.items()}
+prior = {t: max(sorted(set(a)), key=a.count) for t, a in prior.items()}  # ties: the first in sorted order
 by_type = {}
 for i in range(len(test_q)):
     q = test_q.question(i)

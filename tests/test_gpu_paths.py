@@ -2,6 +2,9 @@
 workers chosen from the device, the compile mode handed to ``torch.compile``); on CUDA the step itself (no
 host-device synchronisation), skipped without a GPU. See the README, "What the library checks"."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,6 +74,31 @@ def test_trainer_hands_the_compile_mode_to_torch_compile(monkeypatch):
         assert seen[-1] == mode
     Trainer(torch.nn.Linear(2, 2), ONE_BATCH, TrainConfig(device="cpu", compile=False))
     assert len(seen) == 3
+
+
+def test_flops_are_counted_on_the_eager_model(monkeypatch):
+    """MFU's FLOP count runs the first step eagerly: compiling under the counter's module hooks would compile the
+    model twice. The later steps go through the compiled model."""
+    sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+    from toy_training import ToyClassifier, ToyDataset
+
+    compiled_calls = []
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, **batch):
+            compiled_calls.append(1)
+            return self.model(**batch)
+
+    monkeypatch.setattr(trainer_mod.torch, "compile", lambda m, mode=None: Compiled(m))
+    config = TrainConfig(device="cpu", compile=True, peak_tflops=1e-6, max_steps=3, batch_size=8, log_every=3,
+                         warmup_steps=1, progress=False, live_plot=False)
+    trainer = Trainer(ToyClassifier(), ToyDataset(64), config)
+    history = trainer.fit()
+    assert len(compiled_calls) == 2 and trainer._flops_per_step > 0 and history[-1]["mfu"] > 0
 
 
 @needs_cuda

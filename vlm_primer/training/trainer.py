@@ -183,6 +183,7 @@ class Trainer:
                 self.model, device_ids=ids, find_unused_parameters=config.find_unused_parameters
             )
         mode = config.compile if isinstance(config.compile, str) else None  # e.g. "reduce-overhead": CUDA graphs
+        self._eager_model = train_model
         self.train_model = torch.compile(train_model, mode=mode) if config.compile else train_model
         self.num_workers = (auto_num_workers(self.device) if config.num_workers == "auto" else config.num_workers)
 
@@ -269,6 +270,8 @@ class Trainer:
         """One optimizer step over ``grad_accum_steps`` micro-batches; (mean loss, grad norm)."""
         cfg = self.config
         self.train_model.train()
+        if cfg.compile in ("reduce-overhead", "max-autotune") and self.train_model is not self._eager_model:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs' last outputs may be reused
         total = torch.zeros((), device=self.device)
         with validation(self._check_inputs_now()):
             for micro in range(cfg.grad_accum_steps):
@@ -385,8 +388,14 @@ class Trainer:
                 if self._flops_per_step is None and cfg.peak_tflops is not None:
                     from torch.utils.flop_counter import FlopCounterMode
 
-                    with FlopCounterMode(display=False) as counter:  # counted once: the steps are alike
-                        _, grad_norm = self.train_step()
+                    # counted once (the steps are alike), on the eager model: compiling under the counter's module
+                    # hooks would compile the model a second time once they are gone
+                    compiled, self.train_model = self.train_model, self._eager_model
+                    try:
+                        with FlopCounterMode(display=False) as counter:
+                            _, grad_norm = self.train_step()
+                    finally:
+                        self.train_model = compiled
                     self._flops_per_step = float(counter.get_total_flops())
                 else:
                     _, grad_norm = self.train_step()
