@@ -101,6 +101,21 @@ def test_flops_are_counted_on_the_eager_model(monkeypatch):
     assert len(compiled_calls) == 2 and trainer._flops_per_step > 0 and history[-1]["mfu"] > 0
 
 
+def test_mfu_needs_no_flag_on_a_gpu_the_table_knows(monkeypatch):
+    from vlm_primer.recipes.compute import GPUS, gpu_of
+
+    assert gpu_of("NVIDIA H100 80GB HBM3") is GPUS["H100-80GB"] and gpu_of("NVIDIA H200") is GPUS["H200"]
+    assert gpu_of("NVIDIA A100-SXM4-80GB") is GPUS["A100-80GB"] and gpu_of("NVIDIA A100-PCIE-40GB") is GPUS["A100-40GB"]
+    assert gpu_of("Tesla V100-SXM2-32GB") is GPUS["V100"] and gpu_of("NVIDIA GeForce RTX 4090") is None
+    trainer = Trainer(torch.nn.Linear(2, 2), ONE_BATCH, TrainConfig(device="cpu", progress=False))
+    assert trainer.peak_tflops is None  # a CPU: no peak, no MFU unless given
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    trainer.device, trainer.amp_dtype = torch.device("cuda"), torch.bfloat16
+    assert trainer._known_peak() == 989.0
+    trainer.amp_dtype = None  # fp32: whether TF32 runs is the user's setting, so no guess
+    assert trainer._known_peak() is None
+
+
 @needs_cuda
 def test_a_cuda_training_step_never_synchronises():
     """After the first step (which checks the input values), a step queues its work and returns: no

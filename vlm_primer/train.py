@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-last", type=int, help="keep only the newest N checkpoints (default: keep all)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="auto|PATH",
                    help="continue from the latest checkpoint in --ckpt-dir (or 'auto', or a checkpoint path)")
-    p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at this precision: logs MFU")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at this precision: logs MFU "
+                   "(default: the table's figure for a GPU it knows, under bf16/fp16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe option (repeatable)")

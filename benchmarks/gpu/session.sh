@@ -57,7 +57,7 @@ for s in "$@"; do
         # the train CLI at the paper shape with CUDA graphs: its throughput line (samples/s, tokens/s, data_wait, MFU)
         cli) stage cli 120 "$PY" -m vlm_primer.train clip --preset "$BENCH_PRESET" --precision bf16 \
                  --compile-mode reduce-overhead --steps 40 --log-every 20 --batch-size "${CLI_BATCH:-256}" \
-                 --peak-tflops 989 --no-progress ;;
+                 --no-progress ;;  # MFU from the table's H200 peak: no --peak-tflops
         # the 7B-shaped recipes never run on a GPU: three LoRA steps each (full DPO at 7B would not fit: policy,
         # reference, gradients and AdamW state)
         big) stage big 420 bash -c "set -e

@@ -23,8 +23,8 @@ from torch import nn
 from vlm_primer.contrastive import CLIP, CLIPConfig, SigLIP, SigLIPConfig
 from vlm_primer.nn import DecoderConfig, DecoderLM, TextConfig, TextTransformer, ViT, ViTConfig
 
-__all__ = ["GPU", "GPUS", "Budget", "FlopCount", "Memory", "Part", "budget", "clip_vit_l14", "flops", "memory",
-           "survey_claims"]
+__all__ = ["GPU", "GPUS", "Budget", "FlopCount", "Memory", "Part", "budget", "clip_vit_l14", "flops", "gpu_of",
+           "memory", "survey_claims"]
 
 MODELS = {CLIPConfig: CLIP, SigLIPConfig: SigLIP, ViTConfig: ViT, TextConfig: TextTransformer, DecoderConfig: DecoderLM}
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -51,6 +51,19 @@ GPUS = {g.name: g for g in [
     GPU("H100-80GB", 989.0, 495.0, 80),
     GPU("H200", 989.0, 495.0, 141),
 ]}
+
+
+def gpu_of(device_name: str) -> GPU | None:
+    """The :data:`GPUS` row of a device as ``torch.cuda.get_device_name()`` names it ("NVIDIA H100 80GB HBM3",
+    "NVIDIA A100-SXM4-40GB", "Tesla V100-SXM2-32GB"), or None for a GPU the table does not know. The rows are
+    SXM figures: a PCIe part is slower, so an MFU computed from them reads low there."""
+    name = device_name.upper()
+    for key, row in (("H200", "H200"), ("H100", "H100-80GB"), ("V100", "V100")):
+        if key in name:
+            return GPUS[row]
+    if "A100" in name:
+        return GPUS["A100-80GB" if "80G" in name else "A100-40GB"]
+    return None
 
 
 # ----------------------------------------------------------------------------- input checks

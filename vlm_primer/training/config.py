@@ -75,7 +75,7 @@ class TrainConfig(PresetConfig):
     live_plot: bool | str = "auto"
     on_nonfinite: str = "raise"
     validate_inputs: str = "first_step"
-    peak_tflops: float | None = None     # the device's peak (dense, at this precision): logs MFU when given
+    peak_tflops: float | None = None     # the device's peak (dense, at this precision): logs MFU; None: known GPUs
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(max_steps=300, batch_size=32, warmup_steps=20, log_every=10),

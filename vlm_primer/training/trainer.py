@@ -218,6 +218,17 @@ class Trainer:
         self._window_start: float | None = None
         self._window_samples, self._window_tokens, self._data_seconds = 0, 0, 0.0
         self._flops_per_step: float | None = None
+        self.peak_tflops = config.peak_tflops if config.peak_tflops is not None else self._known_peak()
+
+    def _known_peak(self) -> float | None:
+        """On a GPU the compute table knows, its dense 16-bit peak when training under bf16/fp16 autocast (so MFU
+        is logged without ``peak_tflops``); None elsewhere, fp32 included (TF32 or not is the user's setting)."""
+        if self.device.type != "cuda" or self.amp_dtype is None:
+            return None
+        from vlm_primer.recipes.compute import gpu_of
+
+        gpu = gpu_of(torch.cuda.get_device_name(self.device))
+        return gpu.tflops if gpu is not None else None
 
     # ------------------------------------------------------------------ data
 
@@ -385,7 +396,7 @@ class Trainer:
         try:
             self._window_start = time.perf_counter()
             while self.step < target:
-                if self._flops_per_step is None and cfg.peak_tflops is not None:
+                if self._flops_per_step is None and self.peak_tflops is not None:
                     from torch.utils.flop_counter import FlopCounterMode
 
                     # counted once (the steps are alike), on the eager model: compiling under the counter's module
@@ -445,7 +456,8 @@ class Trainer:
 
     def _throughput(self) -> dict[str, float]:
         """Samples/s and tokens/s (all ranks), the fraction of the time spent waiting for data and, with
-        ``TrainConfig.peak_tflops``, the model FLOPs utilisation since the last record."""
+        ``TrainConfig.peak_tflops`` (or a GPU the compute table knows), the model FLOPs utilisation since the last
+        record."""
         now = time.perf_counter()
         elapsed = now - (self._window_start or now)
         out: dict[str, float] = {}
@@ -455,9 +467,9 @@ class Trainer:
             if self._window_tokens:
                 out["tokens_per_s"] = self._window_tokens * world / elapsed
             out["data_wait"] = min(1.0, self._data_seconds / elapsed)
-            if self._flops_per_step is not None and self.config.peak_tflops:
+            if self._flops_per_step is not None and self.peak_tflops:
                 steps = self._window_samples / max(1, self.config.batch_size * self.config.grad_accum_steps)
-                out["mfu"] = self._flops_per_step * steps / elapsed / (self.config.peak_tflops * 1e12)
+                out["mfu"] = self._flops_per_step * steps / elapsed / (self.peak_tflops * 1e12)
         self._window_start, self._window_samples, self._window_tokens, self._data_seconds = now, 0, 0, 0.0
         return out
 
