@@ -14,8 +14,7 @@ Ours runs without the input value checks, as the Trainer runs every step after i
 First the small model (issue 12, item 4): our ``small`` CLIP (chapter 02's GPU scale) on one fixed batch of
 ``--small-batch`` 64 px images, fp32 and bf16 eager and, compiled, ``mode="reduce-overhead"`` (CUDA graphs):
 the median step in ms (goal <= 6 ms on an H100-class GPU). ``--profile`` prints the top operations of each eager
-step. Without CUDA (and without ``--device cpu``) it says
-so and exits.
+step. Without CUDA (and without ``--device cpu``) it says so and exits.
 """
 
 from __future__ import annotations

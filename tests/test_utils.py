@@ -76,7 +76,6 @@ def test_default_device(monkeypatch):
             default_device("auto")
 
 
-
 def test_mps_without_the_cpu_fallback_is_said_once(monkeypatch, recwarn):
     from vlm_primer import utils
 

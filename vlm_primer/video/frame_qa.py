@@ -171,11 +171,11 @@ class FrameQA(nn.Module):
         ids = None if input_ids is None else check_tokens(input_ids, max_len=cfg.max_question,
                                                           vocab_size=cfg.vocab_size, device=device)
         b = check_same_batch(features=features, input_ids=ids)
-        parts, keep = [self.cls.expand(b, -1, -1) + self.pos_emb[:1]], [torch.ones(b, 1, dtype=torch.bool, device=device)]
+        parts, keeps = [self.cls.expand(b, -1, -1) + self.pos_emb[:1]], [torch.ones(b, 1, dtype=torch.bool, device=device)]
         if ids is not None:  # the question's tokens
             n = ids.shape[1]
             parts.append(self.tok_emb(ids) + self.pos_emb[1:n + 1])
-            keep.append(torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else
+            keeps.append(torch.ones(b, n, dtype=torch.bool, device=device) if attention_mask is None else
                         check_mask(attention_mask, shape=(b, n), device=device))
         if features is not None:  # then every frame's tokens, with its time and place
             t, n = features.shape[1:3]
@@ -188,8 +188,8 @@ class FrameQA(nn.Module):
                 feature_mask, shape=(b, n), device=device, name="feature_mask", like="features", desc="(B, N)")
             frames = self.frame_in(features.to(self.cls.dtype)) + self.time_emb[frame_ids] + self.space_emb[:, :n]
             parts.append(rearrange(frames, "b t n d -> b (t n) d"))
-            keep.append(real.repeat(1, t))
-        x, keep = torch.cat(parts, 1), torch.cat(keep, 1)
+            keeps.append(real.repeat(1, t))
+        x, keep = torch.cat(parts, 1), torch.cat(keeps, 1)
         hidden, _ = self.encoder(x, key_padding_mask=keep)
         logits = self.head(self.norm(hidden[:, 0]))
         loss = None

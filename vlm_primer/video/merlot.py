@@ -41,8 +41,9 @@ from vlm_primer.nn import (BertLMHead, TextConfig, TextTransformer, Transformer,
 from vlm_primer.validate import as_tensor, check_labels, check_mask, check_same_batch, check_tokens
 from vlm_primer.video.order import (FrameShuffle, PairwiseOrderHead, check_frames, flatten_frames, gather_frames,
                                     order_loss, pairwise_order_targets, shuffle_frames)
+from vlm_primer.video.token_merging import _check_int
 
-__all__ = ["Merlot", "MerlotConfig", "MerlotOutput"]
+__all__ = ["Merlot", "MerlotConfig", "MerlotOutput", "train_merlot"]
 
 # Tiny frames: mean-pooled tokens and fixed 2-D sin-cos positions. With a [CLS] and learned positions a from-scratch
 # ViT this small takes hundreds of steps to start localising objects, and frame order needs exactly that.
@@ -252,8 +253,7 @@ def train_merlot(model: Merlot, frames: torch.Tensor, input_ids: Any, attention_
     One generator seeded with ``seed`` draws the batches and the frames to shuffle, so a run is a function of its
     arguments. Returns the model in eval mode. Notebook 08, §Frame order, trains its reordering model with it."""
     for name, value in (("steps", steps), ("batch", batch), ("warmup", warmup)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        _check_int(value, name)
     if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty (N, T, 3, H, W) tensor of clips, got "
                          f"{getattr(frames, 'shape', type(frames).__name__)}")
