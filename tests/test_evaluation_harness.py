@@ -139,7 +139,7 @@ def test_bad_input_names_the_problem(llava):
     with pytest.raises(ValueError, match="unknown suite 'vqa2'; choose one of .*vqa.*pope.*aro"):
         evaluate(llava, "vqa2")
     for n in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="n must be a positive int"):
+        with pytest.raises(ValueError, match="n must be an int >= 1"):
             evaluate(llava, "vqa", n=n)
     with pytest.raises(ValueError, match="seed must be"):
         evaluate(llava, "vqa", n=4, seed=-1)

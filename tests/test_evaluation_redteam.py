@@ -57,5 +57,5 @@ def test_items_are_balanced_deterministic_and_about_present_or_absent_shapes():
         shapes = {o.shape for o in it["scene"].objects}
         named = next(s for s in SHAPES if s in it["question"])
         assert (named in shapes) == (it["type"] != "false_premise")
-    with pytest.raises(ValueError, match="n must be a positive int"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         evaluate(m, "redteam", n=0)

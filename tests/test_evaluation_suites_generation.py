@@ -144,7 +144,8 @@ def test_missing_capability(suite):
         evaluate("clip-tiny", suite)
 
 
-@pytest.mark.parametrize("n", [0, -3, 2.5, True, "4"])
-def test_bad_n(n):
-    with pytest.raises(ValueError, match="n must be"):
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError),
+                                      ("4", TypeError)])
+def test_bad_n(n, error):
+    with pytest.raises(error, match="n must be an int >= 1"):
         evaluate(EvalModel(name="m", caption=lambda x: ["a red circle"] * len(x)), "captioning", n=n)

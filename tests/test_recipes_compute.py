@@ -150,8 +150,8 @@ def test_survey_claims():
 
 def test_bad_input():
     cfg = CLIPConfig.from_preset("tiny")
-    for bad in (0, -2, 2.5, True):
-        with pytest.raises(ValueError, match="batch must be a positive integer"):
+    for bad, error in ((0, ValueError), (-2, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="batch must be an int >= 1"):
             flops(cfg, bad)
     with pytest.raises(ValueError, match="unknown precision 'int8'"):
         memory(cfg, 4, precision="int8")

@@ -254,7 +254,7 @@ def test_coop_bad_input():
         P.CoOp(clip, NAMES, TOK, n_ctx=0, init=None)
     with pytest.raises(ValueError, match="n_ctx"):
         P.CoOp(clip, NAMES, TOK, n_ctx=16)  # "a photo of a" is 4 tokens
-    with pytest.raises(ValueError, match="n_ctx"):
+    with pytest.raises(TypeError, match="n_ctx must be an int"):
         P.CoOp(clip, NAMES, TOK, n_ctx=2.5, init=None)
     with pytest.raises(ValueError, match="class_names"):
         P.CoOp(clip, [], TOK)
@@ -286,8 +286,8 @@ def test_coop_bad_input():
 def test_vpt_adapter_and_helpers_bad_input():
     clip = _clip()
     w = P.class_text_embeddings(clip, TOK, NAMES)
-    for bad in (-1, 2.5, True, "4"):
-        with pytest.raises(ValueError, match="n_prompts"):
+    for bad, error in ((-1, ValueError), (2.5, TypeError), (True, TypeError), ("4", TypeError)):
+        with pytest.raises(error, match="n_prompts must be an int >= 0"):
             P.VPT(clip, n_prompts=bad)
     with pytest.raises(TypeError, match="deep"):
         P.VPT(clip, deep=1)
@@ -309,8 +309,8 @@ def test_vpt_adapter_and_helpers_bad_input():
         P.CLIPAdapter(clip, alpha="0.2")
     with pytest.raises(ValueError, match="text_alpha"):
         P.CLIPAdapter(clip, text_alpha=2.0)
-    for bad in (0, 128, 1.5):
-        with pytest.raises(ValueError, match="reduction"):
+    for bad, error in ((0, ValueError), (128, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="reduction"):
             P.CLIPAdapter(clip, reduction=bad)
     with pytest.raises(ValueError, match="class_embeds"):
         P.CLIPAdapter(clip)(_images(), w[0])

@@ -71,7 +71,7 @@ def test_apply_peft_bad_input():
     model = zoo.load("llava-tiny")
     with pytest.raises(ValueError, match="method must be one of"):
         apply_peft(model, "prefix", 4)
-    with pytest.raises(ValueError, match="r must be a positive int"):
+    with pytest.raises(ValueError, match="r must be an int >= 1"):
         apply_peft(model, "lora", 0)
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable nn.Linear"):

@@ -92,7 +92,7 @@ def test_from_embeddings_is_cosine():
 def test_bad_input():
     sim = torch.randn(3, 6)
     t2i = torch.tensor([0, 0, 1, 1, 2, 2])
-    with pytest.raises(ValueError, match="K >= 1"):
+    with pytest.raises(ValueError, match="each K must be an int >= 1"):
         recall_at_k(sim, t2i, (0,))
     with pytest.raises(TypeError, match="int"):
         recall_at_k(sim, t2i, (1.5,))

@@ -15,7 +15,7 @@ from vlm_primer.contrastive.losses import ClipLoss, SigLipLoss, clip_loss, sigli
 from vlm_primer.nn import DecoderConfig, DecoderLM, TextConfig, TextTransformer, ViTConfig
 from vlm_primer.training import TrainConfig
 from vlm_primer.utils import default_device
-from vlm_primer.validate import check_mask, check_tokens, validation, value_checks_enabled
+from vlm_primer.validate import check_int, check_mask, check_tokens, validation, value_checks_enabled
 from vlm_primer.world import WorldConfig
 
 
@@ -210,3 +210,18 @@ def test_value_checks_can_be_switched_off(text):
     assert value_checks_enabled()
     with pytest.raises(ValueError, match="outside"):
         check_tokens(bad, vocab_size=1024)
+
+
+def test_check_int_takes_integers_in_range_and_names_the_rest():
+    assert check_int(3, "steps") == 3 and type(check_int(np.int64(3), "steps")) is int
+    assert check_int(0, "seed", 0) == 0 and check_int(64, "num_frames", 2, 64) == 64
+    assert check_int(-5, "offset", None) == -5
+    for bad in (2.0, True, "3", None, torch.tensor(3)):
+        with pytest.raises(TypeError, match=r"steps must be an int >= 1, got .* \("):
+            check_int(bad, "steps")
+    with pytest.raises(ValueError, match=r"^seed must be an int >= 0, got -1$"):
+        check_int(-1, "seed", 0)
+    with pytest.raises(ValueError, match=r"^k must be an int in \[1, 9\] \(at most num_frames\), got 10$"):
+        check_int(10, "k", 1, 9, hint="at most num_frames")
+    with pytest.raises(ValueError, match=r"^n must be an int <= 4, got 5$"):
+        check_int(5, "n", None, 4)

@@ -89,9 +89,9 @@ def test_distinct_blocks_have_no_repeated_composition():
     assert set(firsts) == held
 
 
-@pytest.mark.parametrize("distinct", [0, 43, 2.5, True])
-def test_bad_distinct(distinct):
-    with pytest.raises(ValueError, match="distinct"):
+@pytest.mark.parametrize("distinct, error", [(0, ValueError), (43, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_bad_distinct(distinct, error):
+    with pytest.raises(error, match="distinct must be an int in"):
         ShapesCaptionDataset("train", 50, distinct=distinct)
 
 

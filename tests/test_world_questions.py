@@ -196,7 +196,7 @@ def test_mosaics_keep_each_object_whole_in_its_own_cell_at_the_cell_scale():
     assert len(spread_scene(three, np.random.default_rng(0), grid=2).objects) == 3
     with pytest.raises(ValueError, match="a 1x1 mosaic has 1 cells for one object each, the scene has 3"):
         spread_scene(three, np.random.default_rng(0), grid=1)
-    with pytest.raises(ValueError, match="grid must be a positive int"):
+    with pytest.raises(ValueError, match=r"grid must be an int >= 1 \(cells per side\)"):
         render_mosaic(three, 48, grid=0)
     with pytest.raises(ValueError, match="do not fit one per cell"):
         MosaicVQADataset("test", 4, config=cfg, num_objects=(1, 5))

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from vlm_primer.text import Tokenizer
-from vlm_primer.zoo import MODELS, ZOO_DIR, build, card, export, load, measure, preprocess, recipe_hash
+from vlm_primer import zoo
+from vlm_primer.zoo import (MODELS, ZOO_DIR, build, card, export, load, measure, preprocess, recipe_hash,
+                            stale_upstream)
 from vlm_primer.zoo.recipes import _zero_shot_set
 
 # What each card must claim at least (the chapters that use these models rely on it).
@@ -50,6 +52,9 @@ def test_card_matches_its_file_and_its_recipe(name):
         f"the recipe of {name} changed since it was built: rebuild it with `{c['command']}` (or `make zoo`)")
     assert c["recipe"]["steps"] is None, "the committed file must come from the full recipe"
     assert c["command"].startswith(f"python -m vlm_primer.zoo build {name}")
+    assert not stale_upstream(name), (
+        f"{sorted(stale_upstream(name))} were rebuilt after {name}, which starts from them: rebuild it with "
+        f"`{c['command']}`")
     load(name)  # verifies the SHA-256
 
 
@@ -63,6 +68,26 @@ def test_model_reproduces_its_card(name):
         assert v == pytest.approx(c["quality"][k], abs=2.5e-3, rel=1e-3), k
     got = measured[key]
     assert (got >= bound) if op == ">=" else (got <= bound), f"{name}: {key} = {got}, the card promises {op} {bound}"
+
+
+def test_cards_name_the_zoo_models_they_start_from(tmp_path, monkeypatch):
+    """A derived card records its upstream models' SHA-256; rebuilding one of them makes it stale (the recipe's
+    hash alone would not notice: ``llava-next-tiny``'s recipe is unchanged when ``llava-tiny`` is retrained)."""
+    assert card("llava-next-tiny")["upstream"] == {"llava-tiny": card("llava-tiny")["sha256"]}
+    assert set(card("llava-tiny")["upstream"]) == {"clip-tiny-pairs", "lm-tiny"}
+    assert card("lm-tiny")["upstream"] == {}
+    order = list(MODELS)  # `zoo build all` (make zoo) builds in this order: every upstream model first
+    assert all(order.index(up) < order.index(name) for name in MODELS for up in card(name)["upstream"])
+    for name in MODELS:
+        shutil.copy(ZOO_DIR / f"{name}.json", tmp_path)
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    assert stale_upstream("llava-next-tiny") == {} and stale_upstream("video-llava-tiny") == {}
+    rebuilt = dict(card("llava-tiny"), sha256="0" * 64)  # what a rebuild with other weights would write
+    (tmp_path / "llava-tiny.json").write_text(json.dumps(rebuilt))
+    assert stale_upstream("llava-next-tiny") == {"llava-tiny": (card("llava-next-tiny")["upstream"]["llava-tiny"],
+                                                               "0" * 64)}
+    assert stale_upstream("video-llava-tiny") == {}  # its own upstream, llava-next-tiny, was not rebuilt
+    assert stale_upstream("lm-tiny") == {}
 
 
 def test_recipes_run_and_cards_are_complete(tmp_path):
@@ -115,6 +140,11 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
     meta = build("grounder-tiny", tmp_path, steps=2, progress=False)
     assert meta["model"] == "Grounder" and 0 <= meta["quality"]["referring_accuracy"] <= 1
     assert meta["quality"]["largest_object_baseline"] == card("grounder-tiny")["quality"]["largest_object_baseline"]
+    # each build recorded the zoo models its recipe loaded, the same ones the committed card names
+    for path in sorted(tmp_path.glob("*.json")):
+        built = json.loads(path.read_text())
+        assert built["upstream"].keys() == card(built["name"])["upstream"].keys(), built["name"]
+        assert all(sha == card(up)["sha256"] for up, sha in built["upstream"].items()), built["name"]
 
 
 def test_llava_export_loads_in_transformers(tmp_path):

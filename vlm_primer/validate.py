@@ -8,6 +8,8 @@ section "What the library checks" lists the rules; in short:
   compact datasets hold) and as array-likes; they are checked in ``int64`` and cast once.
 - **Masks** hold 0 and 1 only (bool, integer or float); a row with no real token is refused.
 - **Empty** batches and empty sequences are refused with a message that says so.
+- **Counts** (steps, sizes, seeds, ``k``) go through :func:`check_int`: a Python or NumPy integer in range;
+  a bool or a float (even ``2.0``) is a ``TypeError``.
 - **Configs** check every field against its annotation and the class's ``BOUNDS`` when they are
   built (:func:`check_fields`), so ``lr="1e-3"`` or ``patch_size=0`` fail at once, naming the field.
 
@@ -249,6 +251,22 @@ def check_same_batch(**tensors: torch.Tensor | None) -> int:
         desc = ", ".join(f"{k}={n}" for k, n in sizes.items())
         raise ValueError(f"mismatched batch sizes: {desc}")
     return next(iter(sizes.values())) if sizes else 0
+
+
+def check_int(value: Any, name: str, minimum: int | None = 1, maximum: int | None = None, hint: str = "") -> int:
+    """``value`` as an ``int`` (Python or NumPy integers), or an error naming ``name``: a ``TypeError`` for anything
+    else (bools and floats too, even ``2.0``), a ``ValueError`` outside ``[minimum, maximum]`` (``None``: no bound).
+    ``hint`` says in the message what the number is, e.g. ``"the adapter rank"``."""
+    if minimum is None:
+        bound = "" if maximum is None else f" <= {maximum}"
+    else:
+        bound = f" >= {minimum}" if maximum is None else f" in [{minimum}, {maximum}]"
+    hint = f" ({hint})" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int{bound}{hint}, got {value!r} ({type(value).__name__})")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an int{bound}{hint}, got {value!r}")
+    return int(value)
 
 
 def check_choice(value: str, choices: Sequence[str], name: str) -> str:

@@ -36,7 +36,7 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.contrastive.losses import clip_loss
 from vlm_primer.generative.losses import hard_negatives
 from vlm_primer.nn import BertLMHead, DecoderConfig, DecoderLM, ViT, ViTConfig, causal_lm_loss
-from vlm_primer.validate import check_mask, check_tokens, value_checks_enabled
+from vlm_primer.validate import check_int, check_mask, check_tokens, value_checks_enabled
 
 __all__ = ["Blip2", "Blip2Config", "Blip2Stage1", "InstructBlip", "InstructBlipConfig", "QFormerLMHead", "itg_captions",
            "hard_negatives"]
@@ -263,8 +263,7 @@ def itg_captions(stage1: Blip2Stage1, image: torch.Tensor, bos_id: int, eos_id: 
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[-1] != cfg.vision_dim:
         raise ValueError(f"image must be the tower's features (B, N, {cfg.vision_dim}), got "
                          f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    check_int(max_new_tokens, "max_new_tokens")
     stage1.eval()
     ids = torch.full((len(image), 1), bos_id, dtype=torch.long, device=image.device)
     for _ in range(min(max_new_tokens, cfg.max_positions - 1)):  # no cache: the Q-Former is small

@@ -23,13 +23,18 @@ import torch
 
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
-from vlm_primer.validate import check_choice
+from vlm_primer.validate import check_choice, check_int
 
 __all__ = ["AnyResVQADataset", "CAPTION_REQUEST", "InstructionChatDataset", "LLAVA_KINDS", "LlavaChatDataset",
-           "caption_pairs_collate", "llava_collate", "prompt_ids"]
+           "caption_pairs_collate", "image_turn", "llava_collate", "prompt_ids"]
 
 LLAVA_KINDS = ("caption", "vqa", "instruct")
 CAPTION_REQUEST = "write a short caption for this image."
+
+
+def image_turn(request: str, reply: str) -> list[dict[str, str]]:
+    """One exchange about an image: the user's ``request`` after ``<image>``, then the assistant's ``reply``."""
+    return [{"role": "user", "content": "<image>" + request}, {"role": "assistant", "content": reply}]
 
 
 def prompt_ids(tokenizer: Tokenizer, messages: str | Sequence[dict], image_tokens: int | Sequence[int],
@@ -67,9 +72,7 @@ class LlavaChatDataset(torch.utils.data.Dataset):
         from vlm_primer.world import ShapesCaptionDataset, ShapesInstructDataset, ShapesVQADataset
 
         self.kind = check_choice(kind, LLAVA_KINDS, "kind")
-        if not isinstance(image_tokens, int) or image_tokens < 1:
-            raise ValueError(f"image_tokens must be a positive int (the model's tokens_per_image), "
-                             f"got {image_tokens!r}")
+        check_int(image_tokens, "image_tokens", hint="the model's tokens_per_image")
         self.tokenizer = tokenizer or Tokenizer.load()
         self.image_tokens, self.image_id, self.transform = image_tokens, image_id, transform
         if kind == "caption":
@@ -85,11 +88,9 @@ class LlavaChatDataset(torch.utils.data.Dataset):
 
     def messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
         if self.kind == "caption":
-            return [{"role": "user", "content": "<image>" + CAPTION_REQUEST},
-                    {"role": "assistant", "content": item["caption"]}]
+            return image_turn(CAPTION_REQUEST, item["caption"])
         if self.kind == "vqa":
-            return [{"role": "user", "content": "<image>" + item["question"]},
-                    {"role": "assistant", "content": item["answer"]}]
+            return image_turn(item["question"], item["answer"])
         return item["messages"]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -129,8 +130,7 @@ class AnyResVQADataset(torch.utils.data.Dataset):
             raise TypeError(f"cfg must be the model's LlavaNextConfig, got {type(cfg).__name__}")
         if not (hasattr(questions, "__getitem__") and hasattr(questions, "__len__")) or isinstance(questions, str):
             raise TypeError(f"questions must be a VQA dataset (e.g. ShapesVQADataset), got {type(questions).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_int(seed, "seed", 0)
         self.questions, self.cfg, self.transform, self.squeeze, self.seed = questions, cfg, transform, squeeze, seed
         self.tokenizer = tokenizer or Tokenizer.load()
 
@@ -147,9 +147,7 @@ class AnyResVQADataset(torch.utils.data.Dataset):
         if not isinstance(item, dict) or not {"image", "question", "answer"} <= set(item):
             raise TypeError(f"questions[{index}] must be a VQA item (a dict with image, question and answer), got "
                             f"{type(item).__name__}")
-        messages = [{"role": "user", "content": "<image>" + item["question"]},
-                    {"role": "assistant", "content": item["answer"]}]
-        ids, target = encode_chat(self.tokenizer, messages, add_bos=True)
+        ids, target = encode_chat(self.tokenizer, image_turn(item["question"], item["answer"]), add_bos=True)
         tiles, size = anyres_view(item["image"], self.cfg, self.transform, squeeze=self.squeezed(index))
         ids, target = expand_image_tokens(ids, self.cfg.image_token_id, self.cfg.num_image_tokens(size), target)
         return {"input_ids": ids, "target": target, "image": tiles, "image_size": size, "kind": "vqa"}

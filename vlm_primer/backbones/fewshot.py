@@ -13,10 +13,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from vlm_primer.backbones.data import prompt_ids
+from vlm_primer.backbones.data import image_turn, prompt_ids
 from vlm_primer.backbones.flamingo import Flamingo
 from vlm_primer.backbones.inference import decode_reply, left_pad
 from vlm_primer.text import Tokenizer, encode_chat
+from vlm_primer.validate import check_int
 
 __all__ = ["InterleavedVQADataset", "few_shot_ids", "few_shot_vqa"]
 
@@ -26,8 +27,7 @@ def few_shot_ids(tokenizer: Tokenizer, examples: Sequence[tuple[str, str]], ques
     ending where the answer to ``question`` (about the last image) starts."""
     ids = [tokenizer.bos_id]
     for q, a in examples:
-        turn = [{"role": "user", "content": "<image>" + q}, {"role": "assistant", "content": a}]
-        ids += encode_chat(tokenizer, turn)[0] + [tokenizer.eos_id]
+        ids += encode_chat(tokenizer, image_turn(q, a))[0] + [tokenizer.eos_id]
     return ids + prompt_ids(tokenizer, question, 1)[1:]
 
 
@@ -39,8 +39,7 @@ def few_shot_vqa(model: Flamingo, transform: Callable[[torch.Tensor], torch.Tens
     ``predictions`` and the ``accuracy`` per question type (:func:`~vlm_primer.world.accuracy_by_type`)."""
     from vlm_primer.world import accuracy_by_type
 
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"k (examples before the question) must be a non-negative int, got {k!r}")
+    check_int(k, "k", 0, hint="examples before the question")
     if k > len(support):
         raise ValueError(f"k={k} examples, but the support set holds {len(support)}")
     tokenizer = tokenizer or Tokenizer.load()
@@ -70,14 +69,12 @@ class InterleavedVQADataset(torch.utils.data.Dataset):
 
     def __init__(self, questions, transform: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
                  max_shots: int = 4, seed: int = 0, tokenizer: Tokenizer | None = None) -> None:
-        if isinstance(max_shots, bool) or not isinstance(max_shots, int) or max_shots < 0:
-            raise ValueError(f"max_shots must be a non-negative int, got {max_shots!r}")
+        check_int(max_shots, "max_shots", 0)
         if not (hasattr(questions, "__getitem__") and hasattr(questions, "__len__")) or isinstance(questions, str):
             raise TypeError(f"questions must be a VQA dataset (e.g. ShapesVQADataset), got {type(questions).__name__}")
         if len(questions) <= max_shots:
             raise ValueError(f"{len(questions)} questions cannot supply {max_shots} examples besides the question")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_int(seed, "seed", 0)
         self.questions, self.transform, self.max_shots, self.seed = questions, transform, max_shots, seed
         self.tokenizer = tokenizer or Tokenizer.load()
 
@@ -96,9 +93,7 @@ class InterleavedVQADataset(torch.utils.data.Dataset):
         items = [self.questions[j] for j in self.shots(index)] + [self.questions[index]]
         ids, target = [tok.bos_id], [False]
         for n, it in enumerate(items):
-            turn = [{"role": "user", "content": "<image>" + it["question"]},
-                    {"role": "assistant", "content": it["answer"]}]
-            turn_ids, turn_target = encode_chat(tok, turn)
+            turn_ids, turn_target = encode_chat(tok, image_turn(it["question"], it["answer"]))
             ids += list(turn_ids) + ([tok.eos_id] if n < len(items) - 1 else [])
             target += list(turn_target) + ([False] if n < len(items) - 1 else [])
         images = [it["image"] if self.transform is None else self.transform(it["image"]) for it in items]

@@ -19,6 +19,7 @@ import torch
 from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.backbones.llava import Llava
 from vlm_primer.text import Tokenizer
+from vlm_primer.validate import check_int
 
 __all__ = ["chat", "generate_replies"]
 
@@ -61,8 +62,7 @@ def generate_replies(model: Llava, prompts: Sequence[str | Messages], images: to
     tokenizer = tokenizer or Tokenizer.load()
     if len(prompts) != len(images):
         raise ValueError(f"one image per prompt: got {len(prompts)} prompts and {len(images)} images")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
     counts = _image_counts(model, images, image_sizes)
     device = next(model.parameters()).device
     replies: list[str] = []

@@ -15,7 +15,7 @@ import torch
 
 from vlm_primer.backbones.data import LlavaChatDataset, llava_collate
 from vlm_primer.backbones.inference import generate_replies
-from vlm_primer.backbones.llava import Llava
+from vlm_primer.backbones.llava import Llava, with_context
 from vlm_primer.backbones.llava_next import LlavaNext, LlavaNextConfig, anyres_view
 from vlm_primer.training import ResumableLoader, TrainConfig, Trainer
 from vlm_primer.validate import check_choice
@@ -68,15 +68,17 @@ def stage_data(kind: str, model: Llava, transform: Callable | None, *, split: st
 
 def train_stage(model: Llava, stage: int, data: torch.utils.data.Dataset, steps: int, *, batch: int = 32,
                 lr: float | None = None, train_vision: bool = False, train_language: bool = True, seed: int = 0,
-                progress: bool = False, **config: Any) -> list[dict[str, float]]:
+                progress: bool = False, collate_fn: Callable[[list[Any]], dict[str, Any]] | None = None,
+                **config: Any) -> list[dict[str, float]]:
     """Run LLaVA's stage ``stage`` (1: connector only; 2: connector + LM) for ``steps`` on shuffled ``data``;
-    returns the Trainer's history. ``config``: further :class:`TrainConfig` fields."""
+    returns the Trainer's history. ``collate_fn`` makes the batches (default :func:`llava_collate`; video models
+    pass :func:`~vlm_primer.video.data.video_collate`); ``config``: further :class:`TrainConfig` fields."""
     model.set_stage(stage, train_vision=train_vision, train_language=train_language)
     cfg = TrainConfig(max_steps=steps, batch_size=batch, lr=lr or LR[stage], warmup_steps=min(30, steps // 5),
                       weight_decay=0.0, log_every=max(1, steps // 20), seed=seed, device="cpu", progress=progress,
                       live_plot=False).replace(**config)
-    loader = ResumableLoader(data, batch, collate_fn=llava_collate(model.cfg.text.pad_token_id), shuffle=True,
-                             seed=seed)
+    collate_fn = collate_fn or llava_collate(model.cfg.text.pad_token_id)
+    loader = ResumableLoader(data, batch, collate_fn=collate_fn, shuffle=True, seed=seed)
     history = Trainer(model, loader, cfg).fit()
     model.eval()
     return history
@@ -121,8 +123,7 @@ def tiny_llava_next(seed: int = 0) -> tuple[LlavaNext, Callable[[torch.Tensor], 
     from vlm_primer.utils import seed_everything
 
     llava = zoo.load("llava-tiny")
-    cfg = llava.cfg.to_dict()
-    cfg["text"] = dict(cfg["text"], context_length=512)
+    cfg = llava.cfg.replace(text=with_context(llava.cfg.text, 512)).to_dict()
     seed_everything(seed)
     model = LlavaNext(LlavaNextConfig(**cfg))
     missing, unexpected = model.load_state_dict(llava.state_dict(), strict=False)

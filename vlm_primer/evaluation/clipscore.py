@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import torch
 
 from vlm_primer.evaluation.zeroshot import build_classifier, zero_shot_classify
+from vlm_primer.validate import check_int
 
 __all__ = ["clip_score", "ref_clip_score"]
 
@@ -85,8 +86,7 @@ def _check_options(w: object, batch_size: object) -> float:
         raise TypeError(f"w must be a number, got {type(w).__name__}")
     if not (w > 0 and math.isfinite(w)):  # NaN fails too
         raise ValueError(f"w must be a positive finite number (the paper's is 2.5), got {w}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
     return float(w)
 
 

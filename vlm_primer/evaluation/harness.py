@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vlm_primer.evaluation.stats import bootstrap_ci
+from vlm_primer.validate import check_int
 from vlm_primer.world.instruct import DETAIL_PROMPTS
 
 __all__ = ["CAPABILITIES", "EvalModel", "MissingCapability", "evaluate", "leaderboard", "plot_leaderboard", "wrap"]
@@ -279,10 +280,8 @@ def evaluate(model: str | nn.Module | EvalModel, suite: str, *, n: int | None = 
     m = wrap(model, **wrap_kw)
     m.need(spec.needs, spec.name)  # fail before building anything
     n = spec.default_n if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(n, "n")
+    check_int(seed, "seed", 0)
     items = spec.build(m, n, seed)
     t0 = time.perf_counter()
     results = spec.run(m, items)

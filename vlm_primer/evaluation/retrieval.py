@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from vlm_primer.validate import as_tensor, check_finite
+from vlm_primer.validate import as_tensor, check_finite, check_int
 
 __all__ = ["first_hit_rank", "recall_at_k", "retrieval_metrics"]
 
@@ -36,10 +36,7 @@ def _check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
     if not ks:
         raise ValueError("ks must name at least one K")
     for k in ks:
-        if not isinstance(k, int) or isinstance(k, bool):
-            raise TypeError(f"each K must be an int, got {k!r}")
-        if k < 1:
-            raise ValueError(f"Recall@K needs K >= 1, got K={k}")
+        check_int(k, "each K", hint="Recall@K")
     return ks
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vlm_primer.validate import as_tensor
+from vlm_primer.validate import as_tensor, check_int
 
 __all__ = [
     "bootstrap_ci",
@@ -88,16 +88,8 @@ def _embeddings(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_seed(seed: Any) -> int | None:
-    return None if seed is None else _check_int(seed, "seed", 0)
+    return None if seed is None else check_int(seed, "seed", 0)
 
 
 def _check_confidence(confidence: Any) -> float:
@@ -168,7 +160,7 @@ def bootstrap_ci(
     """
     x = _scores(values, "values")
     statistic = _check_statistic(statistic)
-    n_resamples = _check_int(n_resamples, "n_resamples", 1)
+    n_resamples = check_int(n_resamples, "n_resamples", 1)
     confidence = _check_confidence(confidence)
     seed = _check_seed(seed)
     estimate = float(_apply(statistic, x))
@@ -198,7 +190,7 @@ def paired_bootstrap_diff(
     if a.shape != b.shape:
         raise ValueError(f"a {a.shape} and b {b.shape} must score the same items (paired), so have the same length")
     statistic = _check_statistic(statistic)
-    n_resamples = _check_int(n_resamples, "n_resamples", 1)
+    n_resamples = check_int(n_resamples, "n_resamples", 1)
     confidence = _check_confidence(confidence)
     seed = _check_seed(seed)
     diff = float(_apply(statistic, a) - _apply(statistic, b))
@@ -314,7 +306,7 @@ def weat_test(
 
     Explained in notebook 07, §Bias.
     """
-    n_resamples = _check_int(n_resamples, "n_resamples", 1)
+    n_resamples = check_int(n_resamples, "n_resamples", 1)
     seed = _check_seed(seed)
     m = _weat_inputs(X=X, Y=Y, A=A, B=B)
     sx = _association(m["X"], m["A"], m["B"])

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vlm_primer.nn.decoding import DECODING, decode
-from vlm_primer.validate import check_choice
+from vlm_primer.validate import check_choice, check_int
 
 __all__ = ["Captioner", "with_bos"]
 
@@ -38,8 +38,7 @@ class Captioner:
         samples several). Returns the ids after the start and the prompt ``(B * repeats, T)``: the caption, its end
         id, then padding."""
         check_choice(strategy, DECODING, "strategy")
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+        check_int(repeats, "repeats")
         start, eos, pad, positions = self.caption_ids()
         start = list(start) + list(prompt or [])
         if len(start) + max_new_tokens > positions:

@@ -21,7 +21,7 @@ import torch
 from einops import repeat
 from tqdm.auto import tqdm
 
-from vlm_primer.validate import check_finite, check_images, check_mask, check_tokens
+from vlm_primer.validate import check_finite, check_images, check_int, check_mask, check_tokens
 
 __all__ = ["autoregressive_scores", "diffusion_pair_scores", "diffusion_scores", "posterior",
            "stratified_timesteps"]
@@ -54,9 +54,7 @@ def autoregressive_scores(model: torch.nn.Module, image_codes: torch.Tensor, pro
 
 
 def _check_samples(samples: int, num_train_timesteps: int) -> None:
-    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= num_train_timesteps:
-        raise ValueError(f"samples must be an int in [1, {num_train_timesteps}] (Monte Carlo draws per image), "
-                         f"got {samples!r}")
+    check_int(samples, "samples", 1, num_train_timesteps, hint="Monte Carlo draws per image")
 
 
 def stratified_timesteps(samples: int, num_train_timesteps: int, generator: torch.Generator | None = None

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlm_primer.validate import check_choice, check_finite, value_checks_enabled
+from vlm_primer.validate import check_choice, check_finite, check_int, value_checks_enabled
 
 __all__ = ["BETA_SCHEDULES", "NoiseSchedule", "SPACINGS", "Step", "add_noise", "ddim_step", "ddpm_step",
            "inference_timesteps"]
@@ -86,9 +86,7 @@ class NoiseSchedule(nn.Module):
         """``linear``: ``beta`` evenly spaced from ``beta_start`` to ``beta_end`` (DDPM); ``scaled_linear``: evenly
         spaced in ``sqrt(beta)`` (Stable Diffusion); ``cosine`` (= ``diffusers``' ``squaredcos_cap_v2``): the
         improved-DDPM cosine schedule, which ignores ``beta_start``/``beta_end``."""
-        if not isinstance(num_train_timesteps, numbers.Integral) or isinstance(num_train_timesteps, bool) \
-                or num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
+        check_int(num_train_timesteps, "num_train_timesteps", 2)
         check_choice(kind, BETA_SCHEDULES, "kind")
         for name, v in (("beta_start", beta_start), ("beta_end", beta_end)):
             check_finite(v, name)
@@ -220,14 +218,8 @@ def inference_timesteps(num_train_timesteps: int, num_inference_steps: int, spac
     * ``trailing``: ``round(T, T - T/n, ...) - 1``: ``999, 899, ..., 99`` (starts at the noisiest step);
     * ``linspace``: ``round(linspace(0, T - 1, n))`` reversed: ``999, 888, ..., 0``.
     """
-    for name, v in (("num_train_timesteps", num_train_timesteps), ("num_inference_steps", num_inference_steps)):
-        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-            raise TypeError(f"{name} must be an int, got {v!r} ({type(v).__name__})")
-    T, n = int(num_train_timesteps), int(num_inference_steps)
-    if T < 1:
-        raise ValueError(f"num_train_timesteps must be >= 1, got {T}")
-    if not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must lie in [1, num_train_timesteps={T}], got {n}")
+    T = check_int(num_train_timesteps, "num_train_timesteps")
+    n = check_int(num_inference_steps, "num_inference_steps", 1, T, hint="at most num_train_timesteps")
     check_choice(spacing, SPACINGS, "spacing")
     if spacing == "linspace":
         ts = np.linspace(0, T - 1, n).round()[::-1].copy().astype(np.int64)

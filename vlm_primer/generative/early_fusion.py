@@ -47,7 +47,7 @@ from vlm_primer.config import PresetConfig
 from vlm_primer.nn import DecoderConfig, DecoderLM
 from vlm_primer.nn.attention import KVCache
 from vlm_primer.nn.decoding import DECODING, decode, pick_next
-from vlm_primer.validate import (check_choice, check_finite, check_mask, check_same_batch, check_tokens,
+from vlm_primer.validate import (check_choice, check_finite, check_int, check_mask, check_same_batch, check_tokens,
                                  value_checks_enabled)
 
 __all__ = ["DIRECTIONS", "EarlyFusion", "EarlyFusionConfig", "EarlyFusionOutput", "LOSS_ON"]
@@ -467,5 +467,4 @@ def _logits(decoder: DecoderLM, input_ids: torch.Tensor, **kwargs) -> torch.Tens
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int(batch_size, "batch_size")

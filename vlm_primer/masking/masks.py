@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import torch
 from einops import rearrange
 
-from vlm_primer.validate import check_tokens
+from vlm_primer.validate import check_int, check_tokens
 
 IGNORE_INDEX = -100  # labels of unmasked positions: the loss skips them (PyTorch's cross-entropy default)
 
@@ -78,8 +78,7 @@ def span_mask(lengths: Any, max_len: int, ratio: float, span: int = 3,
     """Contiguous-span masking for text: a bool ``(B, max_len)`` mask hiding about ``ratio`` of each row's first
     ``lengths[b]`` positions, in spans of ``span`` tokens (SpanBERT-style; at least one token when ``ratio > 0``)."""
     ratio = _check_ratio(ratio, "ratio")
-    if not isinstance(span, int) or span < 1:
-        raise ValueError(f"span must be a positive integer, got {span!r}")
+    check_int(span, "span")
     lengths = torch.as_tensor(lengths, dtype=torch.long).flatten()
     if (lengths < 0).any() or (lengths > max_len).any():
         raise ValueError(f"lengths must lie in [0, {max_len}], got {lengths.tolist()}")

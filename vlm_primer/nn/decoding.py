@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from vlm_primer.validate import check_finite
+from vlm_primer.validate import check_finite, check_int
 
 __all__ = ["DECODING", "Stepper", "beam_search", "decode", "filter_logits", "pick_next", "sample_tokens"]
 
@@ -44,8 +44,8 @@ def _check_sampling(temperature: float, top_k: int | None, top_p: float) -> None
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+    if top_k is not None:
+        check_int(top_k, "top_k", hint="or None")
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -83,8 +83,7 @@ def _check_prompt(prompt: torch.Tensor, max_new_tokens: int) -> None:
             or prompt.shape[0] == 0 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be integer ids (B, L) with B, L >= 1, got "
                          f"{tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    check_int(max_new_tokens, "max_new_tokens")
 
 
 @torch.no_grad()
@@ -121,8 +120,7 @@ def beam_search(step: Stepper, prompt: torch.Tensor, max_new_tokens: int, *, num
     padded with ``pad_token_id`` after ``<eos>`` (to the longest result). ``step`` must run on ``B * num_beams``
     rows, each prompt repeated ``num_beams`` times in a row (``repeat_interleave``)."""
     _check_prompt(prompt, max_new_tokens)
-    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"num_beams must be a positive int, got {num_beams!r}")
+    check_int(num_beams, "num_beams")
     check_finite(length_penalty, "length_penalty")
     batch, prompt_len = prompt.shape
     k, device = num_beams, prompt.device

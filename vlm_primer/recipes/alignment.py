@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
+from vlm_primer.validate import check_int
 from vlm_primer.world.language import NP, Exists, holds, realize
 from vlm_primer.world.scene import Scene, WorldConfig
 
@@ -208,8 +209,7 @@ def preference_pairs(n: int, config: WorldConfig | None = None, seed: int = 0, *
     meanings, for :func:`~vlm_primer.world.holds`) and ``index``."""
     from vlm_primer.world import SceneDataset, render
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1 (the number of pairs), got {n!r}")
+    check_int(n, "n", hint="the number of pairs")
     if isinstance(kinds, str) or not kinds or any(k not in PAIR_KINDS for k in kinds):
         raise ValueError(f"kinds must be a non-empty list drawn from {PAIR_KINDS}, got {kinds!r}")
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
@@ -249,17 +249,15 @@ def dpo_collate(image_tokens: int, *, tokenizer: Any = None, transform: Callable
     to the same width (so they can run as one). Each row is the chat ``<|user|><image>prompt<|end|><|assistant|>
     answer<|end|>`` with ``<image>`` expanded into ``image_tokens`` placeholders (the model's ``tokens_per_image``);
     the answer and its ``<|end|>`` are the only labels. ``transform``: the vision tower's (``zoo.preprocess``)."""
-    from vlm_primer.backbones.data import llava_collate
+    from vlm_primer.backbones.data import image_turn, llava_collate
     from vlm_primer.text import Tokenizer, encode_chat
 
-    if isinstance(image_tokens, bool) or not isinstance(image_tokens, int) or image_tokens < 1:
-        raise ValueError(f"image_tokens must be a positive int (the model's tokens_per_image), got {image_tokens!r}")
+    check_int(image_tokens, "image_tokens", hint="the model's tokens_per_image")
     tok = tokenizer or Tokenizer.load()
     pad = llava_collate(pad_id)
 
     def item(pair: dict[str, Any], answer: str) -> dict[str, Any]:
-        messages = [{"role": "user", "content": "<image>" + pair["prompt"]}, {"role": "assistant", "content": answer}]
-        ids, target = encode_chat(tok, messages, add_bos=True)
+        ids, target = encode_chat(tok, image_turn(pair["prompt"], answer), add_bos=True)
         ids, target = expand_image_tokens(ids, image_id, image_tokens, target)
         image = pair["image"] if transform is None else transform(pair["image"])
         return {"input_ids": ids, "target": target, "image": image}

@@ -22,6 +22,7 @@ from torch import nn
 
 from vlm_primer.contrastive import CLIP, CLIPConfig, SigLIP, SigLIPConfig
 from vlm_primer.nn import DecoderConfig, DecoderLM, TextConfig, TextTransformer, ViT, ViTConfig
+from vlm_primer.validate import check_int
 
 __all__ = ["GPU", "GPUS", "Budget", "FlopCount", "Memory", "Part", "budget", "clip_vit_l14", "flops", "gpu_of",
            "memory", "survey_claims"]
@@ -68,10 +69,9 @@ def gpu_of(device_name: str) -> GPU | None:
 
 # ----------------------------------------------------------------------------- input checks
 
-def _positive(value, name: str, integer: bool = True):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+def _positive(value, name: str):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     return value
 
 
@@ -259,7 +259,7 @@ def flops(model_or_config, batch: int, *, images: bool = True, texts: bool = Tru
     Elementwise work (norms, GELU, softmax) is not counted, as in ``FlopCounterMode``.
     """
     cfg = _config(model_or_config)
-    batch, mask_ratio = _positive(batch, "batch"), _mask_ratio(mask_ratio)
+    batch, mask_ratio = check_int(batch, "batch"), _mask_ratio(mask_ratio)
     parts = _parts(cfg, batch, images, texts, mask_ratio)
     for p in parts.values():
         matmul = 3 * p.matmul - p.on_pixels if train else p.matmul
@@ -330,7 +330,7 @@ def memory(model_or_config, batch: int, *, precision: str = "bf16", optimizer: s
     Activations: :func:`_activation_bytes` per transformer stack; embeddings, heads and the loss are left out.
     """
     cfg = _config(model_or_config)
-    batch, mask_ratio = _positive(batch, "batch"), _mask_ratio(mask_ratio)
+    batch, mask_ratio = check_int(batch, "batch"), _mask_ratio(mask_ratio)
     nbytes = BYTES[_choice(precision, BYTES, "precision")]
     state = OPTIMIZER_BYTES[_choice(optimizer, OPTIMIZER_BYTES, "optimizer")]
     n = _parameter_count(model_or_config)
@@ -358,7 +358,7 @@ class Budget:
 
     def days_on(self, gpus: int) -> float:
         """Wall-clock days on ``gpus`` GPUs (perfect scaling at the given MFU)."""
-        return self.gpu_hours / _positive(gpus, "gpus") / 24
+        return self.gpu_hours / check_int(gpus, "gpus") / 24
 
     def __str__(self) -> str:
         gib = 2**30
@@ -390,9 +390,9 @@ def budget(model_or_config, batch: int, samples_seen: float, gpu: str = "A100-80
     spec = GPUS[_choice(gpu, GPUS, "GPU")]
     if isinstance(mfu, bool) or not isinstance(mfu, numbers.Real) or not 0 < mfu <= 1:
         raise ValueError(f"mfu must lie in (0, 1], got {mfu!r}")
-    _positive(samples_seen, "samples_seen", integer=False)
+    _positive(samples_seen, "samples_seen")
     if days is not None:
-        _positive(days, "days", integer=False)
+        _positive(days, "days")
     if precision == "bf16" and not spec.bf16:
         raise ValueError(f"the {gpu} has no bf16 tensor cores: use precision='fp16'")
     count = flops(model_or_config, batch, train=True, mask_ratio=mask_ratio)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from vlm_primer.generative.capfilt import WEB_NOISE, corrupt_captions, removal_report
+from vlm_primer.validate import check_int
 from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 from vlm_primer.world.splits import split_compositions
 
@@ -78,8 +79,7 @@ def concept_weights(concept: str, exponent: float = 0.0, *, tail: int = 0, rank_
     cfg = config or WorldConfig()
     allowed, _ = split_compositions("train", cfg, None)
     keys = sorted({_concept_key(c, s, _check_concept(concept)) for c, s in allowed})
-    if isinstance(tail, bool) or not isinstance(tail, int) or not 0 <= tail < len(keys):
-        raise ValueError(f"tail must be an int in [0, {len(keys) - 1}] ({len(keys)} {concept}s), got {tail!r}")
+    check_int(tail, "tail", 0, len(keys) - 1, hint=f"{len(keys)} {concept}s")
     w = zipf_weights(keys, exponent, rank_seed)
     shown = list(w)[:len(keys) - tail]
     total = sum(w[k] for k in shown)
@@ -149,9 +149,8 @@ def plant_duplicates(items: Sequence[dict[str, Any]], *, exact: int, near: int, 
     -1), so that a deduplication method can be scored with :func:`duplicate_report`."""
     from vlm_primer.world import render
 
-    for name, value in (("exact", exact), ("near", near)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    check_int(exact, "exact", 0)
+    check_int(near, "near", 0)
     if exact + near > len(items):
         raise ValueError(f"cannot plant {exact} + {near} duplicates of distinct originals among {len(items)} items")
     rng = np.random.default_rng([seed, 23])
@@ -225,8 +224,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> tuple[tor
     """Spherical k-means (cosine) on the rows of ``x`` with k-means++ seeding: ``(centroids (k, D), labels (N,))``."""
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty (N, D) tensor, got shape {tuple(x.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(x):
-        raise ValueError(f"k must be an int in [1, {len(x)}] (the number of rows), got {k!r}")
+    check_int(k, "k", 1, len(x), hint="at most the number of rows")
     x = F.normalize(x.float(), dim=-1)
     g = torch.Generator().manual_seed(seed)
     centers = [x[torch.randint(len(x), (1,), generator=g)].squeeze(0)]
@@ -290,8 +288,7 @@ def keep_top(scores: torch.Tensor | Sequence[float], fraction: float) -> list[bo
 
 def keep_random(n: int, fraction: float, seed: int = 0) -> list[bool]:
     """The control of :func:`keep_top`: ``round(fraction * n)`` of ``n`` pairs kept at random."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    check_int(n, "n")
     keep = np.zeros(n, dtype=bool)
     keep[np.random.default_rng([seed, 29]).permutation(n)[:round(_check_fraction(fraction) * n)]] = True
     return keep.tolist()

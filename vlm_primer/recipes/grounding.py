@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.language import NP, np_words
 from vlm_primer.world.render import boxes as scene_boxes
 from vlm_primer.world.render import render
@@ -198,9 +199,7 @@ class BoxHead(nn.Module):
 # --- Kosmos-2 location tokens ----------------------------------------------------------------------------------
 
 def _check_bins(num_bins: Any) -> int:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or not 1 <= num_bins <= 99:
-        raise ValueError(f"num_bins must be an int in [1, 99] (bins per side; Kosmos-2 uses 32), got {num_bins!r}")
-    return int(num_bins)
+    return check_int(num_bins, "num_bins", 1, 99, hint="bins per side; Kosmos-2 uses 32")
 
 
 def box_to_location_tokens(box_xyxy: Any, num_bins: int = 32) -> torch.Tensor:

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlm_primer.recipes.quant import NF4Linear
+from vlm_primer.validate import check_int
 
 __all__ = ["PEFT_METHODS", "LoRALinear", "VeRALinear", "apply_lora", "apply_peft", "apply_qlora", "apply_vera",
            "merge_adapters", "trainable_parameters", "unmerge_adapters", "vera_projections"]
@@ -63,9 +64,7 @@ def _check_linear(base, name: str = "base") -> nn.Linear:
 
 
 def _check_rank(r) -> int:
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"r must be a positive int (the adapter rank), got {r!r}")
-    return r
+    return check_int(r, "r", hint="the adapter rank")
 
 
 def _check_positive(value, name: str) -> float:
@@ -189,9 +188,8 @@ def vera_projections(r: int, in_features: int, out_features: int, seed: int = 0)
     Kaiming-uniform (``bound = sqrt(6 / fan_in)``) from a CPU generator seeded with ``seed``, ``A`` first: the
     values ``peft`` draws from ``VeraConfig.projection_prng_key``."""
     _check_rank(r)
-    for name, v in (("in_features", in_features), ("out_features", out_features)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_int(in_features, "in_features")
+    check_int(out_features, "out_features")
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
     def kaiming(shape):

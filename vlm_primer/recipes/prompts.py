@@ -40,7 +40,7 @@ from vlm_primer.nn.text import pool_positions
 from vlm_primer.nn.vit import ViTOutput
 from vlm_primer.recipes.peft import trainable_parameters
 from vlm_primer.text import Tokenizer
-from vlm_primer.validate import check_finite, check_images
+from vlm_primer.validate import check_finite, check_images, check_int
 
 __all__ = ["CLIPAdapter", "CoOp", "VPT", "class_text_embeddings", "trainable_parameters", "zero_shot_logits"]
 
@@ -54,12 +54,6 @@ def _frozen_clip(clip) -> CLIP:
     for p in clip.parameters():
         p.requires_grad_(False)
     return clip
-
-
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _check_bool(value, name: str) -> bool:
@@ -162,7 +156,7 @@ class CoOp(nn.Module):
         init_ids = tokenizer.encode(init, add_eos=False) if init is not None else []
         if init is not None and not init_ids:
             raise ValueError(f"init={init!r} tokenises to nothing: give a phrase such as 'a photo of a', or None")
-        n_ctx = (len(init_ids) or 4) if n_ctx is None else _check_int(n_ctx, "n_ctx", 1)
+        n_ctx = (len(init_ids) or 4) if n_ctx is None else check_int(n_ctx, "n_ctx", 1)
         if init is not None and n_ctx != len(init_ids):
             raise ValueError(f"n_ctx={n_ctx} but init={init!r} is {len(init_ids)} tokens: pass n_ctx={len(init_ids)} "
                              "or init=None")
@@ -242,7 +236,7 @@ class VPT(nn.Module):
     def __init__(self, clip: CLIP, n_prompts: int = 4, deep: bool = False) -> None:
         super().__init__()
         self.clip = _frozen_clip(clip)
-        self.n_prompts = _check_int(n_prompts, "n_prompts", 0)
+        self.n_prompts = check_int(n_prompts, "n_prompts", 0)
         self.deep = _check_bool(deep, "deep")
         vit, cfg = clip.vision, clip.cfg.vision
         if len(vit.transformer.inserted):
@@ -310,7 +304,7 @@ class CLIPAdapter(nn.Module):
         self.clip = _frozen_clip(clip)
         self.alpha = _check_ratio(alpha, "alpha")
         d = clip.cfg.embed_dim
-        self.reduction = _check_int(reduction, "reduction", 1)
+        self.reduction = check_int(reduction, "reduction", 1)
         if d // reduction < 1:
             raise ValueError(f"reduction={reduction} leaves no hidden unit for embed_dim={d}")
         self.text_alpha = None if text_alpha is None else _check_ratio(text_alpha, "text_alpha")

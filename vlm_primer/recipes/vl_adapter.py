@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from vlm_primer.nn.transformer import Transformer
+from vlm_primer.validate import check_int
 
 __all__ = ["AdaptedSublayer", "BottleneckAdapter", "adapter_parameters", "apply_adapters", "set_task"]
 
@@ -34,9 +35,8 @@ class BottleneckAdapter(nn.Module):
 
     def __init__(self, dim: int, reduction: int = 8) -> None:
         super().__init__()
-        for value, name in ((dim, "dim"), (reduction, "reduction")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(dim, "dim")
+        check_int(reduction, "reduction")
         if reduction > dim:
             raise ValueError(f"reduction={reduction} leaves no bottleneck of a {dim}-wide layer")
         self.down, self.up = nn.Linear(dim, dim // reduction), nn.Linear(dim // reduction, dim)

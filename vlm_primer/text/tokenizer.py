@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 
 from vlm_primer.text.special import SPECIAL_TOKENS
+from vlm_primer.validate import check_int
 
 TOKENIZER_ENV = "VLM_PRIMER_TOKENIZER"
 
@@ -156,8 +157,8 @@ class Tokenizer:
             raise ValueError("texts must be a non-empty list of strings")
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must all be str")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1 + add_bos + add_eos):
-            raise ValueError(f"max_length must be an int >= {1 + add_bos + add_eos}, got {max_length!r}")
+        if max_length is not None:
+            check_int(max_length, "max_length", 1 + add_bos + add_eos, hint="room for a token and the specials")
         if padding not in (True, False, "longest", "max_length"):
             raise ValueError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
         if padding == "max_length" and max_length is None:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, default_collate
 
 from vlm_primer.training import distributed as D
+from vlm_primer.validate import check_int
 
 
 class ResumableSampler(Sampler[int]):
@@ -35,8 +36,7 @@ class ResumableSampler(Sampler[int]):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        if not isinstance(num_samples, int) or num_samples < 0:
-            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
+        check_int(num_samples, "num_samples", 0)
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.rank = D.rank() if rank is None else rank
         self.world_size = D.world_size() if world_size is None else world_size
@@ -114,8 +114,7 @@ class ResumableLoader:
     ) -> None:
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"ResumableLoader needs a map-style dataset (__len__ and __getitem__), got {type(dataset).__name__}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int(batch_size, "batch_size")
         self.dataset, self.batch_size = dataset, batch_size
         self.collate_fn = collate_fn or default_collate
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed

@@ -28,6 +28,7 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from vlm_primer.training import distributed as D
+from vlm_primer.validate import check_int
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 
@@ -61,8 +62,7 @@ def write_shards(
     running index) and ``meta`` (a JSON-able dict, stored as ``.json``). Refuses to write into a
     directory that already holds ``{prefix}-*.tar`` shards.
     """
-    if not isinstance(maxcount, int) or maxcount < 1:
-        raise ValueError(f"maxcount must be an int >= 1, got {maxcount!r}")
+    check_int(maxcount, "maxcount")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{prefix}-*.tar")))
@@ -160,8 +160,7 @@ class ShardLoader:
         missing = [u for u in self.urls if "://" not in u and not u.startswith("pipe:") and not os.path.exists(u)]
         if missing:
             raise FileNotFoundError(f"{len(missing)} shard(s) not found, e.g. {missing[0]!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int(batch_size, "batch_size")
         self.batch_size, self.collate_fn = batch_size, collate_fn or collate_samples
         self.shuffle_buffer, self.shuffle_shards, self.seed = shuffle_buffer, shuffle_shards, seed
         self.num_workers, self.partial = num_workers, partial

@@ -16,9 +16,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from vlm_primer.backbones.data import llava_collate
+from vlm_primer.backbones.data import image_turn, llava_collate
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
 from vlm_primer.text import Tokenizer, encode_chat
+from vlm_primer.validate import check_int
 from vlm_primer.world.video import describe_clip
 
 __all__ = ["CAPTION_VIDEO_REQUEST", "VideoChatDataset", "frame_indices", "video_collate"]
@@ -29,8 +30,7 @@ CAPTION_VIDEO_REQUEST = "what happens in the video?"
 def frame_indices(num_frames: int, k: int) -> list[int]:
     """``k`` frame indices spread evenly over ``num_frames`` frames, first and last included (``k=1``: the middle
     frame, the one a clip shares with its reversal when ``num_frames`` is odd)."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_frames:
-        raise ValueError(f"k must be an int in [1, num_frames={num_frames}], got {k!r}")
+    check_int(k, "k", 1, num_frames, hint="at most num_frames")
     if k == 1:
         return [num_frames // 2]
     return [int(i) for i in np.round(np.linspace(0, num_frames - 1, k))]
@@ -54,8 +54,7 @@ class VideoChatDataset(torch.utils.data.Dataset):
         item = self.questions[index]
         ask, answer = (CAPTION_VIDEO_REQUEST, describe_clip(item["clip"])) if self.captions else \
             (item["question"], item["answer"])
-        messages = [{"role": "user", "content": "<image>" + ask}, {"role": "assistant", "content": answer}]
-        ids, target = encode_chat(self.tokenizer, messages, add_bos=True)
+        ids, target = encode_chat(self.tokenizer, image_turn(ask, answer), add_bos=True)
         frames = item["frames"] if self.transform is None else self.transform(item["frames"])
         return {"input_ids": ids, "target": target, "frames": frames, "index": item["index"],
                 "qtype": "caption" if self.captions else item["qtype"]}

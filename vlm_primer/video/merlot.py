@@ -38,10 +38,9 @@ from vlm_primer.masking.flava import masked_prediction
 from vlm_primer.masking.masks import bert_mask_tokens
 from vlm_primer.nn import (BertLMHead, TextConfig, TextTransformer, Transformer, ViT, ViTConfig, init_weights,
                            learned_positions)
-from vlm_primer.validate import as_tensor, check_labels, check_mask, check_same_batch, check_tokens
+from vlm_primer.validate import as_tensor, check_int, check_labels, check_mask, check_same_batch, check_tokens
 from vlm_primer.video.order import (FrameShuffle, PairwiseOrderHead, check_frames, flatten_frames, gather_frames,
                                     order_loss, pairwise_order_targets, shuffle_frames)
-from vlm_primer.video.token_merging import _check_int
 
 __all__ = ["Merlot", "MerlotConfig", "MerlotOutput", "train_merlot"]
 
@@ -253,7 +252,7 @@ def train_merlot(model: Merlot, frames: torch.Tensor, input_ids: Any, attention_
     One generator seeded with ``seed`` draws the batches and the frames to shuffle, so a run is a function of its
     arguments. Returns the model in eval mode. Notebook 08, §Frame order, trains its reordering model with it."""
     for name, value in (("steps", steps), ("batch", batch), ("warmup", warmup)):
-        _check_int(value, name)
+        check_int(value, name)
     if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty (N, T, 3, H, W) tensor of clips, got "
                          f"{getattr(frames, 'shape', type(frames).__name__)}")

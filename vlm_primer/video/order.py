@@ -25,7 +25,7 @@ from torch import nn
 
 from vlm_primer.masking.masks import IGNORE_INDEX
 from vlm_primer.nn import Transformer, init_weights
-from vlm_primer.validate import check_images
+from vlm_primer.validate import check_images, check_int
 
 __all__ = ["FramePositionHead", "FrameShuffle", "OrderAccuracy", "OrderPairs", "PairwiseOrderHead", "check_frames",
            "flatten_frames", "gather_frames", "order_accuracy", "order_loss", "pairwise_order_targets",
@@ -70,9 +70,8 @@ def shuffle_frames(batch: int, num_frames: int, fraction: float, generator: torc
     picked frame may stay put); the other frames keep their slots. ``fraction=0``: nothing moves."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    for name, n in (("batch", batch), ("num_frames", num_frames)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name} must be a positive int, got {n!r}")
+    check_int(batch, "batch")
+    check_int(num_frames, "num_frames")
     k = int(round(fraction * num_frames))
     picked = torch.rand(batch, num_frames, generator=generator).argsort(dim=1)[:, :k].sort(dim=1).values
     moved = torch.rand(batch, k, generator=generator).argsort(dim=1)

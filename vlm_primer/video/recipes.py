@@ -17,13 +17,14 @@ import torch
 
 from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.backbones.inference import decode_reply, left_pad
+from vlm_primer.backbones.stages import train_stage
 from vlm_primer.text import Tokenizer
-from vlm_primer.training import ResumableLoader, TrainConfig, Trainer
+from vlm_primer.training import TrainConfig
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 from vlm_primer.validate import check_choice
 from vlm_primer.video.data import VideoChatDataset, frame_indices, video_collate
-from vlm_primer.world.video import render_clip
 from vlm_primer.video.llava_next_video import LlavaNextVideo, LlavaNextVideoConfig
+from vlm_primer.world.video import render_clip
 
 __all__ = ["FRAME_COUNTS", "VIDEO_WORLD", "ask_videos", "tiny_video_llava", "train_video", "video_chat_data",
            "video_qa_eval", "video_qa_set"]
@@ -74,16 +75,12 @@ def train_video(model: LlavaNextVideo, data: torch.utils.data.Dataset, steps: in
                 lr: float = 1e-3, frame_counts: Sequence[int] = FRAME_COUNTS, train_vision: bool = False,
                 seed: int = 0, progress: bool = False, **config: Any) -> list[dict[str, float]]:
     """LLaVA's stage 2 on video conversations (connector + LM; the tower too with ``train_vision``) for ``steps``
-    batches, each batch at one of ``frame_counts`` frames; returns the Trainer's history."""
-    model.set_stage(2, train_vision=train_vision)
-    cfg = TrainConfig(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=min(30, steps // 5), weight_decay=0.0,
-                      log_every=max(1, steps // 20), seed=seed, device="cpu", progress=progress,
-                      live_plot=False).replace(**config)
+    batches, each batch at one of ``frame_counts`` frames (:func:`~vlm_primer.backbones.stages.train_stage` with
+    :func:`~vlm_primer.video.data.video_collate`); returns the Trainer's history."""
     collate = video_collate(model.cfg.tokens_per_frame, frame_counts, pad_id=model.cfg.text.pad_token_id,
                             video_id=model.cfg.video_token_id)
-    history = Trainer(model, ResumableLoader(data, batch, collate_fn=collate, shuffle=True, seed=seed), cfg).fit()
-    model.eval()
-    return history
+    return train_stage(model, 2, data, steps, batch=batch, lr=lr, train_vision=train_vision, seed=seed,
+                       progress=progress, collate_fn=collate, **config)
 
 
 @torch.no_grad()

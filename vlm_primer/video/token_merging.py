@@ -27,16 +27,9 @@ from einops import rearrange, reduce
 from torch import nn
 
 from vlm_primer.backbones.connectors import LinearConnector
+from vlm_primer.validate import check_int
 
 __all__ = ["TokenBudget", "TokenMerger", "frames_that_fit", "merge_tokens", "pool_tokens", "token_budget"]
-
-
-def _check_int(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low:
-        raise ValueError(f"{name} must be {'positive' if low == 1 else f'>= {low}'}, got {value}")
-    return value
 
 
 def _check_tokens(tokens: Any, m: int) -> None:
@@ -44,7 +37,7 @@ def _check_tokens(tokens: Any, m: int) -> None:
         raise TypeError(f"tokens must be a torch.Tensor (B, N, D), got {type(tokens).__name__}")
     if tokens.ndim != 3:
         raise ValueError(f"tokens must have shape (B, N, D), got shape {tuple(tokens.shape)}")
-    _check_int(m, "m")
+    check_int(m, "m")
     if tokens.shape[1] % m:
         raise ValueError(f"tokens: N={tokens.shape[1]} tokens per frame is not divisible by m={m}: the last group "
                          f"would have {tokens.shape[1] % m} tokens")
@@ -70,8 +63,8 @@ class TokenMerger(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, m: int = 4) -> None:
         super().__init__()
-        self.in_dim, self.m = _check_int(in_dim, "in_dim"), _check_int(m, "m")
-        self.proj = LinearConnector(m * in_dim, _check_int(out_dim, "out_dim"))
+        self.in_dim, self.m = check_int(in_dim, "in_dim"), check_int(m, "m")
+        self.proj = LinearConnector(m * in_dim, check_int(out_dim, "out_dim"))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, N, in_dim)`` -> ``(B, N / m, out_dim)``."""
@@ -96,9 +89,9 @@ def frames_that_fit(tokens_per_frame: int, merge: int = 1, context_length: int =
     """The most frames whose ``tokens_per_frame / merge`` visual tokens (and ``subtitle_tokens_per_frame`` subtitle
     tokens, as MiniGPT4-Video interleaves each frame with its subtitle) fit in ``context_length`` beside
     ``text_tokens`` of prompt and answer; 0 when not even one does."""
-    subtitles = _check_int(subtitle_tokens_per_frame, "subtitle_tokens_per_frame", 0)
+    subtitles = check_int(subtitle_tokens_per_frame, "subtitle_tokens_per_frame", 0)
     per_frame = _per_frame(tokens_per_frame, merge) + subtitles
-    room = _check_int(context_length, "context_length") - _check_int(text_tokens, "text_tokens", 0)
+    room = check_int(context_length, "context_length") - check_int(text_tokens, "text_tokens", 0)
     return max(room, 0) // per_frame
 
 
@@ -107,17 +100,17 @@ def token_budget(num_frames: int, tokens_per_frame: int, merge: int = 1, context
     """What ``num_frames`` frames of ``tokens_per_frame`` tokens, reduced ``merge``-fold (merging or pooling: the
     same count), cost in a context of ``context_length`` beside ``text_tokens``; see :class:`TokenBudget`."""
     per_frame = _per_frame(tokens_per_frame, merge)
-    visual = _check_int(num_frames, "num_frames") * per_frame
-    subtitles = num_frames * _check_int(subtitle_tokens_per_frame, "subtitle_tokens_per_frame", 0)
-    total = visual + subtitles + _check_int(text_tokens, "text_tokens", 0)
+    visual = check_int(num_frames, "num_frames") * per_frame
+    subtitles = num_frames * check_int(subtitle_tokens_per_frame, "subtitle_tokens_per_frame", 0)
+    total = visual + subtitles + check_int(text_tokens, "text_tokens", 0)
     return TokenBudget(tokens_per_frame=per_frame, visual_tokens=visual, total_tokens=total,
-                       context_length=_check_int(context_length, "context_length"), fits=total <= context_length,
+                       context_length=check_int(context_length, "context_length"), fits=total <= context_length,
                        max_frames=frames_that_fit(tokens_per_frame, merge, context_length, text_tokens,
                                                   subtitle_tokens_per_frame))
 
 
 def _per_frame(tokens_per_frame: int, merge: int) -> int:
-    _check_int(tokens_per_frame, "tokens_per_frame")
-    if tokens_per_frame % _check_int(merge, "merge"):
+    check_int(tokens_per_frame, "tokens_per_frame")
+    if tokens_per_frame % check_int(merge, "merge"):
         raise ValueError(f"tokens_per_frame={tokens_per_frame} is not divisible by merge={merge}")
     return tokens_per_frame // merge

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.language import CAPTION_KINDS, Caption, caption_scene, describe, paraphrases
 from vlm_primer.world.negatives import hard_negative
 from vlm_primer.world.render import boxes as scene_boxes
@@ -48,8 +49,7 @@ class SceneDataset(Dataset):
         self.config = config if config is not None else WorldConfig()
         if not isinstance(self.config, WorldConfig):
             raise TypeError(f"config must be a WorldConfig, got {type(self.config).__name__}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_int(seed, "seed", 0)
         self.size, self.seed = size, seed
         self.num_objects = check_num_objects(
             (self.config.min_objects, self.config.max_objects) if num_objects is None else num_objects

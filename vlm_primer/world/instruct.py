@@ -18,6 +18,7 @@ import itertools
 import numpy as np
 
 from vlm_primer.text.chat import IMAGE_TOKEN
+from vlm_primer.validate import check_int
 from vlm_primer.world.language import NP, np_words, referring_np
 from vlm_primer.world.render import object_box
 from vlm_primer.world.scene import Obj, Scene, clear_relations
@@ -61,8 +62,7 @@ def _user(text: str, first: bool) -> dict[str, str]:
 
 def conversation(scene: Scene, rng: np.random.Generator, turns: int = 3, **kw) -> list[dict[str, str]]:
     """A multi-turn conversation: ``turns`` questions of different types, each answered in a sentence."""
-    if not isinstance(turns, int) or turns < 1:
-        raise ValueError(f"turns must be an int >= 1, got {turns!r}")
+    check_int(turns, "turns")
     messages: list[dict[str, str]] = []
     for qtype in rng.permutation(list(CONVERSATION_TYPES)):
         q = ask(scene, rng, str(qtype), **kw)

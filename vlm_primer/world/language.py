@@ -24,6 +24,7 @@ from typing import Union
 
 import numpy as np
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.scene import Obj, Scene, clear_relations, relation_holds
 from vlm_primer.world.vocab import (
     COLOR_WORDS,
@@ -85,8 +86,7 @@ class Count:
     np: NP
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or not 1 <= self.n < len(NUMBER_WORDS):
-            raise ValueError(f"Count.n must be an int in [1, {len(NUMBER_WORDS) - 1}], got {self.n!r}")
+        check_int(self.n, "Count.n", 1, len(NUMBER_WORDS) - 1)
 
 
 @dataclass(frozen=True)

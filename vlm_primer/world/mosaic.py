@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.render import render
 from vlm_primer.world.scene import Scene
 from vlm_primer.world.tasks import ShapesVQADataset
@@ -33,9 +34,7 @@ def _check_scene(scene: Any) -> Scene:
 
 
 def _check_grid(grid: Any) -> int:
-    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1:
-        raise ValueError(f"grid must be a positive int (cells per side), got {grid!r}")
-    return grid
+    return check_int(grid, "grid", hint="cells per side")
 
 
 def spread_scene(scene: Scene, rng: np.random.Generator, grid: int = 2) -> Scene:

@@ -12,6 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.scene import Composition, Scene, WorldConfig, sample_scene
 from vlm_primer.world.vocab import check_color, check_shape
 
@@ -55,11 +56,8 @@ def check_held_out(held_out: Iterable[Composition] | None) -> tuple[Composition,
 def split_rng(split: str, index: int, seed: int = 0) -> np.random.Generator:
     """The generator of scene ``index`` of ``split``."""
     check_split(split)
-    if not isinstance(index, (int, np.integer)) or index < 0:
-        raise ValueError(f"index must be a non-negative int, got {index!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
+    index, seed = check_int(index, "index", 0), check_int(seed, "seed", 0)
+    return np.random.default_rng([seed, SPLIT_IDS[split], index])
 
 
 def split_compositions(
@@ -86,9 +84,8 @@ def distinct_pool(
     """The first-object compositions a ``distinct`` block of ``split`` draws from (``required`` if the
     split has them, else ``allowed``, as ``split_compositions`` returns them); checks ``distinct``."""
     pool = sorted(required if required is not None else allowed)
-    if not isinstance(distinct, int) or isinstance(distinct, bool) or not 1 <= distinct <= len(pool):
-        raise ValueError(f"distinct must be an int in [1, {len(pool)}] (the {split!r} split has {len(pool)} "
-                         f"first-object compositions), got {distinct!r}")
+    check_int(distinct, "distinct", 1, len(pool), hint=f"the {split!r} split has {len(pool)} first-object "
+              "compositions")
     return pool
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.render import render_numpy
 from vlm_primer.world.scene import Scene, WorldConfig, sample_scene
 from vlm_primer.world.vqa import Question, _the, unique_ref
@@ -102,8 +103,7 @@ def simulate(scene: Scene, velocities, num_frames: int = 9, *, collide: bool = T
     from frame ``t`` on (behind a screen: an impossible clip, unless it was meant to vanish)."""
     if not isinstance(scene, Scene) or len(scene) == 0:
         raise TypeError(f"scene must be a Scene with objects, got {scene!r}")
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 2 <= num_frames <= 256:
-        raise ValueError(f"num_frames must be an int in [2, 256], got {num_frames!r}")
+    check_int(num_frames, "num_frames", 2, 256)
     n = len(scene)
     v = _check_velocities(velocities, n)
     if vanish is not None and not (0 <= vanish[0] < n and 0 < vanish[1] < num_frames):

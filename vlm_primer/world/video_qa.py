@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vlm_primer.validate import check_choice
+from vlm_primer.validate import check_choice, check_int
 from vlm_primer.world.scene import Composition, Scene, WorldConfig
 from vlm_primer.world.datasets import SceneDataset
 from vlm_primer.world.splits import split_compositions, split_rng
@@ -49,9 +49,7 @@ class VideoQADataset(SceneDataset):
                  held_out: Iterable[Composition] | None = None) -> None:
         super().__init__(split, size, config, seed, num_objects, held_out)
         self.suite = check_choice(suite, SUITES, "suite")
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 2 <= num_frames <= 64:
-            raise ValueError(f"num_frames must be an int in [2, 64], got {num_frames!r}")
-        self.num_frames = num_frames
+        self.num_frames = check_int(num_frames, "num_frames", 2, 64)
         self.compositions = split_compositions(self.split, self.config, self.held_out)
         self._items: dict[int, tuple[Clip, Question]] = {}
 

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from vlm_primer.validate import check_int
 from vlm_primer.world.language import (DEFAULT_MARGIN, NP, Absent, Count, Exists, Meaning, Relation, holds, np_words,
                                       referring_np)
 from vlm_primer.world.scene import Obj, Scene, clear_relations
@@ -296,8 +297,7 @@ def pope_probes(
         raise ValueError(f"setting must be one of {POPE_SETTINGS}, got {setting!r}")
     if setting != "random" and stats is None:
         raise ValueError(f"the {setting!r} setting needs stats=PopeStats.from_scenes(...) of the dataset")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    check_int(k, "k")
     present = sorted({o.composition for o in scene.objects})
     absent = [(c, s) for c in colors for s in shapes if (c, s) not in present]
     pos = [present[i] for i in rng.permutation(len(present))[:k]]

@@ -5,7 +5,8 @@ already tells a red circle from a blue square, a language model that already spe
 language) instead of training them inside their two-minute budget. Each entry is two files in
 ``data/zoo/``: ``NAME.safetensors`` (fp16 weights) and ``NAME.json``, its card: the model config,
 the recipe (function, steps, a hash of its source), the command that rebuilds it, the measured
-quality on a fixed evaluation set, the file's size and SHA-256 and the training time.
+quality on a fixed evaluation set, the file's size and SHA-256, the training time and, for a model that starts from
+other zoo models, their SHA-256 at build time (``upstream``: rebuilding one of them makes this card stale).
 
     from vlm_primer.zoo import load, card
     clip = load("clip-tiny")          # our CLIP, fp32, eval mode, verified against the card's hash
@@ -20,13 +21,14 @@ quality on a fixed evaluation set, the file's size and SHA-256 and the training 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import safetensors.torch
 import torch
@@ -139,9 +141,26 @@ def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
     return DecoderLM(DecoderConfig(**config))
 
 
+# While a recipe runs in :func:`build`: the zoo models it loads, by name, with the SHA-256 it got (its card's upstream).
+_loaded: dict[str, str] | None = None
+
+
+@contextlib.contextmanager
+def _recording_loads() -> Iterator[dict[str, str]]:
+    """Inside the block, every :func:`load` records its model's name and SHA-256 in the dict it yields."""
+    global _loaded
+    outer, _loaded = _loaded, {}
+    try:
+        yield _loaded
+    finally:
+        _loaded = outer
+
+
 def load(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> nn.Module:
     """Our model with the zoo weights (fp32, eval mode). ``verify`` checks the file against the card's SHA-256."""
     meta = card(name, root)
+    if _loaded is not None:
+        _loaded[name] = meta["sha256"]
     path = Path(root or ZOO_DIR) / f"{name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m vlm_primer.zoo build {name}`")
@@ -163,25 +182,28 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
     weights, meta_path = root / f"{_check_name(name)}.safetensors", root / f"{name}.json"
     if (weights.exists() or meta_path.exists()) and not overwrite:
         raise FileExistsError(f"{weights} already exists; pass overwrite=True (--overwrite) to rebuild it")
-    start = time.perf_counter()
-    model, quality = RECIPES[name](steps=steps, progress=progress)
-    seconds = time.perf_counter() - start
-    model = model.float().eval()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_name(weights.name + ".tmp")
-    sd = model.state_dict()
-    half = {group[0]: sd[group[0]].detach().to(torch.float16).contiguous() for group in alias_groups(sd)}
-    safetensors.torch.save_file(half, str(tmp))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, weights)
-    # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
-    quality_fp16 = _recipe_module(name).measure(name, load_weights(_model_from_config(name, model.cfg.to_dict()), weights))
+    with _recording_loads() as upstream:  # what the recipe starts from, and what its measure reads
+        start = time.perf_counter()
+        model, quality = RECIPES[name](steps=steps, progress=progress)
+        seconds = time.perf_counter() - start
+        model = model.float().eval()
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(weights.name + ".tmp")
+        sd = model.state_dict()
+        half = {group[0]: sd[group[0]].detach().to(torch.float16).contiguous() for group in alias_groups(sd)}
+        safetensors.torch.save_file(half, str(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, weights)
+        # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
+        saved = load_weights(_model_from_config(name, model.cfg.to_dict()), weights)
+        quality_fp16 = _recipe_module(name).measure(name, saved)
     meta = {
         "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
         "recipe": {"function": f"{RECIPES[name].__module__}.{RECIPES[name].__name__}", "steps": steps,
                    "source": recipe_hash(name), "doc": inspect.getdoc(RECIPES[name])},
         "command": f"python -m vlm_primer.zoo build {name} --overwrite" + (f" --steps {steps}" if steps else ""),
-        "data_seed": 0, "quality": quality_fp16, "quality_fp32": quality, "preprocess": _preprocess_card(name),
+        "upstream": dict(sorted(upstream.items())), "data_seed": 0, "quality": quality_fp16, "quality_fp32": quality,
+        "preprocess": _preprocess_card(name),
         "params": sum(p.numel() for p in model.parameters()), "dtype": "float16",
         "bytes": weights.stat().st_size, "sha256": file_sha256(weights), "train_seconds": round(seconds, 1),
         "trained_on": "CPU, " + (os.uname().machine if hasattr(os, "uname") else "unknown"),
@@ -190,6 +212,15 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, meta_path)
     return meta
+
+
+def stale_upstream(name: str, root: str | os.PathLike | None = None) -> dict[str, tuple[str, str]]:
+    """The zoo models ``name`` (its card in ``root``) was built from that have been rebuilt since: ``{upstream:
+    (SHA-256 on name's card, SHA-256 on the upstream's card in the zoo now)}``; empty when ``name`` is up to date
+    with everything it starts from. Recipes load their upstream models from the zoo (``ZOO_DIR``)."""
+    recorded = card(name, root).get("upstream", {})
+    now = {up: card(up)["sha256"] for up in recorded}
+    return {up: (sha, now[up]) for up, sha in recorded.items() if now[up] != sha}
 
 
 def _preprocess_card(name: str) -> dict[str, Any] | None:
@@ -288,4 +319,5 @@ def _image_processor(kind: str, pre: dict[str, Any]):
     return SiglipImageProcessor(size={"height": size, "width": size}, **norm)
 
 
-__all__ = ["MODELS", "ZOO_DIR", "build", "card", "export", "load", "measure", "preprocess", "recipe_hash"]
+__all__ = ["MODELS", "ZOO_DIR", "build", "card", "export", "load", "measure", "preprocess", "recipe_hash",
+           "stale_upstream"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlm_primer.zoo import MODELS, build, card, export, measure
+from vlm_primer.zoo import MODELS, build, card, export, measure, stale_upstream
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("export", help="write one model as a transformers model + tokenizer")
     e.add_argument("name", choices=MODELS)
     e.add_argument("out_dir")
-    v = sub.add_parser("verify", help="re-measure each model from its file and compare with its card")
+    v = sub.add_parser("verify", help="re-measure each model from its file and compare with its card; flag models "
+                                      "whose upstream zoo models were rebuilt after them")
     v.add_argument("name", nargs="?", choices=MODELS)
     ns = p.parse_args(argv)
     if ns.cmd == "list":
@@ -44,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bad = 0
         for name in ([ns.name] if ns.name else MODELS):
-            got, want = measure(name), card(name)["quality"]
-            ok = got == want
+            got, want, stale = measure(name), card(name)["quality"], stale_upstream(name)
+            ok = got == want and not stale
             bad += not ok
-            print(f"{name}: card {want}, measured {got} {'OK' if ok else 'MISMATCH'}")
+            print(f"{name}: card {want}, measured {got} {'OK' if got == want else 'MISMATCH'}"
+                  + (f"; STALE: rebuilt since, {sorted(stale)}" if stale else ""))
         return 1 if bad else 0
     return 0
 
