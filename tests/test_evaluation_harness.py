@@ -138,8 +138,8 @@ def test_bad_input_names_the_problem(llava):
         evaluate(llava, "aro")
     with pytest.raises(ValueError, match="unknown suite 'vqa2'; choose one of .*vqa.*pope.*aro"):
         evaluate(llava, "vqa2")
-    for n in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="n must be an int >= 1"):
+    for n, error in ((0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n must be an int >= 1"):
             evaluate(llava, "vqa", n=n)
     with pytest.raises(ValueError, match="seed must be"):
         evaluate(llava, "vqa", n=4, seed=-1)

@@ -253,8 +253,8 @@ def test_vera_gradients_reach_only_the_scaling_vectors():
 
 def test_bad_input_is_named():
     lin = nn.Linear(4, 3)
-    for r in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match="r must be an int >= 1 \\(the adapter rank\\)"):
+    for r, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="r must be an int >= 1 \\(the adapter rank\\)"):
             P.LoRALinear(lin, r, 8)
     with pytest.raises(ValueError, match="alpha"):
         P.LoRALinear(lin, 2, 0)
