@@ -213,7 +213,8 @@ def main() -> None:
         check = list(pool.map(run, jobs_for([0], list(ARMS), CHECK["steps"], CHECK["pool"])))
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     runs = [r for r in old.get("runs", []) if r["part"] not in args.only] + results
-    write_seed_runs(OUT, "bench_data_recipes.py", args.seeds, args.jobs, start, runs, steps=STEPS, batch=BATCH,
+    write_seed_runs(OUT, "bench_data_recipes.py", args.seeds, args.jobs, start, runs,
+                    only=None if set(args.only) == set(ARMS) else args.only, steps=STEPS, batch=BATCH,
                     pool=POOL, zipf=ZIPF, noise=NOISE, check=[{k: v for k, v in r.items() if k != "seconds"}
                                                               for r in check], check_size=CHECK)
     for part in args.only:

@@ -90,6 +90,7 @@ def main() -> None:
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     runs = [r for r in old.get("runs", []) if r["arm"] not in args.only or r["seed"] not in args.seeds] + results
     write_seed_runs(OUT, "bench_llava_ablations.py", args.seeds, args.jobs, start, runs,
+                    only=None if set(args.only) == set(ARMS) else args.only,
                     steps={"stage1": steps[0], "stage2": steps[1], "batch": 32})
 
 

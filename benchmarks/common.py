@@ -106,11 +106,18 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: float, runs: list[dict],
-                    **fields: Any) -> None:
+                    only: list[str] | None = None, **fields: Any) -> None:
     """Write a quality benchmark's results file ``out``: :func:`seed_run_record`, the benchmark's own ``fields``
-    (its budget) and every run."""
+    (its budget) and every run. ``only``: the parts a partial rerun (``--only``) repeated; the file then keeps the
+    full run's command, date and minutes, and lists this rerun's under ``reruns``."""
+    record, reruns = seed_run_record(script, seeds, jobs, start), []
+    old = json.loads(out.read_text()) if only is not None and out.exists() else {}
+    if "command" in old:
+        record["command"] += " --only " + " ".join(only)
+        record, reruns = {k: old[k] for k in record}, old.get("reruns", []) + [record]
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({**seed_run_record(script, seeds, jobs, start), **fields, "runs": runs}, indent=1) + "\n")
+    out.write_text(json.dumps({**record, **({"reruns": reruns} if reruns else {}), **fields, "runs": runs}, indent=1)
+                   + "\n")
     print(f"wrote {out}")
 
 

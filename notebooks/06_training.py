@@ -77,6 +77,8 @@ def arm(part, name, key="zero_shot_top1"):
 print(f"VLM_PRIMER_SCALE = {SCALE!r}: the live parts use zoo models at every scale")
 print(f"data_recipes.json: `{bench['command']}` ({bench['date']}; {bench['machine']}; {bench['minutes']} min); "
       f"every run: {bench['steps']} steps of {bench['batch']} pairs, a fresh tiny CLIP, zero-shot top-1 over 48 names")
+for rerun in bench.get("reruns", []):
+    print(f"  then `{rerun['command']}` ({rerun['date']}; {rerun['minutes']} min)")
 
 # %% [markdown]
 # ## Diversity and balance

@@ -48,3 +48,22 @@ def test_the_stored_reduced_run_is_reproduced(part, arm):
     for shape, acc in stored.get("shape_accuracy", {}).items():
         assert got["shape_accuracy"][shape] == pytest.approx(acc, abs=0.1)
     assert {k: v for k, v in got.items() if k not in trained} == {k: v for k, v in stored.items() if k not in trained}
+
+
+def test_a_partial_rerun_keeps_the_full_runs_record_and_lists_itself(tmp_path):
+    import time
+
+    from common import write_seed_runs
+
+    out = tmp_path / "r.json"
+    write_seed_runs(out, "bench_x.py", [0, 1, 2], 2, time.perf_counter(), [{"part": "a"}, {"part": "b"}], steps=5)
+    full = json.loads(out.read_text())
+    write_seed_runs(out, "bench_x.py", [0, 1], 2, time.perf_counter(), [{"part": "a"}, {"part": "b", "new": 1}],
+                    only=["b"], steps=5)
+    rerun = json.loads(out.read_text())
+    assert {k: rerun[k] for k in ("command", "seeds", "date", "minutes")} == \
+        {k: full[k] for k in ("command", "seeds", "date", "minutes")} and "reruns" not in full
+    assert [r["command"] for r in rerun["reruns"]] == ["python benchmarks/bench_x.py --seeds 0 1 --only b"]
+    assert rerun["runs"][1] == {"part": "b", "new": 1} and rerun["steps"] == 5
+    write_seed_runs(out, "bench_x.py", [3], 1, time.perf_counter(), [], steps=5)   # a full run starts afresh
+    assert "reruns" not in json.loads(out.read_text())

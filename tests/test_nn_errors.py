@@ -66,6 +66,10 @@ def test_decoder_rejects_bad_input(lm):
         lm(ids, labels=torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="max_new_tokens=15 exceeds.*16"):
         lm.generate(ids, 15)
+    with pytest.raises(ValueError, match=r"^max_new_tokens must be an int >= 0, got -1$"):
+        lm.generate(ids, -1)
+    with pytest.raises(TypeError, match=r"^max_new_tokens must be an int >= 0, got 2.0 \(float\)$"):
+        lm.generate(ids, 2.0)
     with pytest.raises(ValueError, match="temperature must be >= 0, got -1"):
         lm.generate(ids, 2, temperature=-1.0)
     with pytest.raises(ValueError, match=r"position_ids must lie in \[0, 16\).*max 20"):

@@ -279,6 +279,10 @@ def test_bad_input_is_named():
         Q.nf4_quantize(torch.arange(64))
     with pytest.raises(ValueError, match="block_size"):
         Q.nf4_quantize(torch.randn(64), block_size=0)
+    with pytest.raises(ValueError, match=r"^absmax_block_size must be an even int .*got 7$"):
+        Q.nf4_quantize(torch.randn(64), absmax_block_size=7)
+    with pytest.raises(TypeError, match=r"^block_size must be an int >= 1 \(an even number of values\), got 64.0"):
+        Q.nf4_quantize(torch.randn(64), block_size=64.0)
     with pytest.raises(ValueError, match="non-finite"):
         Q.nf4_quantize(torch.tensor([1.0, float("nan")]))
 

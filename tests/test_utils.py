@@ -29,6 +29,9 @@ def test_seed_everything_repeats():
     assert torch.equal(torch.rand(2, generator=g), torch.rand(2, generator=seed_everything(3)))
     with pytest.raises(TypeError, match="seed must be an int"):
         seed_everything("3")
+    with pytest.raises(TypeError, match=r"seed must be an int, got 3.0 \(float\)"):
+        seed_everything(3.0)
+    assert torch.equal(torch.rand(2, generator=seed_everything(np.int64(3))), torch.rand(2, generator=g.manual_seed(3)))
 
 
 def test_scale_knob(monkeypatch):

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-from vlm_primer.validate import check_device
+from vlm_primer.validate import check_device, check_int
 
 SCALES = ("tiny", "small", "base")
 
@@ -22,8 +22,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     The one seeding helper of the project: a notebook that calls it at the top prints the same
     numbers every time it runs on the same machine.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = check_int(seed, "seed", minimum=None)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

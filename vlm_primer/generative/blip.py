@@ -187,18 +187,25 @@ class Blip(Captioner, nn.Module):
         # ITM: one hard negative caption per image, one hard negative image per caption
         neg_text = hard_negatives(logits, same, generator)
         neg_image = hard_negatives(logits.t(), None if same is None else same.t(), generator)
-        images = torch.cat([image, image, image[neg_image]])
+        images = torch.cat([image, image, image.index_select(0, neg_image)])   # index_select: deterministic backward
         texts, masks = torch.cat([ids, ids[neg_text], ids]), torch.cat([mask, mask[neg_text], mask])
         itm_logits = self.itm_logits(images, texts, masks)
         labels = torch.cat([torch.ones(len(ids)), torch.zeros(2 * len(ids))]).long().to(itm_logits.device)
         itm = F.cross_entropy(itm_logits, labels)
         # LM: [Decode] + caption, each token from the image and the tokens before it
-        dec = self._with_first(ids, tcfg.dec_token_id)
-        hidden = self.text(dec, mask, image, mode="decoder")
-        lm = causal_lm_loss(self.text.logits(hidden), dec.masked_fill(mask == 0, -100),
-                            label_smoothing=cfg.label_smoothing)
+        lm = self.lm_loss(image, ids, mask)
         return {"loss": itc + itm + lm, "itc": itc.detach(), "itm": itm.detach(), "lm": lm.detach(),
                 "sim": logits.detach()}
+
+    def lm_loss(self, image: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The captioning (LM) loss: ``[Decode]`` + caption, each token predicted from the ``image`` tokens
+        ``(B, N, dim)`` it cross-attends to and the tokens before it, with ``cfg.label_smoothing``. ``ids`` and
+        ``mask`` ``(B, L)`` are checked pairs (:func:`check_caption_pairs`); the first token is replaced."""
+        dec = ids.clone()
+        dec[:, 0] = self.cfg.text.dec_token_id
+        hidden = self.text(dec, mask, image, mode="decoder")
+        return causal_lm_loss(self.text.logits(hidden), dec.masked_fill(mask == 0, -100),
+                              label_smoothing=self.cfg.label_smoothing)
 
     @torch.no_grad()
     def _momentum_logits(self, pixel_values: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,

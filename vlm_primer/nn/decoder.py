@@ -21,7 +21,7 @@ from vlm_primer.nn.decoding import pick_next
 from vlm_primer.nn.norm import make_norm
 from vlm_primer.nn.pos import RotaryEmbedding, learned_positions
 from vlm_primer.nn.transformer import Transformer, init_weights
-from vlm_primer.validate import (check_choice, check_labels, check_mask, check_mlp_width,
+from vlm_primer.validate import (check_choice, check_int, check_labels, check_mask, check_mlp_width,
                                  check_same_batch, check_tokens, validation, value_checks_enabled)
 
 
@@ -266,8 +266,7 @@ class DecoderLM(nn.Module):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=0)
         if input_ids is not None:
             input_ids = check_tokens(input_ids, vocab_size=self.cfg.vocab_size, device=self.tok_emb.weight.device)
         else:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlm_primer.validate import check_int
+
 __all__ = ["NF4", "NF4Linear", "NF4Tensor", "dynamic_map", "nf4_dequantize", "nf4_quantize", "normal_float_levels"]
 
 
@@ -111,8 +113,8 @@ def nf4_quantize(w: torch.Tensor, block_size: int = 64, double_quant: bool = Tru
         raise TypeError(f"w must be a non-empty floating-point tensor, got {type(w).__name__}"
                         + (f" {w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else ""))
     for name, v in (("block_size", block_size), ("absmax_block_size", absmax_block_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 2:
-            raise ValueError(f"{name} must be a positive even int, got {v!r}")
+        if check_int(v, name, hint="an even number of values") % 2:
+            raise ValueError(f"{name} must be an even int (each byte packs two 4-bit codes), got {v!r}")
     if not torch.isfinite(w).all():
         raise ValueError("w has non-finite values (nan or inf); they cannot be quantised")
     flat = w.detach().reshape(-1).float()

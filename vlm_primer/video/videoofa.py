@@ -38,7 +38,7 @@ from vlm_primer.generative.blip import BLIP_VIT, Blip, BlipConfig
 from vlm_primer.generative.captioner import Captioner
 from vlm_primer.generative.losses import hard_negatives
 from vlm_primer.generative.med import MEDConfig
-from vlm_primer.nn import ViTConfig, causal_lm_loss
+from vlm_primer.nn import ViTConfig
 from vlm_primer.validate import check_caption_pairs
 from vlm_primer.video.order import (FramePositionHead, check_frames, flatten_frames, gather_frames, order_loss,
                                     position_targets, shuffle_frames)
@@ -156,12 +156,8 @@ class VideoCaptioner(Captioner, nn.Module):
                                         device=self.time_emb.device, max_len=blip.cfg.text.max_positions,
                                         model="VideoCaptioner")
         video = self.video_tokens(tokens)
-        # video captioning: BLIP's decoder on the ordered video
-        dec = ids.clone()
-        dec[:, 0] = blip.cfg.text.dec_token_id
-        hidden = blip.text(dec, mask, video, mode="decoder")
-        caption = causal_lm_loss(blip.text.logits(hidden), dec.masked_fill(mask == 0, -100),
-                                 label_smoothing=blip.cfg.label_smoothing)
+        # video captioning: BLIP's decoder loss on the ordered video
+        caption = blip.lm_loss(video, ids, mask)
         losses = {"caption": caption}
         # frame-order modelling: each shuffled frame's original index
         order_logits = order_labels = perm = None

@@ -42,10 +42,7 @@ class SceneDataset(Dataset):
         distinct: int | None = None,
     ) -> None:
         self.split = check_split(split)
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise TypeError(f"size must be an int number of items, got {type(size).__name__}")
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
+        size = check_int(size, "size", hint="the number of items")
         self.config = config if config is not None else WorldConfig()
         if not isinstance(self.config, WorldConfig):
             raise TypeError(f"config must be a WorldConfig, got {type(self.config).__name__}")
