@@ -108,13 +108,14 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
 def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: float, runs: list[dict],
                     only: list[str] | None = None, **fields: Any) -> None:
     """Write a quality benchmark's results file ``out``: :func:`seed_run_record`, the benchmark's own ``fields``
-    (its budget) and every run. ``only``: the parts a partial rerun (``--only``) repeated; the file then keeps the
-    full run's command, date and minutes, and lists this rerun's under ``reruns``."""
+    (its budget) and every run. ``only``: the parts a partial rerun (``--only``) repeated, named in its command; a
+    file already there keeps its run's command, date and minutes, and lists this rerun's under ``reruns``."""
     record, reruns = seed_run_record(script, seeds, jobs, start), []
-    old = json.loads(out.read_text()) if only is not None and out.exists() else {}
-    if "command" in old:
+    if only is not None:
         record["command"] += " --only " + " ".join(only)
-        record, reruns = {k: old[k] for k in record}, old.get("reruns", []) + [record]
+        old = json.loads(out.read_text()) if out.exists() else {}
+        if "command" in old:
+            record, reruns = {k: old[k] for k in record}, old.get("reruns", []) + [record]
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**record, **({"reruns": reruns} if reruns else {}), **fields, "runs": runs}, indent=1)
                    + "\n")

@@ -67,3 +67,6 @@ def test_a_partial_rerun_keeps_the_full_runs_record_and_lists_itself(tmp_path):
     assert rerun["runs"][1] == {"part": "b", "new": 1} and rerun["steps"] == 5
     write_seed_runs(out, "bench_x.py", [3], 1, time.perf_counter(), [], steps=5)   # a full run starts afresh
     assert "reruns" not in json.loads(out.read_text())
+    first = tmp_path / "first.json"   # a partial run with no file before it names its parts in its command
+    write_seed_runs(first, "bench_x.py", [0], 1, time.perf_counter(), [], only=["a"])
+    assert json.loads(first.read_text())["command"] == "python benchmarks/bench_x.py --seeds 0 --only a"
