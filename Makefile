@@ -29,11 +29,12 @@ book: $(STAMP)
 	$(BIN)/python -m vlm_primer.book build
 
 # Two pytest workers on two cores, one torch thread each: two processes of two threads each on two cores
-# oversubscribe the CPU and run many times slower (the book build splits the cores the same way).
+# oversubscribe the CPU and run many times slower (the book build splits the cores the same way). The longest chapter
+# cell takes about 40 s at tiny: one past 300 s is a hung kernel, and fails then rather than after nbval's 2,000 s.
 test: $(STAMP)
 	$(BIN)/python -m vlm_primer.book check
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax $$($(BIN)/python -m vlm_primer.book notebooks)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=300 $$($(BIN)/python -m vlm_primer.book notebooks)
 
 # JupyterLab offline and quiet: no news or update check (settings override), the paired .py files hidden; on a Mac
 # the kernels run what MPS lacks on the CPU (with a warning) instead of failing.

@@ -19,13 +19,14 @@ which plots it and prints this command) and prints a summary:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import seed_parser, write_seed_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "contrastive_seeds.json"
 SWEEP_PAIRS = 16_384
@@ -123,11 +124,9 @@ def run(job: tuple) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
-    ap.add_argument("--only", nargs="+", choices=("zeroshot", "binding", "sweep", "llip"),
-                    default=["zeroshot", "binding", "sweep", "llip"])
+    parts = ("zeroshot", "binding", "sweep", "llip")
+    ap = seed_parser(__doc__)
+    ap.add_argument("--only", nargs="+", choices=parts, default=list(parts))
     ap.add_argument("--steps", type=int, default=None, help="a smoke run: steps per run at batch 32 (not saved)")
     args = ap.parse_args()
     jobs = [(k, s, args.steps) for k in ("llip", "binding", "zeroshot") if k in args.only for s in args.seeds]
@@ -139,17 +138,9 @@ def main() -> None:
     if args.steps is not None:
         summarize(results)
         return
-    old = json.loads(OUT.read_text()) if OUT.exists() else {}
-    runs = [r for r in old.get("runs", []) if r["kind"] not in args.only] + results
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps({
-        "command": "python benchmarks/bench_contrastive_seeds.py " + " ".join(
-            ["--seeds", *map(str, args.seeds)]), "seeds": args.seeds, "sweep_pairs": SWEEP_PAIRS,
-        "machine": f"{platform.machine()}, {args.jobs} runs in parallel on one thread each",
-        "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1),
-        "runs": runs}, indent=1) + "\n")
-    summarize(runs)
-    print(f"wrote {OUT}")
+    summarize(write_seed_runs(OUT, "bench_contrastive_seeds.py", args.seeds, args.jobs, start, results,
+                              replaces=lambda r: r["kind"] in args.only, only=args.only, parts=parts,
+                              sweep_pairs=SWEEP_PAIRS))
 
 
 def summarize(runs: list[dict]) -> None:

@@ -24,7 +24,6 @@ A reduced run of every arm (`CHECK`) is stored too; `tests/test_bench_data_recip
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -211,12 +210,10 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run, jobs_for(args.seeds, args.only)))
         check = list(pool.map(run, jobs_for([0], list(ARMS), CHECK["steps"], CHECK["pool"])))
-    old = json.loads(OUT.read_text()) if OUT.exists() else {}
-    runs = [r for r in old.get("runs", []) if r["part"] not in args.only] + results
-    write_seed_runs(OUT, "bench_data_recipes.py", args.seeds, args.jobs, start, runs,
-                    only=None if set(args.only) == set(ARMS) else args.only, steps=STEPS, batch=BATCH,
-                    pool=POOL, zipf=ZIPF, noise=NOISE, check=[{k: v for k, v in r.items() if k != "seconds"}
-                                                              for r in check], check_size=CHECK)
+    check = [{k: v for k, v in r.items() if k != "seconds"} for r in check]
+    runs = write_seed_runs(OUT, "bench_data_recipes.py", args.seeds, args.jobs, start, results,
+                           replaces=lambda r: r["part"] in args.only, only=args.only, parts=ARMS, steps=STEPS,
+                           batch=BATCH, pool=POOL, zipf=ZIPF, noise=NOISE, check=check, check_size=CHECK)
     for part in args.only:
         for arm in ARMS[part]:
             vals = [r["zero_shot_top1"] for r in runs if r["part"] == part and r["arm"] == arm]

@@ -22,7 +22,6 @@ command); ``--steps S1 S2`` makes a smoke run that is printed, not saved.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -87,10 +86,8 @@ def main() -> None:
     summarize(results)
     if args.steps is not None:
         return
-    old = json.loads(OUT.read_text()) if OUT.exists() else {}
-    runs = [r for r in old.get("runs", []) if r["arm"] not in args.only or r["seed"] not in args.seeds] + results
-    write_seed_runs(OUT, "bench_llava_ablations.py", args.seeds, args.jobs, start, runs,
-                    only=None if set(args.only) == set(ARMS) else args.only,
+    write_seed_runs(OUT, "bench_llava_ablations.py", args.seeds, args.jobs, start, results,
+                    replaces=lambda r: r["arm"] in args.only and r["seed"] in args.seeds, only=args.only, parts=ARMS,
                     steps={"stage1": steps[0], "stage2": steps[1], "batch": 32})
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +92,7 @@ def seed_run_record(script: str, seeds: list[int], jobs: int, start: float) -> d
     import platform
 
     return {"command": f"python benchmarks/{script} --seeds " + " ".join(map(str, seeds)), "seeds": seeds,
-            "machine": f"{platform.machine()}, {jobs} runs in parallel on one thread each",
+            "machine": f"{platform.machine()}, {jobs} run{'s' * (jobs != 1)} in parallel on one thread each",
             "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1)}
 
 
@@ -105,21 +105,30 @@ def seed_parser(doc: str | None) -> argparse.ArgumentParser:
     return ap
 
 
-def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: float, runs: list[dict],
-                    only: list[str] | None = None, **fields: Any) -> None:
+def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: float, results: list[dict],
+                    replaces: Callable[[dict], bool] = lambda run: True, only: Sequence[str] = (),
+                    parts: Sequence[str] = (), **fields: Any) -> list[dict]:
     """Write a quality benchmark's results file ``out``: :func:`seed_run_record`, the benchmark's own ``fields``
-    (its budget) and every run. ``only``: the parts a partial rerun (``--only``) repeated, named in its command; a
-    file already there keeps its run's command, date and minutes, and lists this rerun's under ``reruns``."""
-    record, reruns = seed_run_record(script, seeds, jobs, start), []
-    if only is not None:
+    (its budget) and its runs; return the runs.
+
+    The runs are this run's ``results`` after those of the file already there that it does not ``replaces``
+    (a predicate on an old run; by default it replaces them all). ``only``: the ``parts`` this run was asked
+    for (``--only``); fewer than all are named in its command. A run that repeated fewer than all parts or
+    kept old runs (a ``--seeds 3`` that adds a seed) is a rerun: the file keeps its full run's command, date
+    and minutes, and lists this run's under ``reruns``."""
+    old = json.loads(out.read_text()) if out.exists() else {}
+    kept = [r for r in old.get("runs", []) if not replaces(r)]
+    runs, record, reruns = kept + results, seed_run_record(script, seeds, jobs, start), []
+    some = bool(set(parts) - set(only))
+    if some:
         record["command"] += " --only " + " ".join(only)
-        old = json.loads(out.read_text()) if out.exists() else {}
-        if "command" in old:
-            record, reruns = {k: old[k] for k in record}, old.get("reruns", []) + [record]
+    if (some or kept) and "command" in old:
+        record, reruns = {k: old[k] for k in record}, old.get("reruns", []) + [record]
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**record, **({"reruns": reruns} if reruns else {}), **fields, "runs": runs}, indent=1)
                    + "\n")
     print(f"wrote {out}")
+    return runs
 
 
 def fit_contrastive(model, data, collate, steps: int, seed: int, lr: float = 2e-3, batch: int = 32):

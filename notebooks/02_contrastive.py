@@ -698,6 +698,8 @@ def bench_values(kind: str, key: str = "zero_shot_top1") -> list[float]:
 
 
 print(f"{BENCH_FILE.name}: `{bench['command']}` ({bench['date']}; {bench['machine']}; {bench['minutes']} min)")
+for rerun in bench.get("reruns", []):   # a later run of some parts (--only)
+    print(f"  then `{rerun['command']}` ({rerun['date']}; {rerun['minutes']} min)")
 seed_accs = bench_values("zeroshot")
 print(f"clip-tiny's recipe, seeds {bench['seeds']}: zero-shot top-1 " + ", ".join(f"{a:.1%}" for a in seed_accs)
       + f" on the zoo's 480 test scenes; spread {spread(seed_accs):.1%}")

@@ -446,6 +446,8 @@ BENCH_FILE = zoo.ZOO_DIR.parents[1] / "benchmarks" / "results" / "llava_ablation
 bench = json.loads(BENCH_FILE.read_text())
 print(f"{BENCH_FILE.name}: `{bench['command']}`\n  ({bench['date']}; {bench['machine']}; {bench['minutes']} min; "
       f"{bench['steps']['stage1']} + {bench['steps']['stage2']} steps per run)")
+for rerun in bench.get("reruns", []):   # a later run of some arms or seeds (--only, or new --seeds)
+    print(f"  then `{rerun['command']}` ({rerun['date']}; {rerun['minutes']} min)")
 arms = list(dict.fromkeys(r["arm"] for r in bench["runs"]))
 acc_of = {arm: [r["accuracy"]["all"] for r in bench["runs"] if r["arm"] == arm] for arm in arms}
 assert all(len(v) >= 3 for v in acc_of.values()), "every arm needs at least three seeds"

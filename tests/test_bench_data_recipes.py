@@ -55,18 +55,42 @@ def test_a_partial_rerun_keeps_the_full_runs_record_and_lists_itself(tmp_path):
 
     from common import write_seed_runs
 
+    def write(out, seeds, results, **kw):
+        return write_seed_runs(out, "bench_x.py", seeds, 2, time.perf_counter(), results, steps=5, **kw)
+
     out = tmp_path / "r.json"
-    write_seed_runs(out, "bench_x.py", [0, 1, 2], 2, time.perf_counter(), [{"part": "a"}, {"part": "b"}], steps=5)
+    write(out, [0, 1, 2], [{"part": "a"}, {"part": "b"}])
     full = json.loads(out.read_text())
-    write_seed_runs(out, "bench_x.py", [0, 1], 2, time.perf_counter(), [{"part": "a"}, {"part": "b", "new": 1}],
-                    only=["b"], steps=5)
+    runs = write(out, [0, 1], [{"part": "b", "new": 1}], replaces=lambda r: r["part"] == "b", only=["b"],
+                 parts=["a", "b"])
     rerun = json.loads(out.read_text())
-    assert {k: rerun[k] for k in ("command", "seeds", "date", "minutes")} == \
-        {k: full[k] for k in ("command", "seeds", "date", "minutes")} and "reruns" not in full
+    record = ("command", "seeds", "date", "minutes")
+    assert {k: rerun[k] for k in record} == {k: full[k] for k in record} and "reruns" not in full
     assert [r["command"] for r in rerun["reruns"]] == ["python benchmarks/bench_x.py --seeds 0 1 --only b"]
-    assert rerun["runs"][1] == {"part": "b", "new": 1} and rerun["steps"] == 5
-    write_seed_runs(out, "bench_x.py", [3], 1, time.perf_counter(), [], steps=5)   # a full run starts afresh
-    assert "reruns" not in json.loads(out.read_text())
+    assert runs == rerun["runs"] == [{"part": "a"}, {"part": "b", "new": 1}] and rerun["steps"] == 5
+    write(out, [3], [])   # a full run starts afresh
+    assert "reruns" not in json.loads(out.read_text()) and json.loads(out.read_text())["runs"] == []
     first = tmp_path / "first.json"   # a partial run with no file before it names its parts in its command
-    write_seed_runs(first, "bench_x.py", [0], 1, time.perf_counter(), [], only=["a"])
+    write(first, [0], [], only=["a"], parts=["a", "b"])
     assert json.loads(first.read_text())["command"] == "python benchmarks/bench_x.py --seeds 0 --only a"
+
+
+def test_a_run_that_adds_a_seed_to_every_part_is_a_rerun_too(tmp_path):
+    """All parts asked for, but the old seeds kept: the file's record stays the full run's, and the seed run
+    is listed under reruns (its command names no --only)."""
+    import time
+
+    from common import write_seed_runs
+
+    out, parts = tmp_path / "r.json", ["a", "b"]
+    write_seed_runs(out, "bench_x.py", [0, 1, 2], 2, time.perf_counter(),
+                    [{"arm": p, "seed": s} for s in (0, 1, 2) for p in parts], only=parts, parts=parts)
+    new = [{"arm": p, "seed": 3} for p in parts]
+    runs = write_seed_runs(out, "bench_x.py", [3], 1, time.perf_counter(), new, only=parts, parts=parts,
+                           replaces=lambda r: r["seed"] == 3)
+    got = json.loads(out.read_text())
+    assert got["command"] == "python benchmarks/bench_x.py --seeds 0 1 2" and got["seeds"] == [0, 1, 2]
+    assert [(r["command"], r["machine"].split(", ")[1]) for r in got["reruns"]] == \
+        [("python benchmarks/bench_x.py --seeds 3", "1 run in parallel on one thread each")]
+    assert len(runs) == 8 and runs[-2:] == new
+

@@ -217,6 +217,35 @@ def test_figures_render_inline_even_under_agg(tmp_path, monkeypatch):
     assert __import__("os").environ["MPLBACKEND"] == "Agg"
 
 
+
+def test_a_hung_kernel_is_given_one_fresh_try_then_named(tmp_path):
+    """A cell past its timeout (a hung kernel) re-executes the notebook once in a fresh kernel; a second hang
+    raises, naming the notebook and the limit. The first cell counts the tries in a file."""
+    from vlm_primer.book.execute import execute
+
+    hang_first = f"""
+# %%
+from pathlib import Path
+import time
+tries = Path({str(tmp_path / "tries")!r})
+tries.write_text(tries.read_text() + "x" if tries.exists() else "x")
+if len(tries.read_text()) < {{hangs}} + 1:
+    time.sleep(120)
+print("done")
+"""
+    root = make_repo(tmp_path, chapter("00", "a"), {"00_a": hang_first.format(hangs=1)})
+    logged = []
+    nb, _, _ = execute(root / "notebooks/00_a.py", root, timeout=2, log=logged.append)
+    assert (tmp_path / "tries").read_text() == "xx" and "done" in [o.get("text") for c in nb.cells for o in c.get("outputs", [])][-1]
+    assert len(logged) == 1 and "00_a.py" in logged[0] and "fresh kernel" in logged[0]
+    (tmp_path / "tries").unlink()
+    (root / "notebooks/00_a.py").write_text(jupytext.writes(jupytext.reads(hang_first.format(hangs=5),
+                                                                            fmt="py:percent"), fmt="py:percent"))
+    with pytest.raises(RuntimeError, match=r"00_a.py hung twice \(no cell may run past 2 s"):
+        execute(root / "notebooks/00_a.py", root, timeout=2, log=logged.append)
+    assert (tmp_path / "tries").read_text() == "xx"
+
+
 def widget_notebook():
     """An executed notebook as nbclient stores it: an `interactive` (slider, dropdown, output) and a tqdm bar."""
     def model(name, **state):
@@ -261,3 +290,36 @@ def test_widgets_become_their_default_state():
     assert "train: 100%" in text and "5/5 [00:01<00:00]" in text and "█" * 20 in text, "a finished bar, as text"
     assert make_static(static) == static, "idempotent"
     assert nb.metadata.get("widgets"), "the input notebook is left as it was"
+
+
+def test_replies_are_read_in_short_polls():
+    """A poll that misses its wake-up returns the waiting message only at its timeout (zeromq/pyzmq#1558); the
+    executor's channels poll in slices, so such a message is read after one slice, not after the cell timeout;
+    and the overall timeout still holds."""
+    import asyncio
+    import time
+    from queue import Empty
+
+    from vlm_primer.book.execute import sliced_wait
+
+    asked = []
+
+    async def missed_wakeup(timeout=None):   # the message is there, but the poll sees it only at its end
+        asked.append(timeout)
+        await asyncio.sleep(timeout)
+        return {"msg": "reply"}
+
+    start = time.perf_counter()
+    assert asyncio.run(sliced_wait(missed_wakeup, 0.05)(timeout=30)) == {"msg": "reply"}
+    assert time.perf_counter() - start < 5 and asked == [0.05]
+
+    async def nothing(timeout=None):
+        asked.append(timeout)
+        await asyncio.sleep(timeout)
+        raise Empty
+
+    asked.clear()
+    start = time.perf_counter()
+    with pytest.raises(Empty):
+        asyncio.run(sliced_wait(nothing, 0.05)(timeout=0.2))
+    assert time.perf_counter() - start >= 0.2 and len(asked) >= 2 and all(t <= 0.05 for t in asked)

@@ -142,12 +142,39 @@ class Record:
         return cls(data["source"], dict(data["hashes"]), dict(data.get("env", {})), data.get("executor", "?"))
 
 
-def execute(path: Path, root: Path, timeout: int = 900):
+def cell_timeout() -> int:
+    """Seconds a cell may run before the executor calls its kernel hung: 300 at ``tiny`` (where a whole chapter
+    takes two minutes), an hour at the larger scales (``VLM_PRIMER_SCALE``)."""
+    from vlm_primer.utils import get_scale
+
+    return 300 if get_scale() == "tiny" else 3600
+
+
+def execute(path: Path, root: Path, timeout: int | None = None, log=print):
     """Execute a notebook (``.ipynb`` or jupytext ``.py``) headless; return ``(notebook, seconds, record)``.
 
     Figures render inline even where ``MPLBACKEND=Agg`` is set, carry alt text taken from their titles,
-    and the record lists every project file the kernel read (see the module docstring).
+    and the record lists every project file the kernel read (see the module docstring). A cell that runs
+    past ``timeout`` seconds (default :func:`cell_timeout`) or a kernel that dies is taken for a hung or lost
+    kernel (seen, rarely, with a kernel sitting idle while the client waited): the notebook is executed once
+    more from the start in a fresh kernel, and a second failure raises. A cell that raises is not retried.
     """
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    timeout = cell_timeout() if timeout is None else timeout
+    try:
+        return _execute_once(path, root, timeout)
+    except (CellTimeoutError, DeadKernelError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log(f"  {Path(path).name}: {first} -- executing it once more in a fresh kernel")
+    try:
+        return _execute_once(path, root, timeout)
+    except (CellTimeoutError, DeadKernelError) as e:
+        raise RuntimeError(f"{Path(path).name} hung twice (no cell may run past {timeout} s; "
+                           f"VLM_PRIMER_SCALE={os.environ.get('VLM_PRIMER_SCALE', 'tiny')}): {e}") from e
+
+
+def _execute_once(path: Path, root: Path, timeout: int):
     import jupytext
 
     path, root = Path(path).resolve(), Path(root).resolve()
@@ -184,8 +211,32 @@ def execute(path: Path, root: Path, timeout: int = 900):
     return nb, seconds, Record.make(root, source_rel, deps)
 
 
+def sliced_wait(get_msg, slice_s: float = 1.0):
+    """A jupyter_client asyncio channel's ``get_msg`` that waits in slices of ``slice_s`` seconds.
+
+    pyzmq's asyncio poll can miss the wake-up of a message that has already arrived and hand it over only
+    when its timeout runs out (zeromq/pyzmq#1558). nbclient waits for a cell's reply with one poll as long
+    as the cell timeout, so a missed wake-up stalled the build for exactly that long with the kernel idle
+    (seen: 300 s before a chapter-02 cell, the reply dated 300 s before it was read). Short polls bound
+    the stall to ``slice_s``; the overall ``timeout`` is unchanged."""
+    from queue import Empty
+
+    async def get(timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = slice_s if deadline is None else min(slice_s, max(0.0, deadline - time.monotonic()))
+            try:
+                return await get_msg(timeout=left)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    return get
+
+
 class _RecordingClient(NotebookClient):
-    """An nbclient ``NotebookClient`` that runs a silent prologue and epilogue around the cells."""
+    """An nbclient ``NotebookClient`` that runs a silent prologue and epilogue around the cells, and reads the
+    kernel's replies and outputs in short polls (:func:`sliced_wait`)."""
 
     def __init__(self, nb, prologue: str, epilogue: str, **kwargs):
         super().__init__(nb, **kwargs)
@@ -202,6 +253,8 @@ class _RecordingClient(NotebookClient):
         """As ``NotebookClient.async_execute``, with the prologue before and the epilogue after the cells."""
         self.reset_execution_trackers()
         async with self.async_setup_kernel(**kwargs):
+            for channel in (self.kc.shell_channel, self.kc.iopub_channel):
+                channel.get_msg = sliced_wait(channel.get_msg)
             info = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
             self.nb.metadata["language_info"] = info["content"]["language_info"]
             await self._silent(self.prologue)
