@@ -292,6 +292,18 @@ def test_widgets_become_their_default_state():
     assert nb.metadata.get("widgets"), "the input notebook is left as it was"
 
 
+def test_cell_timeout_follows_the_scale(monkeypatch):
+    """300 s a cell at tiny (the longest chapter cell takes about 40 s there), an hour at the larger scales."""
+    from vlm_primer.book.execute import cell_timeout
+
+    monkeypatch.delenv("VLM_PRIMER_SCALE", raising=False)
+    assert cell_timeout() == 300
+    monkeypatch.setenv("VLM_PRIMER_SCALE", "small")
+    assert cell_timeout() == 3600
+    monkeypatch.setenv("VLM_PRIMER_SCALE", "huge")
+    with pytest.raises(ValueError, match="VLM_PRIMER_SCALE"):
+        cell_timeout()
+
 def test_replies_are_read_in_short_polls():
     """A poll that misses its wake-up returns the waiting message only at its timeout (zeromq/pyzmq#1558); the
     executor's channels poll in slices, so such a message is read after one slice, not after the cell timeout;
