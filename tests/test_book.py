@@ -217,7 +217,6 @@ def test_figures_render_inline_even_under_agg(tmp_path, monkeypatch):
     assert __import__("os").environ["MPLBACKEND"] == "Agg"
 
 
-
 def test_a_hung_kernel_is_given_one_fresh_try_then_named(tmp_path):
     """A cell past its timeout (a hung kernel) re-executes the notebook once in a fresh kernel; a second hang
     raises, naming the notebook and the limit. The first cell counts the tries in a file."""
@@ -236,7 +235,8 @@ print("done")
     root = make_repo(tmp_path, chapter("00", "a"), {"00_a": hang_first.format(hangs=1)})
     logged = []
     nb, _, _ = execute(root / "notebooks/00_a.py", root, timeout=2, log=logged.append)
-    assert (tmp_path / "tries").read_text() == "xx" and "done" in [o.get("text") for c in nb.cells for o in c.get("outputs", [])][-1]
+    printed = [o.get("text") for c in nb.cells for o in c.get("outputs", [])]
+    assert (tmp_path / "tries").read_text() == "xx" and "done" in printed[-1]
     assert len(logged) == 1 and "00_a.py" in logged[0] and "fresh kernel" in logged[0]
     (tmp_path / "tries").unlink()
     (root / "notebooks/00_a.py").write_text(jupytext.writes(jupytext.reads(hang_first.format(hangs=5),
@@ -303,6 +303,7 @@ def test_cell_timeout_follows_the_scale(monkeypatch):
     monkeypatch.setenv("VLM_PRIMER_SCALE", "huge")
     with pytest.raises(ValueError, match="VLM_PRIMER_SCALE"):
         cell_timeout()
+
 
 def test_replies_are_read_in_short_polls():
     """A poll that misses its wake-up returns the waiting message only at its timeout (zeromq/pyzmq#1558); the

@@ -161,6 +161,8 @@ def execute(path: Path, root: Path, timeout: int | None = None, log=print):
     """
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    from vlm_primer.utils import get_scale
+
     timeout = cell_timeout() if timeout is None else timeout
     try:
         return _execute_once(path, root, timeout)
@@ -171,7 +173,7 @@ def execute(path: Path, root: Path, timeout: int | None = None, log=print):
         return _execute_once(path, root, timeout)
     except (CellTimeoutError, DeadKernelError) as e:
         raise RuntimeError(f"{Path(path).name} hung twice (no cell may run past {timeout} s; "
-                           f"VLM_PRIMER_SCALE={os.environ.get('VLM_PRIMER_SCALE', 'tiny')}): {e}") from e
+                           f"VLM_PRIMER_SCALE={get_scale()}): {e}") from e
 
 
 def _execute_once(path: Path, root: Path, timeout: int):
