@@ -30,8 +30,8 @@ its last ten steps), ``curve`` (that objective in tenths of the run) and ``train
 gradients, of the final model on the last ``TAIL`` batches of the run's stream, the first ``TAIL`` for ``base``:
 log 2 there); and its seconds. The evaluation items are fixed (seed 0), so the seed spread is the training's
 (``base``, untrained, is the same at every seed). It writes ``benchmarks/results/dpo.json`` with a reduced run
-(``CHECK``) that ``tests/test_bench_dpo.py`` repeats. :func:`run` is one arm at one seed, what chapter 06b calls
-for a live run.
+(``CHECK``) that ``tests/test_bench_dpo.py`` repeats. :func:`run` is one arm at one seed (chapter 06b's live
+steps call :func:`~vlm_primer.recipes.alignment.dpo_step` directly).
 
 The budget was chosen on seed 0 (DPO and its control at each setting; the base: POPE 0.79, CHAIR_s 0.57, VQA
 0.66): 300 steps at lr 1e-4 took the held-out preference accuracy to 0.91 but raised CHAIR_s in both arms (0.66,

@@ -46,8 +46,6 @@
 # * check an exercise answer in place with `check`.
 
 # %%
-import os
-
 import time
 
 import matplotlib.pyplot as plt
@@ -71,8 +69,8 @@ print(f"VLM_PRIMER_SCALE = {SCALE!r}")
 # |---|---|---|---|
 # | **contrastive** | pull matching image/text pairs together and push mismatched ones apart in a shared embedding space | CLIP, SigLIP, Llip | 02 |
 # | **masking** | reconstruct masked image patches or masked words, given the other modality | VisualBERT, FLAVA, MaskVLM | 03 |
-# | **generative** | generate the caption (or the image) token by token | CoCa, BLIP, CM3Leon, Parti, Stable Diffusion | 04 |
-# | **pretrained backbones** | connect a pretrained vision encoder to a pretrained LLM through a trained {term}`connector`; what stays frozen varies (Frozen trains the vision encoder against a frozen LM; LLaVA's second stage updates the LLM) | Frozen, MiniGPT-4, LLaVA, BLIP-2, Flamingo | 05 |
+# | **generative** | generate the caption (or the image) token by token | CoCa, BLIP, CM3Leon, Parti, Stable Diffusion | 04, 04b |
+# | **pretrained backbones** | connect a pretrained vision encoder to a pretrained LLM through a trained {term}`connector`; what stays frozen varies (Frozen trains the vision encoder against a frozen LM; LLaVA's second stage updates the LLM) | Frozen, MiniGPT-4, LLaVA, BLIP-2, Flamingo | 05, 05b |
 #
 # The figure draws the four training setups side by side.
 
@@ -157,9 +155,9 @@ plt.show()
 # |---|---|---|---|
 # | linear projection | one matrix maps each patch feature to an LLM token | LLaVA {cite:p}`liu2023llava` | 05 |
 # | MLP | a 2-layer MLP per patch, the same number of tokens | LLaVA-1.5 {cite:p}`liu2024llava15` | 05 |
-# | {term}`Q-Former` | a small transformer whose 32 learned queries read the image by cross-attention: a fixed, short token budget | BLIP-2 {cite:p}`li2023blip2` | 05 |
-# | {term}`perceiver resampler` | learned latents cross-attend to the image features, a fixed number of visual tokens | Flamingo {cite:p}`alayrac2022flamingo` | 05 |
-# | cross-attention in the LLM | gated cross-attention layers inserted between the frozen LLM's layers read the visual tokens | Flamingo | 05 |
+# | {term}`Q-Former` | a small transformer whose 32 learned queries read the image by cross-attention: a fixed, short token budget | BLIP-2 {cite:p}`li2023blip2` | 05b |
+# | {term}`perceiver resampler` | learned latents cross-attend to the image features, a fixed number of visual tokens | Flamingo {cite:p}`alayrac2022flamingo` | 05b |
+# | cross-attention in the LLM | gated cross-attention layers inserted between the frozen LLM's layers read the visual tokens | Flamingo | 05b |
 #
 # An architecture guide among the study notes sorts whole systems into four types. **A**: a frozen
 # vision encoder and a trained connector feeding the LLM's input (LLaVA, LLaVA-NeXT; the LLM is often
@@ -347,8 +345,9 @@ assert card("clip-tiny")["quality"]["zero_shot_top1"] >= 0.85
 # 2. **Tokens of a ViT** (`00.2`). Write `num_patches(image_size, patch_size)`: how many patch tokens
 #    does a ViT see? How many for ViT-L/14 at 336 px?
 # 3. **Parameters of a ViT** (`00.3`). Write `vit_params(cfg)` from a `ViTConfig` alone: the patch
-#    embedding, positions, class token, and per block two LayerNorms, attention and the MLP. Check it
-#    against the counts printed above.
+#    embedding, positions, class token, per block two LayerNorms, attention and the MLP, and the
+#    LayerNorms outside the blocks: the final one (`final_norm`) and, when `pre_norm` is set, CLIP's
+#    `ln_pre` after the embeddings. Check it against the counts printed above.
 # 4. **The memory bill** (`00.4`). Training in fp32 with AdamW keeps, for each parameter, the weight,
 #    its gradient and two moments. Write `training_bytes(n_params)` and evaluate it for ViT-B/16.
 

@@ -253,8 +253,9 @@ assert last["lm"] < first["lm"] - 2.0, "the LM loss should fall fast: the captio
 # (length penalty $\alpha = 1$). {term}`Nucleus sampling <nucleus sampling>` {cite:p}`holtzman2020nucleus` draws the
 # next token from the smallest set whose probability adds up to $p$, after dividing the logits by a temperature:
 # diverse captions, which is what CapFilt's captioner wants. All three run on one KV cache (`vlm_primer.nn.decoding`);
-# the image's cross-attention keys and values are computed at the first step only. On the same weights our greedy,
-# beam and nucleus captions equal `transformers`' `generate()` (§Parity).
+# the image's cross-attention keys and values are computed at the first step only. On the same weights our greedy
+# and beam captions equal `transformers`' `generate()` (§Parity), and so do our nucleus samples with the same seed
+# (`tests/test_parity_blip.py::test_nucleus_sampling_equals_generate_with_the_same_seed`).
 #
 # Captions are scored against references with CIDEr-D {cite:p}`vedantam2015cider` (TF-IDF weighted n-gram
 # agreement, 0 to 10; our implementation equals `pycocoevalcap`'s), and METEOR where Java runs its reference
@@ -395,8 +396,8 @@ ax.set_title(f"Binding swap across {len(itc)} seeds (bench_generative.py)")
 plt.tight_layout()
 plt.show()
 print(f"ITM vs ITC over seeds {[round(x, 3) for x in itm]} vs {[round(x, 3) for x in itc]}: {verdict}")
-if verdict == "higher":
-    assert min(itm) > max(itc)
+assert verdict != "higher", "the summary says ITM did not beat ITC beyond the seed spread"
+assert all(min(r["itc_replace_win"], r["itm_replace_win"]) >= 0.9 for r in models if r["model"] == "blip")
 
 # %% [markdown]
 # ## CapFilt: cleaning the data with the model
@@ -406,7 +407,8 @@ if verdict == "higher":
 # writes a synthetic caption for every web image with nucleus sampling, and the **filter** (the image-grounded
 # encoder's ITM head) removes every caption, original or synthetic, it judges not to match. The paper's Table 1
 # shows captioner and filter each improving retrieval and captioning after pre-training again on the bootstrapped
-# data, at 14 M and 129 M images; together most of all.
+# data at 14 M images, and the two together most; at 129 M images it compares only neither with both, and both
+# still help.
 #
 # Shapes World knows which captions are wrong. Below, 30 % of 600 training captions are corrupted in the web's
 # ways (a wrong attribute, a wrong object, an unrelated caption, in turn), and the zoo's `blip-tiny` (trained on
@@ -437,6 +439,8 @@ for i in [i for i, c in enumerate(planted) if c][:3]:
     print(f"  [{planted[i]}] {noisy[i]['caption']!r} -> ITM {result.original_score[i]:.2f}; synthetic: "
           f"{result.synthetic[i][0]!r} -> ITM {result.synthetic_score[i, 0]:.2f}")
 assert report["precision"] > random_precision + 0.3 and report["recall"] >= 0.6
+by_kind = {k[7:]: v for k, v in report.items() if k.startswith("recall_")}
+assert min(by_kind, key=by_kind.get) == "object", "wrong objects are the errors the filter catches least often"
 
 # %% [markdown]
 # Does the bootstrapped set train a better model? That takes whole training runs, so it lives in
@@ -466,9 +470,8 @@ plt.tight_layout()
 plt.show()
 print("bootstrapped vs noisy: " + "; ".join(f"{m} {v}" for m, v in verdicts.items()))
 assert all(r["tuned_filter"]["precision"] > BENCH["noise"] + 0.2 for r in cf)
-for m, v in verdicts.items():
-    a, b = [r["bootstrapped"][m] for r in cf], [r["noisy"][m] for r in cf]
-    assert (v == "higher") == (min(a) > max(b)) and (v == "lower") == (max(a) < min(b))
+assert verdicts["zero_shot_top1"] == "higher", "the summary: zero-shot beat the noisy set's at every seed"
+assert all(verdicts[m] == "within the seed spread" for m in metrics if m != "zero_shot_top1")
 
 # %% [markdown]
 # ## CLIP, CoCa and BLIP side by side
@@ -519,6 +522,8 @@ zs_verdict = seed_verdict([r["zero_shot_top1"] for r in models if r["model"] == 
                           [r["zero_shot_top1"] for r in models if r["model"] == "blip"])
 print(f"CoCa vs BLIP zero-shot over seeds: {zs_verdict}")
 assert all(table[m]["R@1 i→t"] > 0.1 for m in table), "every model retrieves far above chance (1/200)"
+width = {m: s["zero_shot_top1"][1] - s["zero_shot_top1"][0] for m, s in spread.items()}
+assert width["blip"] > width["coca"] and zs_verdict == "within the seed spread", "the summary's reading"
 
 # %% [markdown]
 # ## Parity
@@ -595,8 +600,9 @@ for recipe in ("blip", "coca"):
 #   beyond the seed spread at our scale, though both pass the replace-one-word control; BLIP's zero-shot accuracy
 #   varies more across seeds than CoCa's, and the two are within each other's spread.
 # * CapFilt's filter catches most planted errors (wrong objects least often), far above a random filter. Retrained
-#   on the bootstrapped set, BLIP's zero-shot accuracy beat the noisy set's at every seed; its captions (CIDEr-D,
-#   objects named) and binding did not move beyond the spread: the paper's direction, on one of our four measures.
+#   on the bootstrapped set, BLIP's zero-shot accuracy beat the noisy set's beyond the seed spread (every seed above
+#   every seed); its captions (CIDEr-D, objects named) and binding did not move beyond the spread: the paper's
+#   direction, on one of our four measures.
 #
 # ## Exercises
 #
@@ -612,7 +618,9 @@ for recipe in ("blip", "coca"):
 # 4. **Soft ITC targets** (`04.4`). Write `soft_targets(sim, alpha)`: ALBEF's targets from a momentum model's
 #    ``(B, B)`` logits, ``alpha`` on its softmax and the rest on the true pairing.
 # 5. **Attentional pooling** (`04.5`). Write `attentional_pool(tokens, queries, wq, wk, wv)`: one head, no
-#    LayerNorm, ``(B, N, D)`` tokens and ``(Q, D)`` queries to ``(B, Q, D)``.
+#    LayerNorm, no output projection, ``(B, N, D)`` tokens and ``(Q, D)`` queries to ``(B, Q, D)``; the ``(D, D)``
+#    weights are stored as ``nn.Linear`` stores them, so the queries are ``queries @ wq.T`` (likewise keys and
+#    values).
 #
 # *An open experiment* (no check: it is yours). CapFilt with a filter that never saw clean data: rerun the
 # benchmark's CapFilt with the noisy model as the filter (`noisy_filter` in the results). How much of the gain, if

@@ -51,7 +51,7 @@ from einops import rearrange
 from IPython.display import display
 
 from vlm_primer import get_scale, get_seed, seed_everything, zoo
-from vlm_primer.backbones import (Blip2, Blip2Stage1, Flamingo, FlamingoConfig, GatedCrossAttentionLayer,
+from vlm_primer.backbones import (Blip2, Blip2Stage1, Flamingo, FlamingoConfig, GatedCrossAttentionLayer, LlavaConfig,
                                   QFormer, QFormerConfig, build_connector, media_mask, qformer_mask)
 from vlm_primer.backbones.blip2 import itg_captions
 from vlm_primer.backbones.data import caption_pairs_collate
@@ -103,25 +103,35 @@ def count(module: torch.nn.Module) -> int:
 
 blip2, instructblip, flamingo = (zoo.load(n) for n in ("blip2-tiny", "instructblip-tiny", "flamingo-tiny"))
 queries_side = count(blip2.qformer) - sum(p.numel() for p in blip2.qformer.text_parameters())
+patches = tower.cfg.num_patches                    # LLaVA's maps hand on one token per patch
+qwen_tiny = build_connector("resampler", 64, 64, num_queries=16)
 tiny_tree = {  # name: (trainable parameters, visual tokens per image, LM input positions per image)
-    "linear (LLaVA-1.0, Frozen)": (count(build_connector("linear", 64, 64)), 64, 64),
-    "MLP (LLaVA-1.5)": (count(build_connector("mlp", 64, 64)), 64, 64),
-    "Q-Former + linear (BLIP-2)": (queries_side + count(blip2.language_projection), 8, 8),
-    "perceiver + gated x-attn (Flamingo)": (count(flamingo.perceiver) + sum(map(count, flamingo.gated_layers)), 8, 1),
-    "one-layer resampler (Qwen-VL)": (count(build_connector("resampler", 64, 64, num_queries=16)), 16, 16),
+    "linear (LLaVA-1.0, Frozen)": (count(build_connector("linear", 64, 64)), patches, patches),
+    "MLP (LLaVA-1.5)": (count(build_connector("mlp", 64, 64)), patches, patches),
+    "Q-Former + linear (BLIP-2)": (queries_side + count(blip2.language_projection), blip2.tokens_per_image,
+                                   blip2.tokens_per_image),
+    "perceiver + gated x-attn (Flamingo)": (count(flamingo.perceiver) + sum(map(count, flamingo.gated_layers)),
+                                            flamingo.cfg.visual_tokens, flamingo.tokens_per_image),
+    "one-layer resampler (Qwen-VL)": (count(qwen_tiny), len(qwen_tiny.bottleneck.query),
+                                      len(qwen_tiny.bottleneck.query)),
 }
+paper_llava, paper_qformer = LlavaConfig.from_preset("base"), QFormerConfig.from_preset("base")
 with torch.device("meta"):  # the papers' shapes, counted without allocating
     paper_flamingo = FlamingoConfig.from_preset("base")
+    paper_qwen = QwenResampler(1664, 4096, 256)
     paper_tree = {
-        "linear (LLaVA-1.0, Frozen)": (count(build_connector("linear", 1024, 4096)), 576, 576),
-        "MLP (LLaVA-1.5)": (count(build_connector("mlp", 1024, 4096)), 576, 576),
-        "Q-Former + linear (BLIP-2)": (count(QFormer(QFormerConfig.from_preset("base")))  # into OPT-2.7B's 2,560
-                                       + count(torch.nn.Linear(768, 2560)), 32, 32),
+        "linear (LLaVA-1.0, Frozen)": (count(build_connector("linear", 1024, 4096)), paper_llava.tokens_per_image,
+                                       paper_llava.tokens_per_image),
+        "MLP (LLaVA-1.5)": (count(build_connector("mlp", 1024, 4096)), paper_llava.tokens_per_image,
+                            paper_llava.tokens_per_image),
+        "Q-Former + linear (BLIP-2)": (count(QFormer(paper_qformer))  # into OPT-2.7B's 2,560
+                                       + count(torch.nn.Linear(768, 2560)), paper_qformer.num_queries,
+                                       paper_qformer.num_queries),
         "perceiver + gated x-attn (Flamingo)": (
             count(PerceiverResampler(1280, 6, 64, 16, 96))
             + paper_flamingo.text.depth // paper_flamingo.cross_every * count(GatedCrossAttentionLayer(paper_flamingo)),
-            64, 1),
-        "one-layer resampler (Qwen-VL)": (count(QwenResampler(1664, 4096, 256)), 256, 256),
+            paper_flamingo.visual_tokens, flamingo.tokens_per_image),  # one <image> marker, whatever the shapes
+        "one-layer resampler (Qwen-VL)": (count(paper_qwen), len(paper_qwen.query), len(paper_qwen.query)),
     }
 print(f"{'':>35} | {'at tiny':^22} | {'at the papers shapes':^22}\n{'connector':>35} | "
       + " | ".join([f"{'params':>10} {'tok.':>5} {'pos.':>5}"] * 2))
@@ -141,10 +151,16 @@ plt.tight_layout()
 plt.show()
 qformer_paper = paper_tree["Q-Former + linear (BLIP-2)"][0] - (768 * 2560 + 2560)
 qwen_paper = paper_tree["one-layer resampler (Qwen-VL)"][0]
-print(f"BLIP-2's Q-Former at BERT-base shapes: {qformer_paper / 1e6:.0f} M parameters (the paper: 188 M)\n"
+print(f"BLIP-2's Q-Former at BERT-base shapes: {qformer_paper / 1e6:.0f} M parameters, "
+      f"{qformer_paper / 188e6 - 1:+.1%} from the paper's 188 M (the table's row adds the 768 -> 2,560 projection)\n"
       f"Qwen-VL's resampler: {qwen_paper / 1e9:.2f} B (the paper's table: 0.08 B)")
-assert abs(qformer_paper / 188e6 - 1) < 0.02, "the Q-Former at BERT-base shapes should have BLIP-2's 188 M parameters"
-assert paper_tree["perceiver + gated x-attn (Flamingo)"][2] == 1 and tiny_tree["MLP (LLaVA-1.5)"][1] == 64
+assert abs(qformer_paper / 188e6 - 1) < 0.02 and round(qformer_paper / 1e6) == 186, "186 M: 188 M within 2 %"
+assert round(qwen_paper / 1e9, 2) == 0.09, "our Qwen-VL resampler at the paper's shapes: 0.09 B"
+positions = {name: (tokens, pos) for name, (_, tokens, pos) in paper_tree.items()}
+assert (positions["MLP (LLaVA-1.5)"], positions["Q-Former + linear (BLIP-2)"],
+        positions["one-layer resampler (Qwen-VL)"], positions["perceiver + gated x-attn (Flamingo)"]) \
+    == ((576, 576), (32, 32), (256, 256), (64, 1)), \
+    "the tokens and positions the text below quotes, read from the configs and modules"
 
 # %% [markdown]
 # (tok.: visual tokens per image; pos.: positions each image takes in the LM's input.) The bottlenecks
@@ -152,8 +168,9 @@ assert paper_tree["perceiver + gated x-attn (Flamingo)"][2] == 1 and tiny_tree["
 # positions**: BLIP-2 hands the LM 32 tokens where LLaVA-1.5 hands it 576, and Flamingo only one marker per
 # image (its 64 visual tokens are read by cross-attention, not carried in the sequence). That is the
 # trade: the LM's cost per image falls, and something has to learn what to keep. The Q-Former at
-# BERT-base shapes has BLIP-2's 188 M parameters (asserted within 2 %); our Qwen-VL resampler, laid out as
-# in Qwen-VL's released code, has 0.09 B, where the paper's table rounds its adapter to 0.08 B.
+# BERT-base shapes has 186 M parameters, within 2 % of the 188 M BLIP-2 reports (asserted; the table's 188.0 M
+# row also counts the linear projection into the LM); our Qwen-VL resampler, laid out as in Qwen-VL's released
+# code, has 0.09 B (asserted), where the paper's table rounds its adapter to 0.08 B.
 #
 # ## The Q-Former
 #
@@ -320,10 +337,11 @@ plt.show()
 assert caption_match["qformer-tiny, blank image (control)"] < 0.05 and len(set(caption_runs[
     "qformer-tiny, blank image (control)"])) == 1, "a blank image gets one caption, right only by luck"
 assert caption_match["qformer-tiny (600 steps)"] > caption_match["qformer-tiny, blank image (control)"]
+assert len(set(caption_runs["qformer-tiny (600 steps)"])) < 20, "under 20 distinct captions for 240 scenes"
 
 # %% [markdown]
 # An honest weak result. The captions are fluent (the ITG loss fell fastest of the three) and depend on the
-# image only a little: a few distinct captions (counted above) cover all 240 scenes, and they name the object
+# image only a little: fewer than 20 distinct captions (counted above) cover all 240 scenes, and they name the object
 # only a little more often than the blank-image control, which writes one caption for everything. In 600 steps
 # our 2-layer Q-Former learned the *language* of captions much faster than what in each picture to say; the
 # grounding it did learn shows in ITC (above) and in what stage 2 makes of it (below). BLIP-2's captions come
@@ -338,10 +356,10 @@ assert caption_match["qformer-tiny (600 steps)"] > caption_match["qformer-tiny, 
 #
 # $$\mathcal{L} = -\sum_t \log p_{\text{LM}}\big(y_t \mid W\,Q_\theta(Z),\ y_{<t}\big).$$
 #
-# BLIP-2's stage 2 trains on captions and leaves questions to an LLM that already follows instructions
-# (OPT, FlanT5). `lm-tiny` has never answered a question in one word, so ours trains stage 2 on short VQA
-# answers (the zoo card gives the reason: one soft prompt for captions and answers alike did worse). A short
-# live run from `qformer-tiny`:
+# BLIP-2's stage 2 trains on captions and leaves questions to the frozen LLM, asked zero-shot through a
+# prompt: OPT, a plain pretrained decoder, or FlanT5, an instruction-tuned one. `lm-tiny` has never answered a
+# question in one word, so ours trains stage 2 on short VQA answers (the zoo card gives the reason: one soft
+# prompt for captions and answers alike did worse). A short live run from `qformer-tiny`:
 
 # %%
 STAGE2_LIVE = {"tiny": 150, "small": 1500, "base": 1500}[SCALE]
@@ -384,7 +402,7 @@ def blank_accuracy(model) -> dict[str, float]:
 
 
 acc = {"blind prior": blind, "blip2-tiny, blank image": blank_accuracy(blip2),
-       f"live run ({STAGE1_LIVE}+{STAGE2_LIVE} steps)": vqa_eval(live, transform, test_qs)["accuracy"],
+       f"live run (qformer-tiny + {STAGE2_LIVE} steps)": vqa_eval(live, transform, test_qs)["accuracy"],
        "blip2-tiny": vqa_eval(blip2, transform, test_qs)["accuracy"]}
 types = [t for t in acc["blip2-tiny"] if t != "all"] + ["all"]
 print(f"{'type':>11}" + "".join(f"{name.split(' (')[0]:>24}" for name in acc))
@@ -429,6 +447,9 @@ arms = list(dict.fromkeys(r["arm"] for r in bench["runs"]))
 acc_of = {arm: [r["accuracy"]["vqa_all"] for r in bench["runs"] if r["arm"] == arm] for arm in arms}
 run_of = {r["arm"]: r for r in bench["runs"]}
 assert all(len(v) >= 3 for v in acc_of.values()), "every arm needs at least three seeds"
+assert ((bench["steps"]["stage1"], bench["steps"]["stage2"], bench["steps"]["batch"])
+        == (bottleneck_recipes.STAGE1_STEPS, bottleneck_recipes.STAGE2_STEPS, 32) == (600, 1500, 32)), \
+    "the budget the text quotes, the zoo recipes'"
 stage1_verdict = seed_verdict(acc_of["BLIP-2"], acc_of["BLIP-2, no stage 1"])
 for arm in ("BLIP-2", "BLIP-2, no stage 1"):
     print(f"{arm:>20}: seeds {', '.join(f'{a:.1%}' for a in acc_of[arm])}")
@@ -464,12 +485,16 @@ print(f"bottlenecks.json, equal stage-2 budget, 3 seeds: InstructBLIP {min(acc_o
 assert ib["all"] >= b2["all"] + 0.1 and ib_verdict == "higher"
 
 # %% [markdown]
-# A finding that holds at every seed: the same 8 queries, reading the question, answer far better (the
-# benchmark's InstructBLIP arm continues the BLIP-2 arm's weights for as many steps again, the zoo's recipe;
-# its `trainable_params` count includes the Q-Former's text embeddings, which now learn). In the paper the
-# gain comes with instruction tuning on 13 datasets, and its ablation removes the instruction from the
-# Q-Former and loses accuracy on every held-out benchmark. Here the reason is visible in the table: the
-# question's words tell the queries *which* of the scene's attributes to carry through a narrow bottleneck.
+# A finding that holds at every seed: the same 8 queries, reading the question, answer far better. The
+# benchmark's comparison is at an equal budget: its InstructBLIP arm runs the same 600 stage-1 steps as the
+# BLIP-2 arm, then the same 1,500 stage-2 steps with the question read by the Q-Former (its `trainable_params`
+# count includes the Q-Former's text embeddings, which now learn). The zoo pair in the table above is not
+# equal: `instructblip-tiny` continues `blip2-tiny`'s weights for 1,500 more steps, twice BLIP-2's stage-2
+# budget, so its gap over `blip2-tiny` mixes what the question buys with what the extra steps buy; the
+# benchmark's verdict is the fair one. In the paper the gain comes with instruction tuning on 13 datasets, and
+# its ablation removes the instruction from the Q-Former and loses accuracy on every held-out benchmark. Here
+# the reason is visible in the table: the question's words tell the queries *which* of the scene's attributes
+# to carry through a narrow bottleneck.
 #
 # ## What the queries look at
 #
@@ -537,12 +562,15 @@ plt.show()
 print(f"objects cover {coverage:.0%} of the patches; fresh queries put {share_fresh.mean():.0%} there, "
       f"blip2-tiny's {', '.join(f'{s:.0%}' for s in share)}")
 assert abs(share_fresh.mean() - coverage) < 0.1, "the control: untrained queries look everywhere alike"
-assert (share > 2 * coverage).sum() >= 3, "several trained queries should concentrate on the objects"
+assert (share > 2 * coverage).sum() >= len(share) // 2, "half of the trained queries concentrate on the objects"
+assert (share > 0.85).sum() >= 2, "two of them look almost only at the objects"
+assert all(s < coverage for s in share if s <= 2 * coverage), "the others look at the objects less than fairly"
 
 # %% [markdown]
-# Most trained queries put several times their fair share of attention on the objects, while fresh queries
-# spread theirs as the patches fall (the control). Some queries look mostly at the CLS token, which
-# already summarises the image; the slider shows them. Nobody told the queries where objects are: stage 1
+# Half of the trained queries put more than twice their fair share of attention on the objects, two of them
+# almost all of it; the other half put less than their fair share there (all asserted). Fresh queries spread
+# theirs as the patches fall (the control). Queries can also look at the CLS token, which already summarises
+# the image; the slider shows how much each does. Nobody told the queries where objects are: stage 1
 # and stage 2 only asked them to help describe and answer.
 #
 # ## Flamingo: the image enters from the side
@@ -769,33 +797,48 @@ ax.set_title("equal steps, frozen tower and LM: accuracy vs parameters (dot size
 ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
 plt.tight_layout()
 plt.show()
+steered = ("InstructBLIP", "Flamingo")          # the two arms whose read-out the question steers
+others = [arm for arm in order if arm not in steered]
 pairs = [("Q-Former", "LLaVA MLP"), ("perceiver", "LLaVA MLP"), ("Qwen resampler", "LLaVA MLP"),
-         ("Q-Former", "perceiver"), ("Q-Former", "Qwen resampler"), ("Flamingo", "InstructBLIP"),
-         ("Flamingo", "BLIP-2")]
+         ("Q-Former", "perceiver"), ("Q-Former", "Qwen resampler"), ("perceiver", "Qwen resampler"),
+         ("Flamingo", "InstructBLIP")] + [(a, b) for a in steered for b in others]
 verdicts = {}
 for a, b in pairs:
     verdicts[a, b] = seed_verdict(acc_of[a], acc_of[b])
-    print(f"{a:>15} vs {b:<15}: {np.mean(acc_of[a]) - np.mean(acc_of[b]):+6.1%} in the mean, {verdicts[a, b]}")
+    print(f"{a:>15} vs {b:<18}: {np.mean(acc_of[a]) - np.mean(acc_of[b]):+6.1%} in the mean, {verdicts[a, b]}")
+seed_acc = {arm: {r["seed"]: r["accuracy"]["vqa_all"] for r in bench["runs"] if r["arm"] == arm} for arm in arms}
+lift = {arm: [seed_acc[arm][s] - seed_acc["BLIP-2"][s] for s in sorted(seed_acc["BLIP-2"])] for arm in steered}
+print("over BLIP-2, seed for seed: "
+      + "; ".join(f"{arm} {', '.join(f'{g:+.1%}' for g in lift[arm])}" for arm in steered))
+span = max(r["trainable_params"] for r in bench["runs"]) / min(r["trainable_params"] for r in bench["runs"])
+print(f"trainable parameters span a factor of {span:.1f} across the arms")
 assert all(verdicts[a, "LLaVA MLP"] == "higher" for a in ("Q-Former", "perceiver", "Qwen resampler"))
-assert verdicts["Q-Former", "perceiver"] == "within the seed spread"
-assert verdicts["Q-Former", "Qwen resampler"] == "higher" and verdicts["Flamingo", "BLIP-2"] == "higher"
+assert verdicts["Q-Former", "perceiver"] == verdicts["Flamingo", "InstructBLIP"] == "within the seed spread"
+assert verdicts["Q-Former", "Qwen resampler"] == verdicts["perceiver", "Qwen resampler"] == "higher"
+assert all(verdicts[a, b] == "higher" for a in steered for b in others), "the question-steered arms lead"
+assert all(9 <= round(100 * g) <= 16 for g in lift["InstructBLIP"] + lift["Flamingo"]), "9 to 16 points a seed"
+assert round(span) == 30, "the arms' trainable parameters span a factor of about 30"
+assert [round(run_of[a]["trainable_params"] / 1000) for a in ("Qwen resampler", "perceiver", "Q-Former")] \
+    == [26, 104, 122], "the parameter counts the text quotes"
 assert max(acc_of["LLaVA MLP"]) < blind["all"], "the MLP into a frozen LM stays below the blind prior"
 
 # %% [markdown]
 # How to read the table (every verdict above is computed from the seeds and asserted):
 #
 # * With the LM **frozen**, LLaVA's MLP is the weakest arm, below even the blind prior: 8 K parameters that
-#   can only re-map each patch cannot teach a frozen LM the answer format. Every learned bottleneck beats it
-#   at every seed, with 16 tokens instead of 64. This is the regime BLIP-2 and Flamingo were designed for;
+#   can only re-map each patch cannot teach a frozen LM the answer format. Every learned-query connector beats
+#   it at every seed, with 16 tokens instead of 64. This is the regime BLIP-2 and Flamingo were designed for;
 #   chapter 05's LLaVA trains the LM in stage 2, where the MLP does well.
 # * Q-Former and perceiver as connectors are **within the seed spread** of each other; the one-layer Qwen-VL
-#   resampler is below both (one cross-attention layer against two blocks, 26 K parameters against
-#   100–120 K). Parameters are not equal across arms — they span a factor of 30 — so this compares designs
-#   as they come at the same width, not at the same size.
+#   resampler is below both at every seed (one cross-attention layer against two blocks, 26 K parameters
+#   against 104 K and 122 K). Parameters are not equal across arms — they span a factor of 30 — so this
+#   compares designs as they come at the same width, not at the same size.
 # * The two arms whose visual read-out is **steered by the question**, InstructBLIP (the question in the
-#   Q-Former) and Flamingo (the question's tokens cross-attend in the LM), lead; Flamingo does it with one LM
-#   position per image. The trade-off table the guide describes — tokens against parameters against accuracy
-#   — has a third axis at this scale: whether the bottleneck knows what is asked.
+#   Q-Former) and Flamingo (the question's tokens cross-attend in the LM), lead: each beats every other arm at
+#   every seed, they are within the seed spread of each other, and over BLIP-2 they gain 9 to 16 points, seed
+#   for seed. Flamingo does it with one LM position per image. The trade-off table the guide describes —
+#   tokens against parameters against accuracy — has a third axis at this scale: whether the bottleneck knows
+#   what is asked.
 # * Step times are in the table (seconds per run, stage 1 included for BLIP-2 and InstructBLIP); the
 #   training-step time and memory of our BLIP-2 and Flamingo against `transformers`' are in
 #   `benchmarks/bench_blip2_flamingo.py` (README).
@@ -938,9 +981,10 @@ assert all(h[-1]["step"] == 2 and math.isfinite(h[-1]["loss"]) for h in (h_s1, h
 #
 # ## Summary
 #
-# * A learned bottleneck hands the LM a fixed, small number of visual tokens: BLIP-2's Q-Former 32 (188 M
-#   parameters at BERT-base shapes, counted above), Qwen-VL's resampler 256, Flamingo one `<image>` marker per
-#   image with its 64 visual tokens read by cross-attention; LLaVA-1.5's MLP hands on all 576.
+# * A learned bottleneck hands the LM a fixed, small number of visual tokens: BLIP-2's Q-Former 32 (186 M
+#   parameters at BERT-base shapes, counted above; the paper says 188 M), Qwen-VL's resampler 256, Flamingo
+#   one `<image>` marker per image with its 64 visual tokens read by cross-attention; LLaVA-1.5's MLP hands on
+#   all 576.
 # * The Q-Former's three stage-1 objectives differ in one thing, the self-attention mask (uni-modal for ITC,
 #   bi-directional for ITM, multimodal causal for ITG), drawn and checked entry by entry above.
 # * Stage 1 taught our queries to read the image (ITC zero-shot well above chance, fresh queries at chance);
@@ -948,8 +992,8 @@ assert all(h[-1]["step"] == 2 and math.isfinite(h[-1]["loss"]) for h in (h_s1, h
 #   beyond the seed spread at our scale; BLIP-2's Figure 5 effect needs more than the toy has.
 # * Into a frozen `lm-tiny`, BLIP-2's 8 image-only queries use the image (colour and shape far above the
 #   prior, a blank image costs more than 10 points) but sit near the blind prior overall; letting the question
-#   steer the read-out — InstructBLIP's instruction-aware queries, Flamingo's cross-attention — lifts it by
-#   15–20 points at every seed.
+#   steer the read-out — InstructBLIP's instruction-aware queries, Flamingo's cross-attention — lifts it at
+#   every seed, by 9 to 16 points seed for seed, at an equal budget.
 # * Flamingo's gates at 0 make it the frozen LM exactly (asserted bit for bit); its media mask keeps each
 #   token on the latest image. Few-shot examples *hurt* a Flamingo trained on single images, at every seed;
 #   trained on interleaved sequences the same architecture reads them without loss (within the spread), and

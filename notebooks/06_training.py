@@ -131,10 +131,12 @@ ax.plot(xs, slope * np.log10(xs) + intercept, "k--", lw=1, label=f"fit: {slope:+
 ax.set_xscale("log")
 ax.set_xlabel(f"training scenes showing the shape (of {budget_pairs:,})")
 ax.set_ylabel("zero-shot top-1 on the shape")
+ax.set_title("Accuracy on a shape against how often training showed it (3 seeds)")
 ax.legend(fontsize=8)
 plt.show()
 uniform, zipf = arm("balance", "uniform"), arm("balance", "zipf")
 print("Spearman of accuracy with training count, per seed:", {k: round(float(v), 2) for k, v in rho.items()})
+print(f"log-linear fit over the Zipf runs: accuracy {slope:+.2f} per tenfold increase in training count")
 print(f"overall zero-shot: uniform {uniform.round(3)}, Zipf {zipf.round(3)}")
 print(f"uniform runs, spread between shapes: {np.ptp(u_accs):.2f}; Zipf training counts span a factor of "
       f"{counts.max() / counts.min():.0f}")
@@ -177,12 +179,12 @@ print(f"\n{np.mean([c != '' for c in labels]):.0%} of captions corrupted; {np.me
 # %% [markdown]
 # ## Pruning by alignment
 #
-# The survey's first cleaning tool (§3.1.2, §3.1.4) is an alignment score: {cite:t}`hessel2021clipscore`'s
-# CLIPScore, $2.5 \cdot \max(\cos(E_\text{caption}, E_\text{image}), 0)$, read off a pretrained CLIP (chapter 07
-# shows it equals torchmetrics' `CLIPScore`, and chapter 06's tests show that pruning by either keeps the same
-# pairs). DataComp's filter {cite:p}`gadre2023datacomp` keeps the best-scored fraction. Here the filter is the zoo's
-# `clip-tiny`, as OpenAI's CLIP filters LAION: a model trained on other, clean data of the same world. Its control is
-# random pruning to the same fraction:
+# The survey's first cleaning tool (§3.1.2, §3.1.4) is an alignment score: {cite:t}`hessel2021clipscore`'s CLIPScore,
+# $2.5 \cdot \max(\cos(E_\text{caption}, E_\text{image}), 0)$, read off a pretrained CLIP (the tests show it equals
+# torchmetrics' `CLIPScore` divided by 40, since torchmetrics reports $100 \cdot \cos$, and that pruning by either
+# keeps the same pairs). DataComp's filter {cite:p}`gadre2023datacomp` keeps the best-scored fraction. Here the filter
+# is the zoo's `clip-tiny`, as OpenAI's CLIP filters LAION: a model trained on other, clean data of the same world.
+# Its control is random pruning to the same fraction:
 
 # %%
 clip = zoo.load("clip-tiny")
@@ -195,14 +197,17 @@ for fraction in (0.4, 0.5, 0.6, 0.7, 0.8):
     f, c = rows[fraction]
     print(f"keep {fraction:.0%}: CLIPScore filter precision {f['precision']:.2f} recall {f['recall']:.2f} "
           f"(clean kept {f['clean_kept']:.2f}) | random: precision {c['precision']:.2f} recall {c['recall']:.2f}")
-print("recall per kind at 60 %:", {k[7:]: round(v, 2) for k, v in rows[0.6][0].items() if k.startswith("recall_")})
+kind_recall = {k[7:]: v for k, v in rows[0.6][0].items() if k.startswith("recall_")}
+print("recall per kind at 60 %:", {k: round(v, 2) for k, v in kind_recall.items()})
 assert rows[0.6][0]["precision"] > rows[0.6][1]["precision"] + 0.3
+assert min(kind_recall, key=kind_recall.get) == "attribute"  # the kind the filter misses most
 assert rows[0.6][0]["recall"] > 0.85 and rows[0.6][1]["recall"] < 0.5
 
 # %% [markdown]
-# Random pruning removes bad pairs only at the rate they occur (precision ≈ 0.4, the noise rate); the CLIPScore
-# filter at 60 % (the clean share) is right most of the time. A wrong colour is the error it misses most: a
-# one-word change moves the cosine least. Move the slider to see where the cut falls on each kind's scores:
+# Random pruning removes bad pairs only at the rate they occur (precision ≈ 0.4, the noise rate); the CLIPScore filter
+# at 60 % (the clean share) is right most of the time. A wrong attribute (a colour or size word) is the error it
+# misses most: a one-word change moves the cosine least. Move the slider to see where the cut falls on each kind's
+# scores:
 
 # %%
 def show_cut(keep_fraction):
@@ -216,6 +221,7 @@ def show_cut(keep_fraction):
     ax.set_yscale("log")  # the clean pairs pile up near 2.5; a log axis shows the few of each kind beside them
     ax.set_xlabel("CLIPScore (clip-tiny)")
     ax.set_ylabel("pairs")
+    ax.set_title("CLIPScore of each kind of caption, and where the filter cuts")
     ax.legend(fontsize=8)
     plt.show()
     r = removal_report([not k for k in keep], labels)
@@ -248,6 +254,8 @@ for a in order:
 spread = max(np.ptp(v) for v in prune.values())
 print(f"largest spread across seeds within one arm: {spread:.3f}")
 assert prune["oracle"].min() > prune["all"].max() and prune["top0.6"].min() > prune["random0.6"].max()
+assert prune["top0.6"].min() > prune["all"].max() and prune["top0.4"].min() > prune["all"].max()
+assert prune["top0.8"].min() <= prune["all"].max() and prune["all"].min() <= prune["top0.8"].max()  # no better
 assert prune["top0.8"].max() < prune["top0.6"].min() and arm("pruning", "top0.8", "true_captions").max() < 0.8
 
 # %% [markdown]
@@ -403,11 +411,11 @@ assert abs(full.total / counter.get_total_flops() - 1) < 1e-3
 # %% [markdown]
 # The count matches the counter to a thousandth (the counter also sees the similarity matrix twice, once for the
 # logits and once in the loss). Memory adds up the same way {cite:p}`korthikanti2023reducing`: with bf16 mixed
-# precision and AdamW, 16 bytes per parameter (bf16 weights and gradients, fp32 master weights and Adam's two
-# moments), plus the activations kept for the backward pass, about $s b h (34 + 5 a s / h)$ bytes per layer, or only
-# each layer's input with {term}`activation checkpointing` {cite:p}`chen2016checkpointing`. GPU-hours are FLOPs over
-# the GPU's peak times the {term}`model FLOPs utilization` (MFU) a run achieves. The survey's orders of magnitude,
-# recomputed with every assumption in the row:
+# precision and AdamW, 16 bytes per parameter (bf16 weights and gradients, fp32 master weights and Adam's two moments;
+# ZeRO's count {cite:p}`rajbhandari2020zero`), plus the activations kept for the backward pass, about
+# $s b h (34 + 5 a s / h)$ bytes per layer, or only each layer's input with {term}`activation checkpointing`
+# {cite:p}`chen2016checkpointing`. GPU-hours are FLOPs over the GPU's peak times the {term}`model FLOPs utilization`
+# (MFU) a run achieves. The survey's orders of magnitude, recomputed with every assumption in the row:
 
 # %%
 claims = survey_claims()
@@ -518,11 +526,11 @@ for label, part, a, change in hp:
 ax.set_xscale("log")
 ax.set_xlabel("training FLOPs")
 ax.set_ylabel("zero-shot top-1 (mean, min-max of 3 seeds)")
+ax.set_title("Resolution and image-tower width against training compute")
 ax.margins(x=0.2)
 plt.show()
 res = {a: arm(p, a) for _, p, a, _ in hp}
-means = [v.mean() for v in res.values()]
-assert max(means) - min(means) < max(np.ptp(v) for v in res.values())  # every gap within the spread of one arm
+assert all(u.min() <= v.max() for u in res.values() for v in res.values())  # every pair of ranges overlaps
 
 # %% [markdown]
 # Read the bars before the means: on Shapes World the objects are large, flat shapes that 36 px already resolves,
@@ -537,75 +545,111 @@ assert max(means) - min(means) < max(np.ptp(v) for v in res.values())  # every g
 # Survey §3.3 compares four families. The table below is built from the book's own measurements: what each model can
 # do (the evaluation harness's capabilities), its size, the zoo's measured training time at `tiny` on 2 CPU cores,
 # and whether its loss depends on the rest of the batch, which decides how big a batch it needs. That last column is
-# measured here: the loss of one example, computed alone and inside a batch of 32 (alone, a CLIP pair has no
-# negative to be told from, so its loss is 0).
+# measured here, for every row: the loss of each of the first four examples, computed alone and inside a batch of
+# 32, with every random draw (MAE's mask, the DiT's timestep and noise) fixed per example. Alone, a contrastive pair
+# has no negative to be told from, so its loss is 0. For FLAVA and CoCa the term measured is the contrastive one
+# (their masking and captioning terms are per example by construction); the DiT is scored on random stand-in
+# latents, since only the dependence is measured; the LLaVA on its own VQA answers.
 
 # %%
-def loss_of_first(model, batch):
-    """The loss term of example 0 when the model sees ``batch`` examples."""
-    model.eval()
+from vlm_primer.backbones.data import llava_collate  # noqa: E402
+from vlm_primer.backbones.stages import stage_data  # noqa: E402
+from vlm_primer.recipes.alignment import sequence_logprobs  # noqa: E402
+
+families = [("contrastive", "clip-tiny", "negatives come from the batch"),
+            ("masking", "mae-tiny", "each image is its own target"),
+            ("masking + contrastive", "flava-tiny", "its contrastive term"),
+            ("generative (image to text)", "coca-tiny", "its contrastive term"),
+            ("generative (text to image)", "dit-tiny", "each image has its own noise"),
+            ("LLM on pretrained backbones", "llava-tiny", "next-token loss per example")]
+models = {name: (clip if name == "clip-tiny" else zoo.load(name)).eval() for _, name, _ in families}
+N_BATCH, PROBE = 32, 4  # the batch, and how many of its examples are also scored alone
+captions = [it["caption"] for it in noisy[:N_BATCH]]
+pixels = {name: torch.stack([zoo.preprocess(name)(it["image"]) for it in noisy[:N_BATCH]])
+          for name in ("clip-tiny", "mae-tiny", "flava-tiny", "coca-tiny")}
+clip_ids = tok(captions, max_length=16)
+bos_ids = tok(captions, max_length=32, add_bos=True)  # FLAVA's, CoCa's and the DiT's captions start with <bos>
+draws = torch.Generator().manual_seed(0)  # each example's random draws: the same alone as in the batch
+mcfg, dcfg = models["mae-tiny"].cfg.encoder, models["dit-tiny"].cfg
+mae_noise = torch.rand(N_BATCH, (mcfg.image_size // mcfg.patch_size) ** 2, generator=draws)
+dit_latents, dit_eps = torch.randn(2, N_BATCH, dcfg.in_channels, dcfg.image_size, dcfg.image_size, generator=draws)
+vqa_chats = stage_data("vqa", models["llava-tiny"], zoo.preprocess("llava-tiny"), size=N_BATCH)  # llava-tiny's task
+
+
+def example_losses(name, idx):
+    """The loss of each example of ``idx`` when the model sees exactly those examples (FLAVA and CoCa: their
+    contrastive term; their masking and captioning terms are per example by construction)."""
+    model = models[name]
     with torch.no_grad():
-        if hasattr(model, "encode_text"):
-            ids = tok([it["caption"] for it in noisy[:batch]], max_length=16)
-            out = model(images[:batch], ids["input_ids"], ids["attention_mask"])
-            return F.cross_entropy(out.logits_per_image[:1], torch.zeros(1, dtype=torch.long)).item()
-        n_patches = (model.cfg.encoder.image_size // model.cfg.encoder.patch_size) ** 2
-        noise = torch.rand(1, n_patches, generator=torch.Generator().manual_seed(0)).expand(batch, -1)
-        out = model(mae_images[:batch], noise=noise)
-        per = ((out.logits - out.target) ** 2).mean(-1)
-        return ((per[0] * out.mask[0]).sum() / out.mask[0].sum()).item()
+        if name in ("clip-tiny", "flava-tiny", "coca-tiny"):  # image-to-text cross-entropy over the batch's captions
+            ids = clip_ids if name == "clip-tiny" else bos_ids
+            out = model(pixels[name][idx], ids["input_ids"][idx], ids["attention_mask"][idx])
+            logits = out["sim"] if name == "coca-tiny" else out.logits_per_image
+            return F.cross_entropy(logits, torch.arange(len(idx)), reduction="none")
+        if name == "mae-tiny":  # the pixel error on the image's own masked patches
+            out = model(pixels[name][idx], noise=mae_noise[idx])
+            per_patch = ((out.logits - out.target) ** 2).mean(-1)
+            return (per_patch * out.mask).sum(1) / out.mask.sum(1)
+        if name == "dit-tiny":  # the noise-prediction error at one timestep, on stand-in latents
+            t = torch.full((len(idx),), dcfg.num_train_timesteps // 2)
+            out = model(dit_latents[idx], bos_ids["input_ids"][idx], bos_ids["attention_mask"][idx], t=t,
+                        noise=dit_eps[idx])
+            return ((out.eps_pred - dit_eps[idx]) ** 2).mean((1, 2, 3))
+        batch = llava_collate()([vqa_chats[i] for i in idx])  # the answer's next-token loss, per answer token
+        return -sequence_logprobs(model, batch) / (batch["labels"][:, 1:] != -100).sum(1)
 
 
-mae = zoo.load("mae-tiny")
-mae_images = torch.stack([zoo.preprocess("mae-tiny")(it["image"]) for it in noisy[:32]])
 dependence = {}
-for name, model in (("clip-tiny", clip), ("mae-tiny", mae)):
-    alone, in_batch = loss_of_first(model, 1), loss_of_first(model, 32)
-    dependence[name] = abs(alone - in_batch)
-    print(f"{name}: loss of one example alone {alone:.4f}, in a batch of 32 {in_batch:.4f}")
-assert dependence["clip-tiny"] > 0.01 and dependence["mae-tiny"] < 1e-5
+for _, name, _ in families:
+    alone = torch.cat([example_losses(name, [i]) for i in range(PROBE)])
+    in_batch = example_losses(name, list(range(N_BATCH)))[:PROBE]
+    dependence[name] = (alone - in_batch).abs().max().item()
+    print(f"{name:10}  first {PROBE} examples' losses alone {[round(abs(v), 4) for v in alone.tolist()]}, "
+          f"in a batch of {N_BATCH} {[round(abs(v), 4) for v in in_batch.tolist()]}")
+assert all(dependence[n] > 0.01 for n in ("clip-tiny", "flava-tiny", "coca-tiny"))
+assert all(dependence[n] < 1e-4 for n in ("mae-tiny", "dit-tiny", "llava-tiny"))  # float round-off only
 
 # %%
 contrastive_seeds = json.loads((RESULTS / "contrastive_seeds.json").read_text())
 by_batch = {b: np.mean([r["zero_shot_top1"] for r in contrastive_seeds["runs"] if r["kind"] == "sweep"
                         and r["loss_name"] == "CLIP" and r["batch"] == b]) for b in (8, 32, 128)}
-families = [("contrastive", "clip-tiny", "yes: negatives come from the batch"),
-            ("masking", "mae-tiny", "no: each image is its own target"),
-            ("masking + contrastive", "flava-tiny", "partly (its contrastive term)"),
-            ("generative (image to text)", "coca-tiny", "partly (its contrastive term)"),
-            ("generative (text to image)", "dit-tiny", "no"),
-            ("LLM on pretrained backbones", "llava-tiny", "no (next-token loss per example)")]
-print(f"{'family':28} {'model':11} {'can':21} {'params':>8} {'zoo train s':>11}  batch-dependent")
-for family, name, batchdep in families:
+print(f"{'family':28} {'model':11} {'can':21} {'params':>8} {'zoo train s':>11}  batch-dependent (measured above)")
+for family, name, why in families:
     card = zoo.card(name)
     try:
         can = ", ".join(wrap(name).capabilities)
     except ValueError:
         can = "features (linear probe)"
-    params = sum(p.numel() for p in zoo.load(name).parameters())
-    print(f"{family:28} {name:11} {can:21} {params / 1e6:7.2f}M {card['train_seconds']:11.0f}  {batchdep}")
-print("\nchapter 02's CLIP at equal pairs seen, zero-shot by batch size (benchmark, 3 seeds):",
-      {b: round(float(v), 3) for b, v in by_batch.items()})
+    params = sum(p.numel() for p in models[name].parameters())
+    verdict = ("partly" if name in ("flava-tiny", "coca-tiny") else "yes") if dependence[name] > 0.01 else "no"
+    print(f"{family:28} {name:11} {can:21} {params / 1e6:7.2f}M {card['train_seconds']:11.0f}  {verdict}: {why}")
+sweep_steps = {b: contrastive_seeds["sweep_pairs"] // b for b in by_batch}
+print(f"\nchapter 02's CLIP at equal pairs seen ({contrastive_seeds['sweep_pairs']:,}), mean zero-shot by batch size "
+      f"(benchmark, 3 seeds): {({b: round(float(v), 3) for b, v in by_batch.items()})}; steps: {sweep_steps}")
+assert by_batch[8] > by_batch[32] > by_batch[128]  # at this scale more steps beat a bigger batch
 
 # %% [markdown]
-# What the table says, in the survey's order. **Contrastive** models (CLIP) are the cheapest way to a retrieval
-# and zero-shot model, and the only family here whose loss for one example changes with the rest of the batch: they
-# need large batches and negatives (chapter 02's sweep above; the batch-128 runs saw four times fewer steps) and
-# cannot caption. **Masking** (MAE) needs no negatives (an example's loss is the same alone or in a batch) and learns
-# features for a probe, but says nothing about text by itself. **Generative** models can describe or draw, and cost
-# more to train than the contrastive model (the zoo's times above). **An LLM on pretrained backbones** answers
-# questions and follows instructions, training only a connector on top of parts that already exist; its cost hides in
-# the backbones it borrows (the zoo's `lm-tiny` and the CLIP tower).
+# What the table says, in the survey's order. **Contrastive** models (CLIP) are the cheapest way to a retrieval and
+# zero-shot model, and the only family here whose whole loss depends on the rest of the batch (FLAVA's and CoCa's
+# contrastive terms do too, their other terms do not): the batch supplies the negatives, which is why web-scale CLIPs
+# train on batches of tens of thousands; and they cannot caption. The toy cannot show that benefit: at equal pairs
+# seen, chapter 02's sweep (printed above) does best on average at batch 8 and worst at 128, because a bigger batch
+# means fewer steps (the printed counts), and at this scale the steps decide. **Masking** (MAE) needs no negatives (an
+# example's loss is the same alone or in a batch) and learns features for a probe, but says nothing about text by
+# itself. **Generative** models can describe or draw, and cost more to train than the contrastive model (the zoo's
+# times above). **An LLM on pretrained backbones** answers questions and follows instructions, training only a
+# connector on top of parts that already exist; its cost hides in the backbones it borrows (the zoo's `lm-tiny` and
+# the CLIP tower).
 #
 # ## Summary
 #
 # * A concept's zero-shot accuracy follows how often training showed it (every seed); balanced data beats
 #   long-tailed data at each seed, by less than the seed spread.
-# * CLIPScore pruning is far more precise than random pruning at the same fraction, and training on what it keeps
-#   beats training on everything, with a threshold: a fifth of false captions costs as much as two fifths. Exact
-#   deduplication is precise and blind to near copies; semantic deduplication is only as good as its embedding.
-#   Recaptioning the worst-scored captions beats the noisy ones; recaptioning all of them with a tiny captioner does
-#   not.
+# * CLIPScore pruning is far more precise than random pruning at the same fraction, and training on the 60 % or 40 %
+#   it keeps beats training on everything at every seed, with a threshold: a fifth of false captions costs as much as
+#   two fifths. Exact deduplication is precise and blind to near copies; semantic deduplication is only as good as its
+#   embedding. Recaptioning the worst-scored captions beats the noisy ones; recaptioning all of them with a tiny
+#   captioner does not.
 # * Training FLOPs are $3 \times$ the forward's $2Ns + 4Ls^2d$ per example, which the FLOP counter confirms;
 #   memory, MFU and the GPU's peak turn them into GPU-hours and GPU counts.
 # * Every finding above is stated with its control and its spread over seeds; what the toy cannot show is said
@@ -618,7 +662,7 @@ print("\nchapter 02's CLIP at equal pairs seen, zero-shot by batch size (benchma
 #
 # 1. **Zipf frequencies** (`06.1`). Write `zipf(n, s)`: the probabilities of ranks 1..n under a Zipf law.
 # 2. **A filter's precision and recall** (`06.2`). Write `precision_recall(removed, bad)` for two lists of booleans.
-# 3. **DataComp's keep-top filter** (`06.3`). Write `keep_top(scores, fraction)`: a boolean mask keeping the
+# 3. **DataComp's keep-top filter** (`06.3`). Write `keep_top_fraction(scores, fraction)`: a boolean mask keeping the
 #    `round(fraction * N)` best-scored pairs.
 # 4. **SemDeDup's rule** (`06.4`). Write `semdedup(x, centroid, eps)` for one cluster of unit rows `x`: the removal
 #    mask.

@@ -53,8 +53,10 @@ from vlm_primer.evaluation.captioning import cider_d, simple_tokenize
 from vlm_primer.evaluation.memorization import dejavu_gap, dejavu_sets, recovery_rates
 from vlm_primer.evaluation.suites import SUITES
 from vlm_primer.text import Tokenizer
-from vlm_primer.world import (ShapesCaptionDataset, WorldConfig, caption_scene, hard_negative, holds, paraphrases,
-                              render)
+from vlm_primer.world import (NP, Exists, ShapesCaptionDataset, WorldConfig, caption_scene, hard_negative, holds,
+                              paraphrases, render)
+from vlm_primer.world.vocab import SIZE_WORDS
+from vlm_primer.world.vqa import ten_answers
 
 seed_everything(0)
 SCALE = get_scale()
@@ -133,7 +135,8 @@ for n in (50, 200, 800):
     r = evaluate(models["llava-tiny"], "vqa", n=n, keep_items=False)
     widths[n] = r["ci95"][1] - r["ci95"][0]
     print(f"n = {n:>4}: {r['score']:.3f}  95% CI [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  width {widths[n]:.3f}")
-assert widths[800] < widths[50] / 2.5, "four times the items should halve the interval twice over"
+print(f"16 times the items: the interval {widths[50] / widths[800]:.1f} times narrower (1/sqrt(n) says 4)")
+assert widths[800] < widths[50] / 2.5, "sixteen times the items should shrink the interval about four-fold"
 
 # %% [markdown]
 # Comparing two models, the right interval is **paired**: both score the same items, and each resample draws one set
@@ -156,8 +159,10 @@ print(f"clip-tiny - clip-tiny-pairs: {diff:+.3f}, paired 95% CI [{lo:+.3f}, {hi:
 #
 # VQA v2 {cite:p}`goyal2017vqav2` scores a free-text answer against ten human answers: an answer counts fully when
 # at least three annotators gave it, $\mathrm{acc}(a) = \min(\#\text{matches}/3, 1)$, averaged over the ten ways
-# of leaving one annotator out. Before matching, both sides go through the official normalisation (lower case,
-# punctuation, number words to digits, articles dropped):
+# of leaving one annotator out. Before matching, the prediction goes through the official normalisation (lower case,
+# punctuation, number words to digits, articles dropped); the references do not: the official script only applies
+# its punctuation step to them (and not even that when all ten agree), because VQA v2 ships its references already
+# normalised:
 
 # %%
 for raw in ("Two.", "the Circle", "A red one!", "yes, "):
@@ -166,6 +171,20 @@ answers = ["red"] * 2 + ["orange"] * 8
 print("two of ten annotators said 'red':   ", round(vqa_accuracy("red", answers), 4))
 print("eight of ten annotators said 'orange':", vqa_accuracy("Orange.", answers))
 assert vqa_accuracy("red", answers) == 0.6 and vqa_accuracy("Orange.", answers) == 1.0
+count_refs = ten_answers("two")  # the world's references for a count question whose answer is two
+count_ceiling = vqa_accuracy("two", count_refs)
+print(f"references {count_refs}: the right answer 'two' (normalised to '2') scores {count_ceiling:.2f}")
+count = vqa["breakdown"]["count"]
+print(f"llava-tiny's count score {count['score']:.3f} (blind {count['blind']:.3f}) is out of {count_ceiling:.1f}: "
+      f"{count['score'] / count_ceiling:.0%} of its count answers are right "
+      f"({count['blind'] / count_ceiling:.0%} of the blind prior's)")
+assert abs(count_ceiling - 0.9) < 1e-9 and vqa_accuracy("2", count_refs) == count_ceiling
+
+# %% [markdown]
+# Our world's references are not normalised that way: a count question's ten answers are the number word seven
+# times and the digit three times, so the right answer, "two" or "2", normalises to "2", matches only the three
+# digits, and scores 0.9. Every count score in this chapter, the blind prior's included, is therefore out of 0.9, not
+# 1: divide by 0.9 for the share of count questions answered right.
 
 # %%
 vqa_models = ["llava-tiny", "instructblip-tiny", "flamingo-tiny", "blip2-tiny"]
@@ -180,6 +199,7 @@ ax.bar(np.arange(len(types)) + 2 * width, [vqa["breakdown"][t]["blind"] for t in
        label="blind prior (question only)")
 ax.set_xticks(range(len(types)), types)
 ax.set_ylabel("VQA accuracy")
+ax.set_title("VQA accuracy by question type, beside the question-only prior")
 ax.legend(fontsize=7, ncol=5)
 plt.show()
 print(leaderboard(list(vqa_records.values())))
@@ -190,14 +210,36 @@ assert lo > 0.1, "llava-tiny must beat the question-only prior by more than the 
 # %% [markdown]
 # ## Language priors
 #
-# Survey §4.2.3: a benchmark can be passed by language alone, through its {term}`language prior`. The blind prior above answers from the question text:
-# it is right on every yes/no type about half the time and on attribute questions far more, because the world's
-# questions have typical answers, as "is there a clock?" is "yes" 98 % of the time in VQA v1
-# {cite:p}`goyal2017vqav2`. The same holds for caption-choice benchmarks: scoring each caption by a text-only
-# $P(\text{text})$, BLIP's language model does well on ARO {cite:p}`yuksekgonul2023aro` and its successors
-# {cite:p}`lin2024revisiting`, because their negatives are often *less fluent* than the true caption. Here
-# `lm-tiny` (a language model of the world's text) and the suites' bigram prior score the ARO-style suite and the
-# Winoground-style one, beside the image models:
+# Survey §4.2.3: a benchmark can be passed by language alone, through its {term}`language prior`. The blind prior
+# above answers each question with its most frequent training answer. On the yes/no types "is there ...?" and "is
+# the circle left of the star?" it is right about half the time, as a balanced benchmark intends. On the attribute
+# type, yes/no as well, it does far better, and the reason is a leak. The VQA models here were trained on scenes
+# whose objects all have the same size (`sizes=("large",)`), so the harness drops the "what size is ...?" type,
+# whose answer would always be "large"; but an attribute question can still ask about size, "is the star small?",
+# and then its wording gives the answer away: "large" or "big" is always yes, "small", "little" or "tiny" always
+# no. Split by the attribute it asks about:
+
+# %%
+size_words = {w for words in SIZE_WORDS.values() for w in words}
+attr_items = [it for it in vqa["items"] if it["type"] == "attribute"]
+asks_size = {"size": [it for it in attr_items if it["question"].rstrip("?").split()[-1] in size_words]}
+asks_size["colour"] = [it for it in attr_items if it not in asks_size["size"]]
+blind_by = {t: vqa["breakdown"][t]["blind"] for t in ("exist", "relation_yn", "attribute")}
+blind_by |= {f"attribute ({k})": np.mean([it["blind_value"] for it in v]) for k, v in asks_size.items()}
+print("blind prior, llava-tiny's VQA items:",
+      {t: round(float(b), 2) for t, b in blind_by.items()}, {k: len(v) for k, v in asks_size.items()}, "items")
+assert all(0.4 < blind_by[t] < 0.6 for t in ("exist", "relation_yn"))  # about half: balanced yes/no
+assert blind_by["attribute"] > 0.7 and blind_by["attribute (size)"] > 0.9 and blind_by["attribute (colour)"] < 0.7
+
+# %% [markdown]
+# The size questions carry the attribute type: the prior is right on nearly all of them and not much above a coin
+# flip on the colour ones. A leak of this kind is what a blind baseline is for: real benchmarks have their own, as
+# "is there a clock?" is "yes" 98 % of the time in VQA v1 {cite:p}`goyal2017vqav2`, and the blind score says how
+# much of a model's number such a leak could explain. Caption-choice benchmarks have language priors too: scoring
+# each caption by a text-only $P(\text{text})$, BLIP's language model does well on ARO {cite:p}`yuksekgonul2023aro`
+# and its successors {cite:p}`lin2024revisiting`, because their negatives are often *less fluent* than the true
+# caption. Here `lm-tiny` (a language model of the world's text) and the suites' bigram prior score the ARO-style
+# suite and the Winoground-style one, beside the image models:
 
 # %%
 prior_models = ["lm-tiny", "clip-tiny-pairs", "siglip-tiny", "blip-tiny (ITM)"]
@@ -248,7 +290,7 @@ assert aro["lm-tiny"]["score"] >= max(aro[m]["score"] for m in prior_models[1:])
 ds = ShapesCaptionDataset("test", 120, WorldConfig(image_size=48, sizes=("large",)), num_objects=2, seed=3,
                           statements=False)
 rng = np.random.default_rng(0)
-refs, wrong, terse, scenes = [], [], [], []
+refs, wrong, terse, scenes, meanings = [], [], [], [], {"fluent but wrong": [], "terse but correct": []}
 for i in range(len(ds)):
     scene = ds.scene(i)[0]
     cap = caption_scene(scene, rng, "objects", ds.config.margin)
@@ -260,29 +302,33 @@ for i in range(len(ds)):
     a_, b_ = scene.objects
     terse.append(f"{a_.color} {a_.shape} and {b_.color} {b_.shape}")
     scenes.append(scene)
-    assert not holds(neg.meaning, scene, ds.config.margin)
+    meanings["fluent but wrong"].append(neg.meaning)
+    meanings["terse but correct"].append(Exists((NP(a_.shape, a_.color), NP(b_.shape, b_.color))))
+true_share = {name: np.mean([holds(m, sc, ds.config.margin) for m, sc in zip(ms, scenes)])
+              for name, ms in meanings.items()}
 cider = {name: cider_d(refs, cands)[1] for name, cands in (("fluent but wrong", wrong), ("terse but correct", terse))}
 for name, per in cider.items():
     est, lo, hi = bootstrap_ci(per)
     print(f"{name:18} CIDEr-D {est:.2f} [{lo:.2f}, {hi:.2f}]   true of the scene: "
-          f"{0 if 'wrong' in name else 100}% of {len(per)}")
+          f"{true_share[name]:.0%} of {len(per)}")
 print("e.g.", wrong[0], "|", terse[0], "| refs:", refs[0][:2])
 d, lo, hi = paired_bootstrap_diff(cider["fluent but wrong"], cider["terse but correct"])
 prefers = np.mean(np.array(cider["fluent but wrong"]) > np.array(cider["terse but correct"]))
 print(f"CIDEr-D ranks the falsehood above the truth on {prefers:.0%} of scenes")
 assert lo > 0 and prefers > 0.5, "CIDEr-D prefers the fluent falsehood"
+assert true_share["fluent but wrong"] == 0 and true_share["terse but correct"] == 1  # the scene graph decides
 
 # %% [markdown]
 # CIDEr-D prefers the false caption on most scenes: its n-grams match the references' phrasing, and one
-# swapped colour costs little. The same blindness shows in the harness's captioning suite (below) where
-# `llava-tiny`'s long descriptions score near 0 CIDEr-D because their style differs, whether or not they are true.
+# swapped colour costs little.
 #
 # ## CLIPScore
 #
 # {term}`CLIPScore` {cite:p}`hessel2021clipscore` needs no references: $w \cdot \max(\cos(E_c, E_v), 0)$ with $w = 2.5$,
-# the cosine of a CLIP's caption and image embeddings (ours equals `torchmetrics`' implementation). It reads the
-# image, so it can tell a wrong colour from a right one, but only as well as the CLIP behind it binds colours to
-# shapes:
+# the cosine of a CLIP's caption and image embeddings. (`torchmetrics`' `CLIPScore` reports $100 \cos$ instead and
+# clips the batch mean at 0 rather than each pair: scored one pair at a time it is 40 times ours, as the tests
+# check.) It reads the image, so it can tell a wrong colour from a right one, but only as well as the CLIP behind it
+# binds colours to shapes:
 
 # %%
 clip_pairs = zoo.load("clip-tiny-pairs")
@@ -324,13 +370,19 @@ for r in comp["winoground"]:
     ex, two = r["extra"]["scores"], r["extra"]["two_way"]
     print(f"{r['model']:18} text {ex['text']:.3f} image {ex['image']:.3f} group {ex['group']:.3f} | "
           f"two-way choices: caption {two['text']:.3f}, image {two['image']:.3f}")
+for r in comp["dci"]:
+    print(f"{r['model']:18} DCI {r['score']:.3f}   resized crops {r['extra']['resized_crops']:.3f}   "
+          f"chance {r['extra']['chance']:.3f}")
 assert all(r["score"] < SUITES["winoground"].chance for r in comp["winoground"])
+assert all(r["score"] > 0.95 and r["extra"]["resized_crops"] < r["extra"]["chance"] + 0.2 for r in comp["dci"])
 
 # %% [markdown]
 # Every model is **below chance** on Winoground's group score, while each of its four two-way choices is near a
 # coin flip: a model that prefers one caption of a pair *for both images* fails the text score by construction.
 # DCI-style matching, with objects shown alone and captions naming colour and shape, is nearly solved by all of them
-# (the `extra` field's resized-crop variant is harder): a benchmark that no model fails cannot rank models.
+# (above 0.95): a benchmark that no model fails cannot rank models. DCI's own protocol, each object's crop resized to
+# the full frame (the `extra` field), puts every model within 0.2 of chance: the crops blow a 13-pixel object up to
+# a scale no zoo model saw, so they test the change of scale more than the match of region and caption.
 #
 # ## Zero-shot
 #
@@ -344,13 +396,19 @@ for name, r in zs.items():
     print(f"{name:16} seen {br['seen']['score']:.2f}  held-out {br['held-out']['score']:.2f}  | class names with "
           f"the frequent synonyms {syn['frequent']['accuracy']:.2f}, the rare ones {syn['rare']['accuracy']:.2f}")
 print("synonym counts in the training captions:", zs["clip-tiny"]["extra"]["synonyms"]["counts"])
+kept = {name: r["breakdown"]["held-out"]["score"] / r["breakdown"]["seen"]["score"] for name, r in zs.items()}
+print("held-out accuracy as a share of seen accuracy:", {k: round(v, 2) for k, v in kept.items()})
 assert zs["clip-tiny"]["breakdown"]["seen"]["score"] - zs["clip-tiny"]["breakdown"]["held-out"]["score"] >= 0.25
+assert all(0.4 < kept[m] < 0.6 for m in ("clip-tiny", "siglip-tiny")) and kept["clip-tiny-pairs"] >= 1
+assert all(abs(r["extra"]["synonyms"]["frequent"]["accuracy"] - r["extra"]["synonyms"]["rare"]["accuracy"]) < 0.1
+           for r in zs.values())
 
 # %% [markdown]
 # `clip-tiny` and SigLIP lose about half their accuracy on compositions they never saw; `clip-tiny-pairs`, trained
-# on two-object scenes where colours and shapes recombine, loses none. The synonym choice changes nothing here, and
-# the counts say why: the world writes each synonym about as often as the other, so there is no frequent name to
-# prefer. On web data the gap is real, which is why the survey recommends the most frequent one.
+# on two-object scenes where colours and shapes recombine, loses none. The synonym choice changes little here (under
+# 0.1 for every model), and the counts say why: the world writes each synonym about as often as the other, so there
+# is no frequent name to prefer. On web data the gap is real, which is why the survey recommends the most frequent
+# one.
 
 # %% [markdown]
 # ## Spatial relations
@@ -406,9 +464,9 @@ assert chair["llava-tiny"]["score"] > chair["blip-tiny"]["score"] + 0.1
 # Every model beats the always-"yes" baseline, and the yes-ratio tells two styles apart at similar accuracy:
 # `llava-tiny` says "yes" to more than 55 % of the probes in every setting, `flamingo-tiny` to fewer than 45 %.
 # The instruction-tuned model's long descriptions name more objects and hallucinate more of them than the short
-# captions of BLIP and CoCa: the LLaVA-RLHF observation that detailed descriptions are where hallucination lives.
-# CHAIR needs the caption to name objects at all; `coverage` (the share of the scene's objects named) guards
-# against a model that avoids hallucination by saying nothing.
+# captions of BLIP and CoCa: the LLaVA-RLHF observation {cite:p}`sun2023llavarlhf` that detailed descriptions are
+# where hallucination lives. CHAIR needs the caption to name objects at all; `coverage` (the share of the scene's
+# objects named) guards against a model that avoids hallucination by saying nothing.
 #
 # ## Text to image
 #
@@ -467,9 +525,10 @@ axes[1].bar([0, 1], [b["effect_size"] for b in bias.values()], color=["tab:red",
 axes[1].set_xticks([0, 1], [f"planted (p = {biased['p_value']:.3f})", f"control (p = {control['p_value']:.2f})"])
 axes[1].set_ylabel("WEAT effect size d")
 axes[1].axhline(0, color="black", lw=0.8)
+fig.suptitle("A planted bias and its control: zero-shot disparity (left) and WEAT (right)", fontsize=10)
 plt.tight_layout()
 plt.show()
-assert biased["gap_ci95"][0] > 0.2 and control["gap_ci95"][0] <= 0.05
+assert biased["gap_ci95"][0] > 0.2 and control["gap_ci95"][0] <= 0 <= control["gap_ci95"][1]
 assert biased["p_value"] < 0.01 and control["p_value"] > 0.05
 
 # %% [markdown]
@@ -496,8 +555,9 @@ assert abs(u["effect_size"]) > max(1.0, abs(control["effect_size"]))
 # {cite:t}`udandarao2024zeroshot` find that a CLIP's zero-shot accuracy on a concept grows log-linearly with how
 # often the concept appears in its pretraining data (survey §4.2.4). The extreme case is already in §Zero-shot: the
 # six held-out compositions, seen zero times, against the 42 seen about 1,500 times each in `clip-tiny`'s uniform
-# training. `ZipfCaptionDataset` draws compositions from a long-tailed law instead, with its frequency table, for
-# chapter 06's experiment at equal budget:
+# training. `ZipfCaptionDataset` draws the colour-shape compositions of one-object scenes from a long-tailed law
+# instead, with its frequency table: chapter 06's `ConceptFrequencyDataset` with `concept="composition"` (chapter
+# 06's own experiment, below, draws *shapes* from the law, `concept="shape"`):
 
 # %%
 from vlm_primer.evaluation.frequency import ZipfCaptionDataset, frequency_table  # noqa: E402
@@ -533,6 +593,7 @@ for r in balance:
 ax.set_xscale("log")
 ax.set_xlabel("training scenes showing the shape")
 ax.set_ylabel("zero-shot top-1 on the shape")
+ax.set_title("Per-shape accuracy against training frequency (chapter 06's benchmark)")
 ax.legend(fontsize=8)
 plt.show()
 print(f"`{recipes_bench['command']}`: Spearman of per-shape accuracy with training count, per seed:",
@@ -575,7 +636,9 @@ ax.set_yticks(range(3), labels)
 ax.set_xlabel("share of 50 nearest public scenes with the hidden object")
 ax.set_title("Déjà vu on set A's training captions")
 plt.show()
-assert gap["ci95"][0] > 0 and masked["gap"] < gap["gap"]
+ratio = gap["target"] / gap["reference"]
+print(f"the target finds the hidden object {ratio:.1f} times as often as the reference")
+assert gap["ci95"][0] > 0 and masked["gap"] < gap["gap"] and 1.6 < ratio < 2.4
 
 # %% [markdown]
 # The target finds the hidden object about twice as often as the reference: it remembers something of its training
@@ -604,8 +667,11 @@ for r in red:
 print("llava-tiny asked 'is there a hexagon?' about scenes without one:",
       models["llava-tiny"].answer(torch.stack([render(s, 48) for s in sets.public[:5]]),
                                   ["is there a hexagon in the image?"] * 5))
-assert red[0]["breakdown"]["false_premise"]["score"] <= 0.1
-assert red[3]["breakdown"]["false_premise"]["score"] > red[2]["breakdown"]["false_premise"]["score"]
+red_scores = [{t: b["score"] for t, b in r["breakdown"].items()} for r in red]  # llava, + check, instructblip, + check
+assert red_scores[0]["false_premise"] == red_scores[2]["false_premise"] == 0  # both accept every false premise
+assert red_scores[3]["false_premise"] > 0  # the check helps InstructBLIP deny some ...
+assert red_scores[3]["true_premise"] < red_scores[2]["true_premise"]  # ... at a price on the control
+assert red_scores[1] == red_scores[0]  # the check changes nothing for llava-tiny
 
 # %% [markdown]
 # Both models accept every false premise. The premise check helps InstructBLIP deny some, at a price on the control

@@ -148,5 +148,6 @@ class CLIP(nn.Module):
 
     @torch.no_grad()
     def post_step(self) -> None:
-        """Clamp ``logit_scale`` to ``[0, max_logit_scale]`` (temperature at most 100), as in CLIP."""
+        """Clamp ``logit_scale`` to ``[0, max_logit_scale]``, as in CLIP: the inverse temperature ``1/τ`` stays
+        in ``[1, 100]``, i.e. ``τ ≥ 0.01``."""
         self.logit_scale.clamp_(0.0, self.cfg.max_logit_scale)

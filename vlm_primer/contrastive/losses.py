@@ -1,6 +1,6 @@
 """Contrastive losses: CLIP's symmetric InfoNCE, SigLIP's pairwise sigmoid loss and SimCLR's NT-Xent.
 
-Explained in notebook 02, §InfoNCE and §Sigmoid loss. Small modules in the style of open_clip's
+Explained in notebook 02, §InfoNCE and §SigLIP: the sigmoid loss. Small modules in the style of open_clip's
 ``loss.py``: each takes L2-normalised image and text features plus the (log) temperature, and
 works unchanged on one process or across ranks of a ``torch.distributed`` group.
 
@@ -119,10 +119,10 @@ def clip_loss(logits_per_image: torch.Tensor, labels: torch.Tensor | None = None
 def siglip_loss(logits: torch.Tensor, positive: torch.Tensor | None = None) -> torch.Tensor:
     """Pairwise sigmoid loss on a ``(B_img, B_txt)`` logit matrix (SigLIP, Zhai et al. 2023).
 
-    ``-1/B_img * sum_ij log sigmoid(z_ij * logits_ij)`` with ``z_ij = +1`` for matching pairs
+    ``-1/B_img * sum_ij log sigmoid(l_ij * logits_ij)`` with labels ``l_ij = +1`` for matching pairs
     (``positive``, default the diagonal) and ``-1`` otherwise: every pair is an independent binary
     classification, normalised by the number of images as in the paper.
-    Explained in notebook 02, §Sigmoid loss.
+    Explained in notebook 02, §SigLIP: the sigmoid loss.
     """
     _check_logits(logits, "logits")
     if positive is None:
@@ -130,8 +130,8 @@ def siglip_loss(logits: torch.Tensor, positive: torch.Tensor | None = None) -> t
     elif not isinstance(positive, torch.Tensor) or positive.shape != logits.shape:
         raise ValueError(f"positive must be a tensor of the logits' shape {tuple(logits.shape)}, "
                          f"got {tuple(getattr(positive, 'shape', ()))}")
-    z = positive.to(logits.dtype) * 2 - 1
-    return -F.logsigmoid(z * logits).sum() / logits.shape[0]
+    labels = positive.to(logits.dtype) * 2 - 1
+    return -F.logsigmoid(labels * logits).sum() / logits.shape[0]
 
 
 def nt_xent_loss(view1: torch.Tensor, view2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

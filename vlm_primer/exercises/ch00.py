@@ -49,7 +49,8 @@ def vit_params(fn) -> str:
         want = sum(p.numel() for p in ViT(cfg).parameters())
         got = int(fn(cfg))
         if got != want:
-            hint = "too few: did you count the biases and both LayerNorms of every block?" if got < want else "too many"
+            hint = ("too few: did you count the biases, both LayerNorms of every block and the final LayerNorm?"
+                    if got < want else "too many")
             raise Wrong(f"preset {name!r}: {hint} (off by {abs(got - want):,})")
     return "your formula matches ViT(cfg) for tiny, small and base"
 

@@ -16,8 +16,9 @@ Explained in notebook 06. Shapes World knows the truth of every pair, so each cu
   (Abbas et al. 2023): k-means over image embeddings, and within each cluster an item is dropped when it is
   closer than ``1 - eps`` in cosine to an item kept before it.
 * **Pruning by alignment** (survey §3.1.2, §3.1.4; notebook 06, §Pruning by alignment): CLIPScore per pair
-  (:func:`~vlm_primer.evaluation.clipscore.clip_score`, equal to torchmetrics'), then DataComp's filter: keep the
-  top fraction by score (:func:`keep_top`), against :func:`keep_random` at the same fraction (the control).
+  (:func:`~vlm_primer.evaluation.clipscore.clip_score`, equal to torchmetrics' ``CLIPScore`` divided by 40, which
+  reports ``100 * cos``), then DataComp's filter: keep the top fraction by score (:func:`keep_top`), against
+  :func:`keep_random` at the same fraction (the control).
 * **Synthetic captions** (survey §3.1.3; notebook 06, §Synthetic captions): :func:`recaption` writes new captions with a captioner (chapter 04's BLIP);
   :func:`caption_truth` checks any caption against its scene graph.
 """
