@@ -19,7 +19,7 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip $(QUIET)
-	$(PIP) torch==2.13.0 $(QUIET)
+	$(PIP) torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(QUIET)
 	$(PIP) -e ".[all]" $(QUIET)
 	$(BIN)/python -c "import torch, transformers, vlm_primer, nbval, jupytext; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vlm-primer)" >/dev/null
@@ -51,7 +51,8 @@ notebooks: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m vlm_primer.text.build
 
-# Retrain every zoo model from scratch (data/zoo/*.safetensors + cards); about 111 minutes on 2 CPU cores.
+# Retrain every zoo model from scratch (data/zoo/*.safetensors + cards); about two hours on 2 CPU cores
+# (the cards' train_seconds add up to 124 minutes).
 zoo: $(STAMP)
 	$(BIN)/python -m vlm_primer.zoo build all --overwrite
 

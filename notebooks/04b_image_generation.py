@@ -642,9 +642,9 @@ assert cost["diffusion, 8 draws"][-1] > cost["diffusion, 1 draw"][-1] and cost["
 #
 # ```bash
 # python -m vlm_primer.train vqvae --preset base --precision bf16 --batch-size 64 --ckpt-dir runs/vqvae
-# python -m vlm_primer.train ar_t2i --preset base --set vqvae=runs/vqvae/step-00100000 --precision bf16 --compile
+# python -m vlm_primer.train ar_t2i --preset base --set vqvae=runs/vqvae/step_00100000 --precision bf16 --compile
 # torchrun --nproc_per_node 8 -m vlm_primer.train diffusion --preset base --precision bf16 --batch-size 256 \
-#     --set vqvae=runs/vqvae/step-00100000
+#     --set vqvae=runs/vqvae/step_00100000
 # ```
 #
 # A few steps of each at `tiny`, so that the notebook's own checks run the path:

@@ -8,6 +8,7 @@ from vlm_primer.book import load_book
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = re.compile(r"[Nn]otebooks? (\d\d[a-z]?)((?:,? (?:and )?§[A-Za-z0-9][A-Za-z0-9 '\-]*)*)")
+UNCHECKED = re.compile(r"[Nn]otebooks? \d\d[a-z]? \([^)]*§[^)]*\)")  # "notebook 06 (§X)": REF cannot read it
 
 
 def headings(book, chapter_id):
@@ -41,3 +42,11 @@ def test_docstring_references_point_at_real_sections():
             if not any(s.lower() in h for h in heads):
                 problems.append(f"{path}: notebook {chapter_id} has no section §{s}")
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_no_reference_hides_its_section_in_parentheses():
+    found = []
+    for path in sorted((ROOT / "vlm_primer").rglob("*.py")):
+        text = " ".join(path.read_text().split())
+        found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in UNCHECKED.finditer(text)]
+    assert not found, "write these as 'notebook NN, §Section' so that the test above checks them:\n" + "\n".join(found)

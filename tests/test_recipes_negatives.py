@@ -54,6 +54,10 @@ def test_negclip_trains_through_the_trainer_interface():
     plain = clip(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
     assert out.loss.item() > plain.loss.item()  # the negatives make the image-to-text choice harder
     torch.testing.assert_close(model.encode_image(batch["pixel_values"]), clip.encode_image(batch["pixel_values"]))
+    with torch.no_grad():
+        clip.logit_scale.fill_(10.0)
+    model.post_step()  # the Trainer's clamp of the temperature reaches the wrapped CLIP
+    assert clip.logit_scale.item() == pytest.approx(clip.cfg.max_logit_scale)
 
 
 @pytest.mark.parametrize("call, match", [

@@ -140,6 +140,8 @@ def test_recipes_run_and_cards_are_complete(tmp_path):
     meta = build("grounder-tiny", tmp_path, steps=2, progress=False)
     assert meta["model"] == "Grounder" and 0 <= meta["quality"]["referring_accuracy"] <= 1
     assert meta["quality"]["largest_object_baseline"] == card("grounder-tiny")["quality"]["largest_object_baseline"]
+    with pytest.raises(ValueError, match="no transformers class"):
+        export("grounder-tiny", tmp_path / "hf-grounder")
     # each build recorded the zoo models its recipe loaded, the same ones the committed card names
     for path in sorted(tmp_path.glob("*.json")):
         built = json.loads(path.read_text())
@@ -176,6 +178,19 @@ def test_llava_next_export_loads_in_transformers(tmp_path):
     with torch.no_grad():
         want = hf(input_ids=ids, pixel_values=tiles[None], image_sizes=torch.tensor([size])).logits
         assert torch.allclose(ours(ids, [tiles], image_sizes=[size]).logits, want, atol=1e-4)
+
+
+def test_video_llava_export_loads_in_transformers(tmp_path):
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    ours = load("video-llava-tiny")
+    export("video-llava-tiny", tmp_path / "hf")
+    hf = LlavaNextVideoForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ids = torch.tensor([[1] + [ours.cfg.video_token_id] * ours.tokens_per_video + [8, 9, 10]])
+    videos = torch.rand(1, ours.cfg.num_frames, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = hf(input_ids=ids, pixel_values_videos=videos).logits
+        assert torch.allclose(ours(ids, pixel_values_videos=videos).logits, want, atol=1e-4)
 
 
 def test_damaged_or_unknown_models_give_clear_errors(tmp_path):

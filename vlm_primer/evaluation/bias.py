@@ -1,6 +1,6 @@
 """A planted bias and the two ways to measure it: the background tint that goes with a shape.
 
-Explained in notebook 07, §Bias. The survey's §4.3 measures bias in two ways: how a model's accuracy differs
+Explained in notebook 07, §Bias. The survey's §4.2 measures bias in two ways: how a model's accuracy differs
 between groups of images (classification disparity), and how strongly its embeddings associate a group with
 attribute words (WEAT/SEAT, Caliskan et al. 2017). On real data the truth is unknown; here we plant it. Half the
 shapes belong to the *warm* group and half to the *cool* group (alternating in :data:`~vlm_primer.world.SHAPES`),

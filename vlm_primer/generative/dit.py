@@ -22,8 +22,9 @@ network learns both ``eps(x_t, t, caption)`` and ``eps(x_t, t, "")``. At samplin
 images that match the caption better, less diverse. Both predictions come from one batched forward.
 
 The images live in ``[-1, 1]`` (scale Shapes World's ``[0, 1]`` images with ``2 x - 1``); ``sample`` returns them
-in that range. The ``base`` preset is DiT-B/2 as the paper runs it: on the ``32 x 32 x 4`` latent of a 256-pixel
-image (a VAE outside this module), with a CLIP-B text encoder.
+in that range. The ``base`` preset is DiT-B's width and depth on 128 px pixels in 8 px patches: 256 tokens, as
+many as DiT-B/2 on a 256-pixel image's ``32 x 32 x 4`` latent (the paper's setting, with a VAE we do not have), with
+a CLIP-B-sized text encoder.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def hard_negatives(scores: torch.Tensor, same: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """For each row of ``scores`` ``(B, B)`` (row i: query i against candidates), a candidate index drawn with
     probability ``softmax(scores)``, never the row's own pair nor any candidate ``same`` marks as a match
-    (e.g. an identical caption); a row with no negative left keeps a uniform draw over the others.
+    (e.g. an identical caption); a row with no negative left draws from the others with the same
+    ``softmax(scores)`` weights.
     The ITM negatives of BLIP and BLIP-2: the contrastive scores point at the captions hardest to tell apart."""
     if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be a square (B, B) similarity matrix, got "

@@ -14,7 +14,7 @@ pixels in ``[-1, 1]`` and the scene's caption (the project tokenizer, ``<bos> ..
 Options (``--set key=value``): ``train_size`` (default 50 000 scenes per epoch), ``vqvae``.
 
     python -m vlm_primer.train vqvae --preset tiny --steps 2000 --ckpt-dir runs/vqvae
-    python -m vlm_primer.train ar_t2i --preset tiny --set vqvae=runs/vqvae/step-00002000
+    python -m vlm_primer.train ar_t2i --preset tiny --set vqvae=runs/vqvae/step_00002000
     python -m vlm_primer.train diffusion --preset base --precision bf16 --compile --batch-size 256
 
 Explained in notebook 04b, §Training at scale.

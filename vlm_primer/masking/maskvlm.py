@@ -208,5 +208,5 @@ class MaskVLM(nn.Module):
 
     @torch.no_grad()
     def post_step(self) -> None:
-        """Clamp the temperature (at most 100), as CLIP."""
+        """Clamp ``logit_scale`` to ``[0, log 100]`` (the inverse temperature at most 100), as CLIP."""
         self.logit_scale.clamp_(0.0, math.log(100))

@@ -2,7 +2,8 @@
 Llama style (RMSNorm, RoPE, SwiGLU, no biases, untied head), with optional cross-attention layers,
 next-token loss and KV-cached generation.
 
-Explained in notebook 04, §Language model, and notebook 05 (LLaVA), which loads Llama weights here.
+Explained in notebook 04, §Language model (captions as a language model), and notebook 05, §The architecture
+(``lm-tiny``, the Llama-style LM LLaVA builds on; Llama weights load here).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Explained in notebook 06. Shapes World knows the truth of every pair, so each cu
   copies (objects nudged by a pixel or two, the caption paraphrased) whose originals are known;
   :func:`exact_duplicates` hashes the rendered image with its caption; :func:`semantic_duplicates` is SemDeDup
   (Abbas et al. 2023): k-means over image embeddings, and within each cluster an item is dropped when it is
-  closer than ``1 - eps`` in cosine to an item kept before it.
+  closer than ``1 - eps`` in cosine to an item ranked before it.
 * **Pruning by alignment** (survey §3.1.2, §3.1.4; notebook 06, §Pruning by alignment): CLIPScore per pair
   (:func:`~vlm_primer.evaluation.clipscore.clip_score`, equal to torchmetrics' ``CLIPScore`` divided by 40, which
   reports ``100 * cos``), then DataComp's filter: keep the top fraction by score (:func:`keep_top`), against

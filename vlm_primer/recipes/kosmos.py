@@ -11,7 +11,8 @@ to talk teaches it to point. Here:
 * :func:`location_item` writes a training conversation, "<image>where is the red circle?" answered by the two
   location tokens and ``<|end|>`` (the only targets), in :func:`~vlm_primer.backbones.data.llava_collate`'s format;
 * :func:`predict_boxes` reads a box back: greedy decoding restricted to the location tokens for two steps
-  (top-left, then bottom-right), then the bins' centres.
+  (top-left, then bottom-right), then the bins' centres (their outer edges where the two corners share a
+  row or column).
 """
 
 from __future__ import annotations

@@ -64,6 +64,12 @@ class NegCLIP(nn.Module):
         self.clip = clip
         self.cfg = getattr(clip, "cfg", None)
 
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """The wrapped CLIP's clamp of its temperature after each optimizer step (``CLIP.post_step``)."""
+        if hasattr(self.clip, "post_step"):
+            self.clip.post_step()
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.clip.encode_image(pixel_values)
 

@@ -16,7 +16,7 @@ replaced unless ``overwrite=True`` is passed. Loading verifies everything first 
 present, sizes and hashes as in the manifest, JSON parseable, tensor names and shapes matching
 the model and optimizer) and only then touches the model: a bad checkpoint raises
 :class:`CheckpointError` naming the file and the problem, and leaves the model as it was.
-Explained in notebook 06 (§checkpoints).
+Explained in notebook 02, §Scaling up (``--ckpt-dir``, ``--resume auto``).
 """
 
 from __future__ import annotations

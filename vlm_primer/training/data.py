@@ -6,7 +6,7 @@ RNG), each of ``W`` processes takes every ``W``-th index of it (the last ``n mod
 dropped so every rank sees the same number), and a loader can start at any batch of an epoch. The
 :class:`~vlm_primer.training.Trainer` stores ``(epoch, batch)`` in its checkpoints.
 
-Explained in notebook 06 (§resuming exactly).
+Explained in notebook 02, §Training a tiny CLIP and §Scaling up.
 """
 
 from __future__ import annotations

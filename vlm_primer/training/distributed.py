@@ -5,7 +5,7 @@
 CPU) and returns the device this process should use. Every helper also works in a plain single
 process: ``rank() == 0``, ``world_size() == 1`` and the collectives are no-ops.
 
-Explained in notebook 06 (training at scale, §data parallelism).
+Explained in notebook 02, §Scaling up (DDP with ``torchrun``).
 """
 
 from __future__ import annotations

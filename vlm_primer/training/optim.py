@@ -1,6 +1,6 @@
 """AdamW with the usual weight-decay split, and the cosine schedule with linear warmup.
 
-Explained in notebook 06 (§optimiser and schedule).
+Explained in notebook 02, §Training a tiny CLIP.
 
 Weight-decay rule: a parameter is decayed iff it has at least 2 dimensions (the matrices of linear
 layers, convolution kernels, embedding tables) and the model does not list its name in

@@ -2,8 +2,8 @@
 
 A shard is a plain ``.tar`` whose members are grouped into samples by ``__key__``: ``KEY.png`` or
 ``KEY.jpg`` (the image), ``KEY.txt`` (the caption) and optionally ``KEY.json`` (metadata). Reading
-and writing go through the maintained ``webdataset`` library. Explained in notebook 06 (§data at
-scale).
+and writing go through the maintained ``webdataset`` library. Explained in notebook 01,
+§Datasets for training, and notebook 02, §Scaling up.
 
 Order: :func:`shard_loader` shuffles the shard list with ``random.Random(seed + epoch)`` (the same
 on every rank), gives rank ``r`` of ``W`` the shards ``r::W`` (and DataLoader workers a further

@@ -114,7 +114,7 @@ class MerlotOutput:
     shuffle: FrameShuffle                      # perm (B, T) and shuffled (B, T); the identity when shuffle=False
     frame_embeds: torch.Tensor | None = None   # (B*T, embed_dim) L2-normalised, in time order
     text_embeds: torch.Tensor | None = None    # (B*T, embed_dim) L2-normalised
-    logit_scale: torch.Tensor | None = None    # the exponentiated temperature of the contrastive loss
+    logit_scale: torch.Tensor | None = None    # exp(logit_scale): the inverse temperature of the contrastive loss
 
 
 class Merlot(nn.Module):

@@ -272,6 +272,9 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind in ("Llava", "LlavaNext"):
         from vlm_primer.interop.llava import llava_to_hf
         hf = llava_to_hf(model)
+    elif kind == "LlavaNextVideo":
+        from vlm_primer.interop.video_llava import llava_next_video_to_hf
+        hf = llava_next_video_to_hf(model)
     elif kind == "Blip2Stage1":
         raise ValueError(f"{name} has no transformers class to export to: it is a Q-Former alone (vlm_primer.interop"
                          ".blip2.qformer_to_hf converts its weights into a Blip2QFormerModel)")
@@ -294,6 +297,11 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
                          "BLIP-2 and InstructBLIP take an EVA-layout one) and lm-tiny uses grouped-query attention "
                          "(IDEFICS has none); the converters in vlm_primer.interop.blip2 / .idefics take models "
                          "that fit")
+    elif kind == "Grounder":
+        raise ValueError(f"{name} has no transformers class to export to: transformers has no X-VLM-style grounder "
+                         "(a box head on a cross-modal encoder)")
+    elif kind != "DecoderLM":
+        raise ValueError(f"{name} ({kind}) has no export to transformers")
     else:
         from transformers import LlamaForCausalLM
 

@@ -1,4 +1,5 @@
-"""Suites for models that score image-text pairs: regions and space. Explained in notebook 07, §Spatial relations.
+"""Suites for models that score image-text pairs: regions and space. Explained in notebook 07, §Spatial relations and
+§Compositionality (DCI).
 
 * ``dci``: DCI-style region-caption matching (Urbanek et al. 2024): each object of a 2-4-object scene, shown alone
   at its place, must pick its own dense caption among the scene's captions.
