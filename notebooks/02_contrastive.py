@@ -821,9 +821,14 @@ plt.tight_layout()
 plt.show()
 best_prompt = max(prompt_results, key=prompt_results.get)
 print(f"best: {best_prompt}; ensemble - bare = {prompt_results['ensemble'] - prompt_results['bare']:+.1%}")
-# The ensemble must beat the bare name by more than twice the binomial standard error of a difference
-# measured on these test images (2 sqrt(0.25 / n), about 4.5 points at n = 500).
-prompt_noise = 2 * math.sqrt(0.25 / len(test))
+def noise_band(n: int, difference: bool = False) -> float:
+    """Two binomial standard errors at p = 0.5 over ``n`` items: of one accuracy, or of a difference of two."""
+    return 2 * math.sqrt((2 if difference else 1) * 0.25 / n)
+
+
+# The ensemble must beat the bare name by more than the noise of a difference of two accuracies on these test
+# images (about 6.3 points at n = 500).
+prompt_noise = noise_band(len(test), difference=True)
 assert prompt_results["ensemble"] - prompt_results["bare"] > prompt_noise, (
     f"ensemble - bare = {prompt_results['ensemble'] - prompt_results['bare']:+.1%}, noise {prompt_noise:.1%}")
 
@@ -901,7 +906,7 @@ ax.set_title("clip-tiny under distribution shift")
 plt.tight_layout()
 plt.show()
 n_shift = 400
-band = 2 * math.sqrt(2 * 0.25 / n_shift)  # approximate: 2 standard errors of a difference of two accuracies at p = 0.5
+band = noise_band(n_shift, difference=True)  # approximate for `er`, which adds two in-distribution terms near 98 %
 in_zs, in_lp = robust["in distribution"]
 assert abs(in_zs - in_lp) < 0.05, "the control: both classifiers are about equally good in distribution"
 hurt = [n for n in SHIFTS[1:] if robust[n][0] < in_zs - band]
@@ -1036,7 +1041,7 @@ bind_win = probe_rows["binding swap"]["prefers_true"]
 ratio = probe_rows["binding swap"]["gap"] / probe_rows["replace one word"]["gap"]
 shuffle_ratio = probe_rows["word shuffle"]["gap"] / probe_rows["replace one word"]["gap"]
 n_probe = len(probe)
-noise_probe = 2 * math.sqrt(0.25 / n_probe)  # two standard errors of a proportion near 50 %
+noise_probe = noise_band(n_probe)  # a proportion near 50 %
 print(f"Binding swap: the true caption wins in {bind_win:.0%} of scenes (chance 50 % ± {noise_probe:.0%}), "
       f"but the swap moves the similarity only {ratio:.0%} as much as replacing one word.")
 print(f"Word shuffle: moves it {shuffle_ratio:.0%} as much as a replaced word.")

@@ -230,7 +230,8 @@ def hits(suite: str, view: str) -> np.ndarray:
     return np.array([p == q.answer for p, q in zip(r["predictions"], r["questions"])], dtype=float)
 
 
-chance = {s: np.mean([0.25 if q.qtype == "direction" else 0.5 for _, q in map(qs.item, range(len(qs)))])
+CHANCE_BY_TYPE = {"direction": 0.25, "first_event": 0.5, "exist": 0.5, "hit": 0.5}  # where the options are known
+chance = {s: np.mean([CHANCE_BY_TYPE[q.qtype] for _, q in map(qs.item, range(len(qs)))])
           for s, qs in suites.items() if s == "temporal"}
 one_frame_gap = {s: paired_bootstrap_diff(hits(s, "9 frames"), hits(s, "middle frame")) for s in suites}
 for s, (d, lo, hi) in one_frame_gap.items():
@@ -418,9 +419,6 @@ widgets.interactive(ask_widget, index=widgets.IntSlider(3, 0, 299), frames=widge
     options=[1, 2, 3, 5, 9], value=9), question=widgets.Text(CAPTION_VIDEO_REQUEST))
 
 # %%
-CHANCE_BY_TYPE = {"direction": 0.25, "first_event": 0.5, "exist": 0.5, "hit": 0.5}  # where the options are known
-
-
 def answer_floor(suite: str, qtype: str) -> float:
     """The better of always giving the type's most common test answer and, where known, chance."""
     answers = [q.answer for _, q in map(suites[suite].item, range(len(suites[suite]))) if q.qtype == qtype]

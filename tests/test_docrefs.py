@@ -17,12 +17,17 @@ def headings(book, chapter_id):
     return [ln.lstrip("# ").strip().lower() for ln in text.splitlines() if re.match(r"^# #{1,4} ", ln)]
 
 
-def references():
+def package_texts():
+    """Each package file's path and text, whitespace collapsed (docstrings wrap lines)."""
     for path in sorted((ROOT / "vlm_primer").rglob("*.py")):
-        text = " ".join(path.read_text().split())  # docstrings wrap lines
+        yield path.relative_to(ROOT), " ".join(path.read_text().split())
+
+
+def references():
+    for path, text in package_texts():
         for m in REF.finditer(text):
             sections = [s.strip() for s in re.findall(r"§([^§,]+)", m.group(2))]
-            yield path.relative_to(ROOT), m.group(1), [s.removesuffix(" and").strip() for s in sections]
+            yield path, m.group(1), [s.removesuffix(" and").strip() for s in sections]
 
 
 def test_docstring_references_point_at_real_sections():
@@ -45,8 +50,5 @@ def test_docstring_references_point_at_real_sections():
 
 
 def test_no_reference_hides_its_section_in_parentheses():
-    found = []
-    for path in sorted((ROOT / "vlm_primer").rglob("*.py")):
-        text = " ".join(path.read_text().split())
-        found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in UNCHECKED.finditer(text)]
+    found = [f"{path}: {m.group(0)}" for path, text in package_texts() for m in UNCHECKED.finditer(text)]
     assert not found, "write these as 'notebook NN, §Section' so that the test above checks them:\n" + "\n".join(found)

@@ -77,7 +77,8 @@ def siglip_bias(fn) -> str:
         p = 1 / (1 + math.exp(-b))
         if abs(p - 1 / n) > 2 / n**2:
             raise Wrong(f"for a batch of {n} the initial P(match) = σ(b) should be about 1/{n}, got {p:.3g}")
-    return f"for the paper's batch of 32,768 your b₀ = {float(fn(32768)):.2f}, close to the -10 the paper initialises with"
+    return (f"for the paper's batch of 32,768 your b₀ = {float(fn(32768)):.2f}, close to the -10 the paper "
+            "initialises with")
 
 
 @exercise("02.4", "The CLIP loss of a model that knows nothing")

@@ -40,8 +40,8 @@ Where ours differs from ``transformers`` (``tests/test_parity_flava.py`` checks 
   ``itm_weight > 0``);
 * a masked-prediction loss with no labelled position is 0 (``transformers`` returns NaN, the mean of nothing);
 * inputs are never modified (``transformers`` writes -100 into the caller's ``mim_labels`` in place);
-* the log inverse temperature ``logit_scale`` is clamped to ``[0, log 100]`` by :meth:`Flava.post_step` after each optimizer step, like our
-  CLIP (``transformers`` clamps to ``[0, 4.6052]`` inside ``forward`` while training);
+* the log inverse temperature ``logit_scale`` is clamped to ``[0, log 100]`` by :meth:`Flava.post_step` after each
+  optimizer step, like our CLIP (``transformers`` clamps to ``[0, 4.6052]`` inside ``forward`` while training);
 * the MMM heads are as wide as the multimodal encoder and use its activation and LayerNorm epsilon
   (``transformers`` builds them from the image and text configs, which must then have the same width);
 * when nothing is masked (no ``bool_masked_pos``, no ``input_ids_masked``) the unmasked encodings are reused
@@ -261,8 +261,9 @@ def positive_pairs(itm_labels: torch.Tensor) -> torch.Tensor:
 def contrastive_logits(image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(logits_per_image, logits_per_text, labels)`` for L2-normalised ``(B, D)`` embeddings and the inverse
-    temperature ``scale`` (``exp(logit_scale)``). Under ``torch.distributed`` each rank scores its rows against every rank's columns
-    (gathered with gradient, :func:`~vlm_primer.contrastive.losses.all_gather_with_grad`), ``(B, W*B)``."""
+    temperature ``scale`` (``exp(logit_scale)``). Under ``torch.distributed`` each rank scores its rows against
+    every rank's columns (gathered with gradient, :func:`~vlm_primer.contrastive.losses.all_gather_with_grad`),
+    ``(B, W*B)``."""
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     all_images, all_texts = all_gather_with_grad(image_embeds), all_gather_with_grad(text_embeds)
     labels = torch.arange(len(image_embeds), device=image_embeds.device) + rank * len(image_embeds)

@@ -2,9 +2,9 @@
 
 * ``mae``: MAE on Shapes World images (or WebDataset shards with ``--shards``). ``--preset base`` is the paper's
   ViT-B/16 with its 8-block decoder, 75 % masking, per-patch normalised targets, AdamW with betas (0.9, 0.95),
-  weight decay 0.05 and the learning rate ``1.5e-4 x batch / 256`` (He et al. 2022, Table 8; the paper's batch is the global one, 4,096,
-  where ours is ``--batch-size``, one process's: with several processes or ``--grad-accum`` pass ``--lr`` for the
-  global batch), no gradient clipping.
+  weight decay 0.05 and the learning rate ``1.5e-4 x batch / 256`` (He et al. 2022, Table 8; the paper's batch
+  is the global one, 4,096, where ours is ``--batch-size``, one process's: with several processes or
+  ``--grad-accum`` pass ``--lr`` for the global batch), no gradient clipping.
 * ``flava``: FLAVA's objectives on Shapes World captions (:mod:`vlm_primer.masking.flava`): every step runs an
   image-only batch (MIM), a text-only batch (MLM) and a batch of pairs, half of them mismatched (ITM, MMM, global
   contrastive), the round robin over unimodal and multimodal data of the paper in one step

@@ -300,15 +300,15 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind == "Grounder":
         raise ValueError(f"{name} has no transformers class to export to: transformers has no X-VLM-style grounder "
                          "(a box head on a cross-modal encoder)")
-    elif kind != "DecoderLM":
-        raise ValueError(f"{name} ({kind}) has no export to transformers")
-    else:
+    elif kind == "DecoderLM":
         from transformers import LlamaForCausalLM
 
         from vlm_primer.interop import load_strict
         from vlm_primer.interop.llama import decoder_to_hf_llama, llama_config_from_decoder
         hf = load_strict(LlamaForCausalLM(llama_config_from_decoder(model.cfg)), decoder_to_hf_llama(model),
                          "LlamaForCausalLM (from the zoo)").eval()
+    else:
+        raise ValueError(f"{name} ({kind}) has no export to transformers")
     hf.save_pretrained(str(out))
     tokenizer = Tokenizer.load().to_hf(add_eos=kind in ("CLIP", "SigLIP"))  # text towers pool at the <eos>
     tokenizer.save_pretrained(str(out))
