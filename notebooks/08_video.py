@@ -622,8 +622,9 @@ plt.show()
 #
 # MERLOT {cite:p}`zellers2021merlot` learns from videos and their transcripts with three objectives: each frame
 # matched with the text said at its time (a contrastive loss), masked language modelling in a joint encoder that sees
-# every frame, and **temporal reordering**: some frames are shuffled, their time embeddings replaced by one "unknown
-# time" embedding, and a classifier on every pair of shuffled frames says which came first. VideoOFA
+# every frame, and **temporal reordering**: some frames are shuffled, each one's time embedding replaced by an "unknown
+# time" embedding of its own (`[image_unk_0]`, `[image_unk_1]`, ...: the frames stay apart, their times are hidden),
+# and a classifier on every pair of shuffled frames says which came first. VideoOFA
 # {cite:p}`chen2023videoofa` adapts an image captioner to video in an intermediate stage with captioning, video-text
 # matching and **frame-order modelling** (each shuffled frame's original position). Both read order only if the
 # frames *have* one: Shapes World's physics runs the same backwards (no friction, elastic bounces), so a clip played
@@ -657,8 +658,8 @@ seed_everything(SEED)
 frames_tr, ids_tr, mask_tr = merlot_batch(arrow_clips(0, 512))
 mean, std = frames_tr.mean(), frames_tr.std()
 merlot = Merlot(MerlotConfig.from_preset("tiny", max_frames=4, shuffle_fraction=1.0))
-# 200 AdamW steps of 32 clips (the three losses summed), warmup over 30; see train_merlot's docstring
-merlot = train_merlot(merlot, (frames_tr - mean) / std, ids_tr, mask_tr, steps=200, batch=32, seed=SEED)
+# 300 AdamW steps of 32 clips (the three losses summed), warmup over 30; see train_merlot's docstring
+merlot = train_merlot(merlot, (frames_tr - mean) / std, ids_tr, mask_tr, steps=300, batch=32, seed=SEED)
 
 
 @torch.no_grad()

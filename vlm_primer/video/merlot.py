@@ -10,15 +10,17 @@ gives one vector (in the paper its ``[CLS]``); a joint encoder reads
 * **MLM** on the text in the joint encoder, which sees every frame (BERT's corruption,
   :meth:`Merlot.mask_text`);
 * **temporal reordering**: a fraction of each clip's frames is shuffled (:func:`~vlm_primer.video.order.
-  shuffle_frames`) and their time embeddings are replaced by one "unknown time" embedding, so their slot says
-  nothing; for every pair of shuffled frames a classifier on the two frames' joint-encoder states says which came
-  first (:class:`~vlm_primer.video.order.PairwiseOrderHead`).
+  shuffle_frames`) and each of their time embeddings is replaced by an "unknown time" embedding of its own (the
+  paper's ``[image_unk_0]``, ``[image_unk_1]``, ...; :meth:`Merlot.time_ids`), so the shuffled frames stay apart
+  but their slots say nothing of their times; for every pair of shuffled frames a classifier on the two frames'
+  joint-encoder states says which came first (:class:`~vlm_primer.video.order.PairwiseOrderHead`).
 
 Simplifications, each a size choice: the frame encoder is a plain :class:`~vlm_primer.nn.ViT` (the paper's is a
 ViT-ResNet hybrid; the ``tiny`` preset mean-pools its tokens instead of reading ``[CLS]``, see the preset), each
 frame enters the joint encoder as its one pooled vector (the paper also feeds a pooled grid of patch features),
-each local text goes through a small text encoder of its own, and the three losses have fixed weights
-(``*_weight``).
+each local text goes through a small text encoder of its own, the three losses have fixed weights (``*_weight``),
+and every clip shuffles the same fraction of its frames (the reference code shuffles none with probability 1/2 and
+otherwise a uniformly drawn number, 2 to ``T``).
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class MerlotOutput:
 
 class Merlot(nn.Module):
     """MERLOT: ``frame_encoder`` (ViT), ``text_encoder`` (local texts), the joint encoder (``tok_emb``, ``pos_emb``,
-    ``frame_in``, ``time_emb`` whose last row is "unknown time", ``joint``, ``norm``) and the heads."""
+    ``frame_in``, ``time_emb``: ``max_frames`` times, then ``max_frames`` "unknown times", ``joint``, ``norm``) and
+    the heads."""
 
     def __init__(self, cfg: MerlotConfig | None = None) -> None:
         super().__init__()
@@ -134,7 +137,7 @@ class Merlot(nn.Module):
         self.tok_emb = nn.Embedding(cfg.text.vocab_size, cfg.dim)
         self.pos_emb = learned_positions(cfg.context_length, cfg.dim)
         self.frame_in = nn.Linear(cfg.vision.dim, cfg.dim)
-        self.time_emb = nn.Embedding(cfg.max_frames + 1, cfg.dim)   # row max_frames: unknown time
+        self.time_emb = nn.Embedding(2 * cfg.max_frames, cfg.dim)   # rows max_frames + k: [image_unk_k]
         self.joint = Transformer(cfg.depth, cfg.dim, cfg.heads, cfg.mlp_ratio)
         self.norm = nn.LayerNorm(cfg.dim)
         for m in (self.frame_proj, self.text_proj, self.tok_emb, self.time_emb, self.joint):
@@ -156,16 +159,25 @@ class Merlot(nn.Module):
         flat = lambda x: None if x is None else rearrange(x, "b t l -> (b t) l")  # noqa: E731
         return F.normalize(self.text_proj(self.text_encoder(flat(local_ids), flat(local_mask)).pooled), dim=-1)
 
+    def time_ids(self, unknown: torch.Tensor) -> torch.Tensor:
+        """The rows of ``time_emb`` for slots ``(B, T)``: slot ``t`` reads time ``t``, or where ``unknown`` is true
+        the unknown time ``max_frames + t`` (the paper's ``[image_unk_t]``). The reference code gives each shuffled
+        frame a distinct unknown row, picked at random; here the frames were permuted uniformly among the shuffled
+        slots before they got their slots' rows, which hides their times just as well (a frame from time 2 is as
+        likely to sit in any shuffled slot)."""
+        b, t = unknown.shape
+        time = torch.arange(t, device=unknown.device).expand(b, t)
+        return torch.where(unknown.bool(), time + self.cfg.max_frames, time)
+
     def joint_states(self, frame_vectors: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                      unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The joint encoder over ``[frame_in(frame vectors) + time ; tokens + positions]`` -> ``(frame states
-        (B, T, dim), text states (B, L, dim))``. Slot ``t`` gets time embedding ``t``, or the unknown-time embedding
-        where ``unknown`` ``(B, T)`` is true. Nothing else tells the slots apart."""
+        (B, T, dim), text states (B, L, dim))``. Slot ``t`` gets time embedding ``t``, or its unknown-time embedding
+        where ``unknown`` ``(B, T)`` is true (:meth:`time_ids`). Nothing else tells the slots apart."""
         b, t = frame_vectors.shape[:2]
-        time = torch.arange(t, device=frame_vectors.device).expand(b, t)
-        if unknown is not None:
-            time = time.masked_fill(unknown.to(time.device), self.cfg.max_frames)
-        x_frames = self.frame_in(frame_vectors) + self.time_emb(time)
+        if unknown is None:
+            unknown = torch.zeros(b, t, dtype=torch.bool, device=frame_vectors.device)
+        x_frames = self.frame_in(frame_vectors) + self.time_emb(self.time_ids(unknown.to(frame_vectors.device)))
         x_text = self.tok_emb(input_ids) + self.pos_emb[: input_ids.shape[1]]
         keys = None
         if attention_mask is not None:
@@ -245,7 +257,7 @@ class Merlot(nn.Module):
         return rearrange(flat, "(b t) l -> b t l", b=b), mask
 
 
-def train_merlot(model: Merlot, frames: torch.Tensor, input_ids: Any, attention_mask: Any = None, *, steps: int = 200,
+def train_merlot(model: Merlot, frames: torch.Tensor, input_ids: Any, attention_mask: Any = None, *, steps: int = 300,
                  batch: int = 32, lr: float = 1e-3, warmup: int = 30, seed: int = 0) -> Merlot:
     """Train ``model`` on clips ``frames`` ``(N, T, 3, H, W)`` (standardised pixels) and their texts: ``steps``
     AdamW steps (no weight decay, linear warmup over ``warmup`` steps) on ``batch`` clips drawn with replacement.
