@@ -30,11 +30,13 @@ book: $(STAMP)
 
 # Two pytest workers on two cores, one torch thread each: two processes of two threads each on two cores
 # oversubscribe the CPU and run many times slower (the book build splits the cores the same way). The longest chapter
-# cell takes about 40 s at tiny: one past 300 s is a hung kernel, and fails then rather than after nbval's 2,000 s.
+# cell takes about 40 s at tiny: one past the book's cell timeout (cell_timeout(): 300 s at tiny) is a hung kernel,
+# and fails then rather than after nbval's 2,000 s.
+CELL_TIMEOUT = $$($(BIN)/python -c "from vlm_primer.book.execute import cell_timeout; print(cell_timeout())")
 test: $(STAMP)
 	$(BIN)/python -m vlm_primer.book check
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup tests
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=300 $$($(BIN)/python -m vlm_primer.book notebooks)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=$(CELL_TIMEOUT) $$($(BIN)/python -m vlm_primer.book notebooks)
 
 # JupyterLab offline and quiet: no news or update check (settings override), the paired .py files hidden; on a Mac
 # the kernels run what MPS lacks on the CPU (with a warning) instead of failing.

@@ -208,6 +208,30 @@ def test_damaged_or_unknown_models_give_clear_errors(tmp_path):
         load("clip-tiny", tmp_path)
 
 
+def test_export_refuses_from_the_kind_before_reading_weights(tmp_path):
+    """Every kind either exports or is refused with its reason, and the refusal comes before the weights are read:
+    the root here has no cards and no weights, so a load would fail with FileNotFoundError instead."""
+    from vlm_primer.zoo import _NO_EXPORT
+
+    assert set(MODELS.values()) - set(_NO_EXPORT) == {"CLIP", "SigLIP", "Llava", "LlavaNext", "LlavaNextVideo",
+                                                      "MAE", "DecoderLM"}
+    for name, kind in MODELS.items():
+        if kind in _NO_EXPORT:
+            with pytest.raises(ValueError, match=f"{name} has no transformers class to export to: "):
+                export(name, tmp_path / "hf", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown zoo model 'gpt-9'"):
+        export("gpt-9", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_zoo_cli_export_refusal_is_a_usage_error(tmp_path, capsys):
+    from vlm_primer.zoo.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "flava-tiny", str(tmp_path / "hf")])
+    assert exit_.value.code == 2 and "flava-tiny has no transformers class" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["clip-tiny", "siglip-tiny"])
 def test_contrastive_export_loads_in_transformers(name, tmp_path):
     from transformers import AutoModel

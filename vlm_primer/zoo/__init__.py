@@ -254,15 +254,37 @@ def measure(name: str, root: str | os.PathLike | None = None) -> dict[str, float
     return _recipe_module(name).measure(name, load(name, root))
 
 
+# Why a zoo kind has no ``transformers`` export: export refuses these before it loads the weights.
+_NO_EXPORT = {
+    "Blip2Stage1": "it is a Q-Former alone (vlm_primer.interop.blip2.qformer_to_hf converts its weights into a "
+                   "Blip2QFormerModel)",
+    "Blip": "our BLIP keeps the encoder and the decoder in one MED (transformers splits them into a retrieval and a "
+            "captioning model; vlm_primer.interop.blip converts those into ours)",
+    "CoCa": "transformers has no CoCa",
+    "VQVAE": "transformers has no VQ-VAE",
+    "EarlyFusion": "transformers has no early-fusion text-to-image model",
+    "DiT": "transformers has no DiT (diffusers has DiTTransformer2DModel, class-conditioned only)",
+    "Flava": "transformers' FlavaForPreTraining carries DALL-E's dVAE as its image tokenizer, ours a k-means "
+             "codebook (vlm_primer.interop.flava converts FlavaForPreTraining into ours)",
+    **dict.fromkeys(("Blip2", "InstructBlip", "Flamingo"),
+                    "its tower is CLIP-layout (transformers' BLIP-2 and InstructBLIP take an EVA-layout one) and "
+                    "lm-tiny uses grouped-query attention (IDEFICS has none); the converters in "
+                    "vlm_primer.interop.blip2 / .idefics take models that fit"),
+    "Grounder": "transformers has no X-VLM-style grounder (a box head on a cross-modal encoder)",
+}
+
+
 def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """Write ``name`` as a ``transformers`` model plus the tokenizer into ``out_dir`` (``save_pretrained``)."""
     from vlm_primer.text import Tokenizer
 
+    kind = MODELS[_check_name(name)]
+    if kind in _NO_EXPORT:
+        raise ValueError(f"{name} has no transformers class to export to: {_NO_EXPORT[kind]}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; refusing to overwrite it")
     model = load(name, root)
-    kind = MODELS[name]
     if kind == "CLIP":
         from vlm_primer.interop.clip import clip_to_hf
         hf = clip_to_hf(model)
@@ -275,31 +297,9 @@ def export(name: str, out_dir: str | os.PathLike, root: str | os.PathLike | None
     elif kind == "LlavaNextVideo":
         from vlm_primer.interop.video_llava import llava_next_video_to_hf
         hf = llava_next_video_to_hf(model)
-    elif kind == "Blip2Stage1":
-        raise ValueError(f"{name} has no transformers class to export to: it is a Q-Former alone (vlm_primer.interop"
-                         ".blip2.qformer_to_hf converts its weights into a Blip2QFormerModel)")
-    elif kind in ("Blip", "CoCa"):
-        raise ValueError(f"{name} has no transformers class to export to: CoCa has none, and our BLIP keeps the "
-                         "encoder and the decoder in one MED (transformers splits them into a retrieval and a "
-                         "captioning model; vlm_primer.interop.blip converts those into ours)")
-    elif kind in ("VQVAE", "EarlyFusion", "DiT"):
-        raise ValueError(f"{name} has no transformers class to export to: transformers has no VQ-VAE, early-fusion "
-                         "text-to-image or DiT model (diffusers has DiTTransformer2DModel, class-conditioned only)")
     elif kind == "MAE":
         from vlm_primer.interop.mae import mae_to_hf
         hf = mae_to_hf(model)
-    elif kind == "Flava":
-        raise ValueError(f"{name} has no transformers class to export to: transformers' FlavaForPreTraining carries "
-                         "DALL-E's dVAE as its image tokenizer, ours a k-means codebook (vlm_primer.interop.flava "
-                         "converts FlavaForPreTraining into ours)")
-    elif kind in ("Blip2", "InstructBlip", "Flamingo"):
-        raise ValueError(f"{name} has no transformers class to export to: its tower is CLIP-layout (transformers' "
-                         "BLIP-2 and InstructBLIP take an EVA-layout one) and lm-tiny uses grouped-query attention "
-                         "(IDEFICS has none); the converters in vlm_primer.interop.blip2 / .idefics take models "
-                         "that fit")
-    elif kind == "Grounder":
-        raise ValueError(f"{name} has no transformers class to export to: transformers has no X-VLM-style grounder "
-                         "(a box head on a cross-modal encoder)")
     elif kind == "DecoderLM":
         from transformers import LlamaForCausalLM
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     elif ns.cmd == "export":
         try:
             print(export(ns.name, ns.out_dir))
-        except FileExistsError as err:
+        except (FileExistsError, ValueError) as err:   # a non-empty out_dir, or a model with no export
             p.error(str(err))
     else:
         bad = 0
