@@ -570,7 +570,8 @@ assert torch.equal(got.mask, want.mask) and torch.allclose(got.logits, want.logi
 # ## Training at scale: the GPU path
 #
 # The same code trains at the papers' shapes. `--preset base` is MAE's ViT-B/16 with its 8-block, 512-wide
-# decoder, 75 % masking, AdamW (0.9, 0.95), weight decay 0.05 and the learning rate 1.5e-4 · batch / 256; FLAVA's
+# decoder, 75 % masking, AdamW (0.9, 0.95), weight decay 0.05 and the learning rate 1.5e-4 · batch / 256, where the
+# batch is that of one optimizer step (`--batch-size` × `--grad-accum` × processes; the paper's is 4,096); FLAVA's
 # preset is the paper's ViT-B/16, BERT-base-sized text encoder and 6-layer multimodal encoder:
 #
 # ```bash

@@ -20,6 +20,19 @@ def test_mae_recipe_trains_checkpoints_and_checks_its_options(tmp_path):
         main(["mae", *COMMON, "--set", "stage=1"])
 
 
+def test_mae_learning_rate_follows_the_global_batch(monkeypatch):
+    """1.5e-4 x batch / 256 on the batch of one optimizer step: --batch-size x --grad-accum x processes."""
+    from vlm_primer.masking.recipes import mae_recipe
+    from vlm_primer.training.recipes import RecipeArgs
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert mae_recipe(RecipeArgs(preset="small", batch_size=64)).config.lr == pytest.approx(1.5e-4 / 4)
+    assert mae_recipe(RecipeArgs(preset="small", batch_size=64, grad_accum=4)).config.lr == pytest.approx(1.5e-4)
+    monkeypatch.setenv("WORLD_SIZE", "16")   # what torchrun sets: 16 processes of 64 x 4 = 4,096, the paper's batch
+    assert mae_recipe(RecipeArgs(preset="small", batch_size=64, grad_accum=4)).config.lr == pytest.approx(2.4e-3)
+    assert mae_recipe(RecipeArgs(preset="tiny", batch_size=64, grad_accum=4)).config.lr == 1e-3
+
+
 def test_mae_base_is_the_papers_vit_b16_with_its_decoder():
     from vlm_primer.masking import MAE, MAEConfig
 

@@ -127,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         build_parser().error(str(e))
     try:
         seed_everything(ns.seed)
+        options = _parse_set(ns.set + ([f"stage={ns.stage}"] if ns.stage is not None else []))
         args = RecipeArgs(preset=ns.preset, shards=ns.shards, batch_size=ns.batch_size, seed=ns.seed,
-                          num_workers=ns.num_workers, options=_parse_set(ns.set + ([f"stage={ns.stage}"] if ns.stage is not None else [])))
+                          num_workers=ns.num_workers, grad_accum=ns.grad_accum, options=options)
         job = recipe.build(args)
         if not isinstance(job, TrainJob):
             raise TypeError(f"recipe {ns.recipe!r} must return a TrainJob, got {type(job).__name__}")

@@ -2,9 +2,9 @@
 
 * ``mae``: MAE on Shapes World images (or WebDataset shards with ``--shards``). ``--preset base`` is the paper's
   ViT-B/16 with its 8-block decoder, 75 % masking, per-patch normalised targets, AdamW with betas (0.9, 0.95),
-  weight decay 0.05 and the learning rate ``1.5e-4 x batch / 256`` (He et al. 2022, Table 8; the paper's batch
-  is the global one, 4,096, where ours is ``--batch-size``, one process's: with several processes or
-  ``--grad-accum`` pass ``--lr`` for the global batch), no gradient clipping.
+  weight decay 0.05 and the learning rate ``1.5e-4 x batch / 256`` for the global batch of one optimizer step
+  (He et al. 2022, Table 8, where it is 4,096): ``--batch-size x --grad-accum x`` the number of processes; no
+  gradient clipping.
 * ``flava``: FLAVA's objectives on Shapes World captions (:mod:`vlm_primer.masking.flava`): every step runs an
   image-only batch (MIM), a text-only batch (MLM) and a batch of pairs, half of them mismatched (ITM, MMM, global
   contrastive), the round robin over unimodal and multimodal data of the paper in one step
@@ -72,7 +72,13 @@ def mae_recipe(args: RecipeArgs) -> TrainJob:
     train = TrainConfig.from_preset(args.preset, betas=(0.9, 0.95), weight_decay=0.05, grad_clip=None)
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)
-    train = train.replace(lr=1.5e-4 * train.batch_size / 256 if args.preset != "tiny" else 1e-3)
+    if args.preset == "tiny":
+        train = train.replace(lr=1e-3)
+    else:  # the paper's rule, on the batch of one optimizer step over every process
+        from vlm_primer.training import distributed as D
+
+        step_batch = train.batch_size * (args.grad_accum or train.grad_accum_steps) * D.world_size()
+        train = train.replace(lr=1.5e-4 * step_batch / 256)
     collate = image_collate(cfg.encoder.image_size)
     if args.shards:
         from vlm_primer.training.shards import shard_loader

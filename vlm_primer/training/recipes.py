@@ -61,6 +61,7 @@ class RecipeArgs:
     seed: int = 0
     num_workers: int = 0
     options: dict[str, str] = dataclasses.field(default_factory=dict)
+    grad_accum: int | None = None   # micro-batches per optimizer step (a recipe that scales its lr reads it)
 
 
 @dataclasses.dataclass
