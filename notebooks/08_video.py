@@ -631,8 +631,9 @@ plt.show()
 # backwards is a valid clip with the same frames. Real video has an arrow of time; we give the world one by playing
 # each clip in the direction in which its object first moves right or down.
 #
-# The controls: the same model on clips where nothing moves (every frame the same: no order to find, exactly chance),
-# and on the test clips played backwards (the arrow reversed: a model that learned it should be systematically wrong).
+# The controls: the same model on clips where nothing moves (every frame the same, so no order to find: chance, up
+# to sampling noise), and on the test clips played backwards (the arrow reversed: a model that learned it should be
+# systematically wrong).
 
 # %%
 from vlm_primer.video import Merlot, MerlotConfig, order_accuracy, train_merlot  # noqa: E402
