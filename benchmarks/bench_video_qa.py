@@ -3,7 +3,7 @@
     python benchmarks/bench_video_qa.py --seeds 0 1 2 --jobs 2
 
 A quality benchmark, not a speed one. Every arm is a :class:`~vlm_primer.video.frame_qa.FrameQA` (a joint encoder
-over frame tokens in time, answering from [CLS], as MERLOT and VideoBERT are fine-tuned for QA) over the same frozen
+over frame tokens in time, answering from [CLS], as MERLOT is fine-tuned for QA) over the same frozen
 front end: the zoo's ``grounder-tiny`` (chapter 06b's X-VLM) reads the question against each 48 px frame of a
 9-frame Shapes World clip with one or two objects, and its cross-modal encoder's tokens of the question are that
 frame's tokens (:func:`~vlm_primer.video.frame_qa.grounded_tokens`: the words already bound to the objects they

@@ -270,7 +270,7 @@ assert acc["temporal", "9 frames"] < chance["temporal"] + 0.05 and acc["temporal
 # zoo's `grounder-tiny`, X-VLM's recipe, 92 % referring accuracy). So the temporal reader starts there: the grounder's
 # cross-modal encoder reads the question against each frame (its words are the queries, the frame's patches the keys
 # and values), and those tokens, one set per frame, are that frame's input to a small `FrameQA` (a joint encoder with
-# a **time embedding** per frame, answering from [CLS], as MERLOT and VideoBERT are fine-tuned for QA). The words come
+# a **time embedding** per frame, answering from [CLS], as MERLOT is fine-tuned for QA). The words come
 # out bound to the objects they name, so the reader only has to compare frames.
 #
 # `grounded_tokens` is the grounder's own fusion, unpooled: pooled where the grounder pools (the last token), it is
@@ -687,8 +687,8 @@ assert order["moving, played backwards"].accuracy < 0.4
 # moves. MERLOT's own numbers come from 180 M YouTube segments (YT-Temporal-180M) and a 16-frame, ViT-Base-sized joint
 # encoder; it is evaluated by fine-tuning on 12 video tasks, where the reordering objective helped, not by reordering
 # accuracy itself. VideoOFA's frame-order head (`VideoCaptioner`, around chapter 04's BLIP captioner) is the same
-# idea with one head per frame position; `tests/test_video_order.py` checks that a one-frame video gives back the
-# image captioner's loss exactly.
+# idea with one prediction per shuffled frame, its original index, instead of one per pair;
+# `tests/test_video_order.py` checks that a one-frame video gives back the image captioner's loss exactly.
 
 # %% [markdown]
 # ## Video-LLaMA
@@ -697,7 +697,8 @@ assert order["moving, played backwards"].accuracy < 0.4
 # frozen tower and the frozen image Q-Former (8 query tokens per frame here, 32 in the paper), a learned **temporal
 # position embedding** is added to frame $t$'s tokens, and a second, **video Q-Former** reads all frames' tokens with
 # its own queries. One linear layer hands its outputs to the language model as a soft prompt: a clip costs the LM the
-# video Q-Former's queries, however many frames it has.
+# video Q-Former's queries, however many frames it has (up to the size of its temporal table: 32 frames in the
+# released code, `num_frames` here).
 #
 # Why the temporal embedding: cross-attention reads a *set*. Without it the video Q-Former cannot tell the frames
 # apart, and a clip played backwards gives exactly the same tokens. The control below shows it on the zoo's BLIP-2:
@@ -732,7 +733,7 @@ assert no_time < 1e-5 < with_time
 # * **token merging** (MiniGPT4-Video {cite:p}`ataallah2024minigpt4video`): every 4 adjacent tokens concatenated and
 #   projected by one linear layer, 256 -> 64 tokens per frame; as few tokens as pooling, but the linear layer learns
 #   what to keep instead of averaging it away (pooling is the merger whose weights are fixed $\tfrac{1}{4}$ blocks);
-# * **a video Q-Former** (Video-LLaMA): 32 query tokens per clip, however many frames.
+# * **a video Q-Former** (Video-LLaMA): 32 query tokens per clip, however many frames (up to its temporal table's).
 #
 # Merging built inline, then checked equal to the package's:
 
@@ -886,9 +887,10 @@ assert history[-1]["step"] == 2 and np.isfinite(history[-1]["loss"])
 # * **Video-LLaMA's temporal embedding** is what lets its video Q-Former tell frames apart: without it a reversed
 #   clip gives the same tokens.
 # * **The cost of frames**: every token leaves room for 15 frames in a 4,096-token context, pooling or merging by 4
-#   for 27 to 62, a video Q-Former for any number. Frames a model cannot use buy nothing (Video-LLaVA is flat from 1
-#   to 9); for the grounded reader the second frame is what lifts the temporal suite off chance, more add little, and
-#   merging its tokens four into one keeps its accuracy within the seed spread on a quarter of the tokens.
+#   for 27 to 62, a video Q-Former for any number up to its temporal table's size. Frames a model cannot use buy
+#   nothing (Video-LLaVA is flat from 1 to 9); for the grounded reader the second frame is what lifts the temporal
+#   suite off chance, more add little, and merging its tokens four into one keeps its accuracy within the seed spread
+#   on a quarter of the tokens.
 
 # %% [markdown]
 # ## Exercises

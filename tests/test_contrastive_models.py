@@ -124,6 +124,24 @@ def test_llip_contextualize_matches_per_pair_attention():
     torch.testing.assert_close(weights.sum(-1), torch.ones(B, 4, B))
 
 
+def test_llip_mixture_tokens_go_through_ln_pre_like_the_cls_token():
+    """With CLIP's ln_pre (the base preset's tower), the mixture tokens enter the blocks normalised, as the patch
+    tokens (and a CLIP tower's CLS) do: the tower's input is ln_pre([patches + positions; mixture tokens])."""
+    cfg = _small(LlipConfig)
+    cfg = cfg.replace(vision=cfg.vision.replace(pre_norm=True))
+    model = Llip(cfg).eval()
+    pixels = _batch()[0]
+    vit, seen = model.vision, []
+    handle = vit.transformer.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.encode_image(pixels)
+        handle.remove()
+        tokens = vit.patch_embed(pixels).flatten(2).transpose(1, 2)
+        tokens = tokens + vit.pos_emb   # Llip's tower has no CLS: the mixture tokens are its readout
+        tokens = torch.cat([tokens, model.mixture_tokens.expand(B, -1, -1)], dim=1)
+        torch.testing.assert_close(seen[0], vit.ln_pre(tokens))
+
+
 @pytest.mark.parametrize("loss", ["sigmoid", "infonce"])
 def test_llip_loss(loss):
     model = Llip(_small(LlipConfig, loss=loss)).eval()

@@ -127,8 +127,7 @@ class Llip(nn.Module):
         vit, k = self.vision, self.cfg.num_mixture_tokens
         check_images(pixel_values, channels=vit.cfg.channels, size=vit.cfg.image_size, name="pixel_values",
                      device=vit.patch_embed.weight.device)
-        x = vit.embed(pixel_values)
-        x = torch.cat([x, repeat(self.mixture_tokens, "k d -> b k d", b=x.shape[0]).to(x.dtype)], dim=1)
+        x = vit.embed(pixel_values, extra=repeat(self.mixture_tokens, "k d -> b k d", b=pixel_values.shape[0]))
         x, _ = vit.transformer(x)
         x = vit.norm(x) if vit.norm is not None else x
         return x[:, -k:]

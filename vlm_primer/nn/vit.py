@@ -113,13 +113,17 @@ class ViT(nn.Module):
                      if cfg.pool == "map" else None)
         self.apply(init_weights)
 
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` -> tokens ``(B, N [+1], dim)`` with positions (and ``ln_pre``)."""
+    def embed(self, pixel_values: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` -> tokens ``(B, N [+1], dim)`` with positions (and ``ln_pre``). ``extra``
+        ``(B, E, dim)``: learned tokens without a position (Llip's mixture tokens), appended after the positions
+        and before ``ln_pre``, which normalises them as it does the CLS token."""
         x = self.patch_embed(pixel_values.to(self.patch_embed.weight.dtype))
         x = rearrange(x, "b d h w -> b (h w) d")
         if self.cls is not None:
             x = torch.cat([repeat(self.cls, "d -> b 1 d", b=x.shape[0]), x], dim=1)
         x = x + self.pos_emb.to(x.dtype)
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.dtype)], dim=1)
         return self.ln_pre(x) if self.ln_pre is not None else x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -5,8 +5,10 @@ preference optimisation shows it two answers to the same request, one preferred,
 preferred one without a reward model (DPO, Rafailov et al. 2023), staying close to a frozen reference (the model
 it started from).
 
-* **Preference pairs** (:func:`preference_pairs`): LLaVA-RLHF's *factually augmented* idea (Sun et al. 2023) with
-  the scene graph as the facts. A request about an image; the *chosen* answer names every object of the scene
+* **Preference pairs** (:func:`preference_pairs`): the scene graph as the facts (LLaVA-RLHF's *factually augmented*
+  reward model, Sun et al. 2023, is given the image's facts), and rejected answers made by injecting a
+  hallucination into a true one (as POVID, Zhou et al. 2024, builds its dispreferred answers). A request about an
+  image; the *chosen* answer names every object of the scene
   ("a big red circle and a big blue square"), true by construction; the *rejected* answer is the same answer, same
   template and synonyms, with one edit that makes it false: an ``object`` replaced by one of a shape the image does
   not hold ("... and a big blue star"), or an ``attribute`` changed, the colour of one object to one no object of
@@ -23,7 +25,7 @@ it started from).
       with label smoothing ε (conservative DPO, labels flipped with probability ε):
                       L = -(1 - ε) log σ(r_c - r_r) - ε log σ(r_r - r_c)
       robust (Chowdhury et al. 2024):  L = [-(1 - ε) log σ(r_c - r_r) + ε log σ(r_r - r_c)] / (1 - 2ε)
-      hinge (SLiC):   L = max(0, 1 - (r_c - r_r))
+      hinge (SLiC's, on the log-ratios as in RSO):   L = max(0, 1 - (r_c - r_r))
       ipo (Azar et al. 2023):  L = (h - 1 / (2β))², h = the two log-ratios per response token, chosen minus rejected
 
   equal to ``trl``'s ``DPOTrainer`` on the same log-probabilities (the tests run trl's own loss code). At the start,
@@ -140,7 +142,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     ``sigmoid`` (DPO; ``label_smoothing`` ε > 0 gives conservative DPO), ``robust`` (ε: the rate of flipped
     labels), ``hinge``, ``ipo`` (the log-ratios divided by ``chosen_lengths``/``rejected_lengths``, the response
     token counts, as trl does; omitted: not divided). ``beta`` > 0; ε in [0, 0.5). Equal to ``trl``'s
-    ``DPOTrainer`` (whose ``sigmoid`` has no label smoothing: its smoothed form is trl's ``aot`` on one pair)."""
+    ``DPOTrainer`` (whose ``sigmoid`` has no label smoothing from trl 1.0 on: its smoothed form is trl's ``aot`` on one
+    pair)."""
     inputs = dict(policy_chosen=policy_chosen, policy_rejected=policy_rejected, ref_chosen=ref_chosen,
                   ref_rejected=ref_rejected)
     for name, t in inputs.items():

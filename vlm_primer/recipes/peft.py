@@ -25,16 +25,18 @@ few new parameters per layer instead:
 
       h = W x + b + lambda_b ⊙ B (lambda_d ⊙ A dropout(x))
 
-  ``r + out`` numbers per layer: about ten times fewer than LoRA at equal rank.
+  ``r + out`` numbers per layer against LoRA's ``r (in + out)``: about ``2r`` times fewer for a square layer at
+  equal rank (16 at ``r = 8``; the paper's "10x" compares different ranks).
 * **QLoRA** (Dettmers et al. 2023): LoRA on a frozen ``W`` stored in 4-bit NormalFloat
   (:class:`~vlm_primer.recipes.quant.NF4Linear`, :mod:`vlm_primer.recipes.quant`): :func:`apply_qlora` quantises
   the targeted layers and puts a :class:`LoRALinear` on each. The adapter trains in full precision against the
   dequantised weight; it cannot be merged back into 4 bits without losing it (QLoRA merges into a 16-bit copy).
 
-:func:`apply_lora`, :func:`apply_qlora` and :func:`apply_vera` swap the ``nn.Linear`` layers named in ``target_modules`` for adapters
-in place and freeze everything else (``peft.get_peft_model`` with ``bias="none"``); :func:`trainable_parameters`
-counts what is left to train; :func:`merge_adapters` folds the adapters into the weights. Outputs, gradients,
-trainable-parameter counts, the DoRA magnitude and the VeRA projections equal ``peft``'s.
+:func:`apply_lora`, :func:`apply_qlora` and :func:`apply_vera` swap the ``nn.Linear`` layers named in
+``target_modules`` for adapters in place and freeze everything else (``peft.get_peft_model`` with ``bias="none"``);
+:func:`trainable_parameters` counts what is left to train; :func:`merge_adapters` folds the adapters into the
+weights. Outputs, gradients, trainable-parameter counts, the DoRA magnitude and the VeRA projections equal
+``peft``'s.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Answering video questions with a joint encoder over frame tokens and the question, as MERLOT and VideoBERT answer.
+"""Answering video questions with a joint encoder over frame tokens and the question, as MERLOT answers them.
 
-Explained in notebook 08, §Single-frame bias. MERLOT (Zellers et al. 2021) and VideoBERT (Sun et al. 2019) are
-fine-tuned for video QA by reading the frames and the question in one bidirectional encoder and classifying the
-answer from its first token. :class:`FrameQA` is that reader, small: each frame is a set of tokens, each token gets a
+Explained in notebook 08, §Single-frame bias. MERLOT (Zellers et al. 2021) is fine-tuned for video QA by reading
+the frames and the question in one bidirectional encoder and classifying the answer from its first token (VideoBERT,
+Sun et al. 2019, reads frames and words in one encoder too, but is used zero-shot and for captioning, not
+fine-tuned for QA). :class:`FrameQA` is that reader, small: each frame is a set of tokens, each token gets a
 learned **time** embedding (its frame) and **space** embedding (its place in the frame), the question's tokens (if
 given) get word and position embeddings, and a pre-norm transformer reads ``[CLS] question frames``; a linear head on
 ``[CLS]`` scores the answers of :func:`answer_classes`. The same model reads any number of frames up to

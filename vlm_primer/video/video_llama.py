@@ -15,8 +15,10 @@ Explained in notebook 08, §Video-LLaMA (Zhang et al. 2023, "Video-LLaMA", §2.1
    projection learn (:meth:`VideoLlama.trainable_parameters`), on captions, with the LM loss on the text.
 
 A whole clip costs the LLM ``video_qformer.num_queries`` tokens (32 in the paper, what one image costs BLIP-2),
-however many frames it has: §The cost of frames compares this with keeping every frame's tokens (Video-LLaVA).
-The audio branch (ImageBind + an audio Q-Former) is left out.
+however many frames it has up to ``num_frames``, the size of the temporal table (``max_frame_pos`` 32 in the
+released code): §The cost of frames compares this with keeping every frame's tokens (Video-LLaVA). The audio branch
+(ImageBind + an audio Q-Former) is left out, and the video tokens come before the whole text, its ``<bos>``
+included (the released code puts ``<bos>`` first).
 """
 
 from __future__ import annotations

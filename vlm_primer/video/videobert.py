@@ -7,13 +7,17 @@ Video becomes *words*, then one BERT reads words and video together:
   frozen CLIP tower's pooled output) into a vector, and k-means turns the vectors into ``k`` **visual words**
   (:class:`VisualVocabulary`; the paper: hierarchical k-means, 4 levels of 12, 12^4 = 20,736 words);
 * the visual words are **appended to BERT's word-embedding table**, as in the paper: text ids ``[0, V)``, visual word
-  ``j`` at ``V + j``, and one more row ``V + k`` for the visual [MASK] (visual id ``k``);
+  ``j`` at ``V + j``; one more row ``V + k`` is a visual [MASK] of our own (visual id ``k``; the paper's example
+  masks video with the ordinary [MASK]);
 * one post-LN BERT reads ``[CLS] text [>] visual words [SEP]`` (``[>]`` is the paper's token between the
   modalities), token type 0 for ``[CLS] text [>]`` and 1 for ``video [SEP]``, positions running over both;
 * **masked modelling on both modalities**: BERT's 80/10/10 corruption (:func:`~vlm_primer.masking.bert_mask_tokens`)
   of words and of visual words; the tied MLM head scores a text position over the ``V`` words and a video position
   over the ``k`` visual words (each modality's own slice of the joint vocabulary: a masked frame is never a word);
 * **linguistic-visual alignment**: BERT's pooler + a 2-way head on [CLS], class 1 = the text goes with the video.
+
+The paper also trains on text alone and on video alone (masked completion only); every sequence here holds both,
+the objectives summed with equal weights.
 
 Laid out weight for weight as ``transformers``' ``BertForPreTraining`` over the joint vocabulary (its next-sentence
 head is our alignment head with the two rows swapped), so the test checks it against that.

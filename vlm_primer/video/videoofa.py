@@ -20,7 +20,9 @@ frame and a frame-order head:
   index (cross-entropy).
 
 Simplifications: VideoOFA builds on OFA and phrases every task as text generation; here matching and frame order have
-classification heads, and matching uses random in-batch negatives rather than hard ones.
+classification heads, and matching uses random in-batch negatives rather than hard ones. The order head reads the
+frames' ViT ``[CLS]`` tokens directly, so the frame-order loss trains the ViT, the temporal table and the head, not
+the captioner's cross-modal layers.
 """
 
 from __future__ import annotations
