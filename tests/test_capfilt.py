@@ -58,6 +58,25 @@ def test_pipeline_keeps_what_scores_above_the_threshold(items):
         capfilt(model, model, images, [it["caption"] for it in items[:6]], Tokenizer.load(), threshold=2.0)
 
 
+def test_an_empty_synthetic_caption_is_never_kept(items):
+    """A captioner that writes nothing: the filter would accept anything (ITM 0.9), but an empty caption scores 0."""
+    from vlm_primer.text import Tokenizer
+
+    class Silent:
+        def captions(self, px, tokenizer, repeats=1, **kw):
+            return ["", "a circle"] * (len(px) * repeats // 2)
+
+    class Agreeable:
+        def itm_scores(self, px, ids, mask):
+            return torch.full((len(px),), 0.9)
+
+    images = torch.stack([it["image"] for it in items[:4]])
+    result = capfilt(Silent(), Agreeable(), images, [it["caption"] for it in items[:4]], Tokenizer.load(),
+                     num_samples=2)
+    assert result.synthetic_score[:, 0].eq(0).all() and result.synthetic_score[:, 1].eq(0.9).all()
+    assert all(c for _, c in result.pairs())
+
+
 def test_filter_report_counts_against_the_planted_labels():
     result = CapFiltResult(["a"] * 6, [[]] * 6, torch.tensor([0.9, 0.1, 0.2, 0.8, 0.3, 0.7]), torch.zeros(6, 0), 0.5)
     report = filter_report(result, ["", "object", "unrelated", "attribute", "", ""])

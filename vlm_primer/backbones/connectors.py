@@ -6,7 +6,8 @@ features and returns ``(B, N', text_dim)`` tokens for the language model:
 * ``linear``: one linear map (LLaVA-1.0, Liu et al. 2023);
 * ``mlp``: linear, GELU, linear (LLaVA-1.5; ``transformers``' ``LlavaMultiModalProjector``);
 * ``pixel_shuffle``: fold each ``f x f`` block of patches into one token of ``f^2`` times the width,
-  then the MLP: ``f^2`` times fewer image tokens (Idefics3, nanoVLM);
+  then the MLP: ``f^2`` times fewer image tokens (Idefics3, nanoVLM; both follow the shuffle with one bias-free
+  linear layer instead of the MLP);
 * learned-query bottlenecks, ``num_queries`` tokens whatever the image (notebook 05b): ``qformer`` (BLIP-2's
   Q-Former reading the patches, then a linear map), ``perceiver`` (Flamingo's perceiver resampler, then a
   linear map), ``resampler`` (Qwen-VL's one cross-attention layer with 2-D positions).

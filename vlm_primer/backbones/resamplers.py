@@ -4,7 +4,8 @@ Explained in notebook 05b, §The connector family tree. Both turn ``(B, N, visio
 ``num_queries`` tokens, so the language model's cost no longer grows with the image's resolution:
 
 * :class:`PerceiverResampler` (Flamingo, Alayrac et al. 2022, §2.1; ``transformers``' Idefics layout): a stack
-  of pre-LN blocks in which learned latents attend to ``[features; latents]``, each block followed by an MLP;
+  of pre-LN blocks in which learned latents attend to ``[features; latents]``, each block followed by an MLP
+  (images only: Flamingo adds learned time embeddings to a video's frames first, IDEFICS has none);
 * :class:`QwenResampler` (Qwen-VL, Bai et al. 2023, §2.1): **one** cross-attention layer; the learned queries
   (256 in the paper) and the keys both get fixed 2-D sin-cos positions, so a query knows where it looks.
 """

@@ -120,7 +120,9 @@ def capfilt(captioner: torch.nn.Module, filter_model: torch.nn.Module, images: t
             batch_size: int = 128, max_new_tokens: int = 20, generator: torch.Generator | None = None) -> CapFiltResult:
     """Run CapFilt on ``images`` ``(N, 3, H, W)`` with their (noisy) ``captions``: ``captioner.generate`` samples
     ``num_samples`` captions per image (nucleus, ``top_p``), ``filter_model.itm_scores`` scores every original and
-    synthetic caption against its image. The two may be one BLIP model, as in our small replication."""
+    synthetic caption against its image (an empty synthetic caption scores 0). The two may be one BLIP model, as in
+    our small replication. BLIP's ``generate(sample=True)`` also sets a repetition penalty (1.1), a minimum length
+    and the prompt "a picture of "; ours samples from the captioner's own prompt without them."""
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     check_finite(threshold, "threshold")
@@ -136,8 +138,10 @@ def capfilt(captioner: torch.nn.Module, filter_model: torch.nn.Module, images: t
         synthetic += made
         enc = tok(caps)
         scores.append(filter_model.itm_scores(px, enc["input_ids"], enc["attention_mask"]))
-        enc = tok([c or "." for row in made for c in row])
+        flat = [c for row in made for c in row]
+        enc = tok([c or "." for c in flat])   # an empty caption is scored as "." and then given 0: never kept
         s = filter_model.itm_scores(px.repeat_interleave(num_samples, 0), enc["input_ids"], enc["attention_mask"])
+        s = s.masked_fill(torch.tensor([not c for c in flat], device=s.device), 0.0)
         synth_scores.append(s.view(len(px), num_samples))
     return CapFiltResult(list(captions), synthetic, torch.cat(scores), torch.cat(synth_scores), threshold)
 

@@ -70,7 +70,8 @@ def stratified_timesteps(samples: int, num_train_timesteps: int, generator: torc
 def _draws(images: torch.Tensor, samples: int, num_train_timesteps: int, seed: int
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Monte Carlo draws of each image: ``(B, samples)`` stratified timesteps and ``(B, samples, C, H, W)``
-    noise, a function of ``seed`` and the image's index only (so every class and every caption sees the same)."""
+    noise, a function of ``seed``, the number of images and the image's index (every timestep is drawn before any
+    noise), so every class and every caption of one batch of images sees the same."""
     g = torch.Generator().manual_seed(seed)
     t = torch.stack([stratified_timesteps(samples, num_train_timesteps, g) for _ in range(len(images))])
     noise = torch.randn(len(images), samples, *images.shape[1:], generator=g)
@@ -96,8 +97,10 @@ def _check_diffusion_inputs(model, images, prompt_ids, prompt_mask, samples):
 def diffusion_scores(model: torch.nn.Module, images: torch.Tensor, prompt_ids: torch.Tensor,
                      prompt_mask: torch.Tensor, samples: int = 16, seed: int = 0, batch_size: int = 1024,
                      progress: bool = False) -> torch.Tensor:
-    """Monte Carlo estimate of the diffusion ELBO, ``-mean_s ||eps_s - eps_theta(x_{t_s}, t_s, c)||^2`` (up to a
-    constant), for every image ``(B, 3, H, W)`` (in the model's pixel range) and class prompt: a ``(B, C)`` tensor.
+    """Monte Carlo estimate of the diffusion ELBO, ``-mean_s ||eps_s - eps_theta(x_{t_s}, t_s, c)||^2 / D`` (the
+    squared error averaged over the ``D = 3·H·W`` pixels: the bound divided by ``D``, up to a constant; the argmax
+    over classes is the same, a :func:`posterior` of it is flatter unless it is multiplied by ``D``), for every
+    image ``(B, 3, H, W)`` (in the model's pixel range) and class prompt: a ``(B, C)`` tensor.
 
     Each image gets ``samples`` draws of ``(t, eps)`` (stratified timesteps, seeded by ``seed``); every class is
     scored on the *same* draws. Explained in notebook 04b, §Generative classifiers."""
@@ -127,8 +130,8 @@ def diffusion_scores(model: torch.nn.Module, images: torch.Tensor, prompt_ids: t
 def diffusion_pair_scores(model: torch.nn.Module, images: torch.Tensor, input_ids: torch.Tensor,
                           attention_mask: torch.Tensor, samples: int = 16, seed: int = 0) -> torch.Tensor:
     """The same estimate for ``B`` (image, caption) pairs, ``(B,)``: image ``b`` gets the draws it gets in
-    :func:`diffusion_scores` with the same ``seed``, so two captions of one image are compared on equal noise
-    (chapter 01's Winoground-style pairs). Explained in notebook 04b, §Generative classifiers."""
+    :func:`diffusion_scores` on the same images with the same ``seed``, so two captions of one image are compared
+    on equal noise (chapter 01's Winoground-style pairs). Explained in notebook 04b, §Generative classifiers."""
     from vlm_primer.generative.diffusion import add_noise
 
     images, ids, mask = _check_diffusion_inputs(model, images, input_ids, attention_mask, samples)

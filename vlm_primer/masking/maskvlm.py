@@ -15,8 +15,10 @@ dVAE); MaskVLM masks raw pixels and words and reconstructs **each modality from 
 The loss is ``MIM + MLM + ITC + ITM`` (equal weights, as the paper). Where ours is smaller than the paper: the
 paper initialises the encoders from pre-trained ViT-B/16 and RoBERTa and draws ITM negatives from the contrastive
 similarities; here everything starts from scratch and the negatives are random other captions
-(:func:`~vlm_primer.masking.flava.mismatch_pairs`). ``transformers`` has no MaskVLM, so there is no parity test:
-its pieces (ViT, text encoder, blocks with cross-attention, BERT's head) are each proven elsewhere.
+(:func:`~vlm_primer.masking.flava.mismatch_pairs`), and the ``base`` preset's text side has BERT's vocabulary and
+ids (30,522 words, ``[MASK]`` 103), not RoBERTa's, so RoBERTa's weights do not load into it. ``transformers`` has
+no MaskVLM, so there is no parity test: its pieces (ViT, text encoder, blocks with cross-attention, BERT's head)
+are each proven elsewhere.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ the image-to-text direction sees the negatives (as the paper's open_clip fork do
 followed by the negatives, and the text-to-image logits use the captions only). A caption with no valid hard
 negative gets none: its column is masked out. :class:`NegCLIP` wraps any CLIP of the book so the Trainer trains
 it this way and every evaluation sees the plain CLIP.
+
+Left out: NegCLIP's hard negative *images*. The paper's code also adds, for every item, one of its image's nearest
+neighbours with that image's caption and hard negative (2B images against 4B texts); here only captions are hard.
 """
 
 from __future__ import annotations

@@ -7,11 +7,15 @@ the methods here leave every CLIP weight frozen and learn a few new *inputs* or 
   hand-written words of a prompt ("a photo of a") by ``M`` learned vectors ``[V]_1 .. [V]_M`` in the text tower's
   word-embedding space, so class ``c`` is described by ``[V]_1 .. [V]_M <name_c> <eos>``. *Unified* context shares
   one set across classes (``M·d`` numbers), *class-specific* context learns one set per class (``C·M·d``).
-  Initialised from the embeddings of "a photo of a", CoOp starts exactly at zero-shot CLIP with that prompt.
+  Initialised from the embeddings of "a photo of a", CoOp starts exactly at zero-shot CLIP with that prompt (with
+  class-specific context every class starts from that phrase; CoOp's code then uses unified context). The class
+  name always ends the prompt (CoOp also tries it in the middle and at the front).
 * **VPT** (Jia et al. 2022, "Visual Prompt Tuning"): :class:`VPT` inserts ``P`` learned tokens into the image
   tower's sequence after the CLS token, ``[CLS, p_1 .. p_P, patches]``. *Shallow*: only at the input of the first
   block (``P·d``); *deep*: a fresh set at the input of every block, replacing what the previous block made of the
-  last set (``L·P·d``). The image is still pooled where the tower pools it (the CLS token).
+  last set (``L·P·d``). The image is still pooled where the tower pools it (the CLS token). The prompts enter
+  after CLIP's ``ln_pre``, as VPT's plain ViT (which has none) sees them; CLIP-based code such as MaPLe's puts
+  shallow prompts before ``ln_pre``.
 * **CLIP-Adapter** (Gao et al. 2021): :class:`CLIPAdapter` puts a bottleneck MLP ``A`` (``d -> d/4 -> d``, ReLU
   after each layer, no bias, as in the paper's code) on the image embedding and blends it with the original:
   ``f' = α·A(f) + (1-α)·f`` (``α = 0.2`` for images in the paper); optionally a second one on the class (text)
