@@ -1160,6 +1160,30 @@ def test_chapter08_merlot_arguments(frames_shape, shuffle):
         finite(out.order_logits)
 
 
+@given(st.sampled_from([(2, 4), (2, 5), (2, 0), (4,), (2, 4, 1), (1, 1)]))
+def test_chapter08_merlot_time_ids_arguments(shape):
+    """Merlot.time_ids names a mask of the wrong shape or with more slots than max_frames; else one row per slot,
+    unknown slots reading rows max_frames + t."""
+    from vlm_primer.video import Merlot, MerlotConfig
+
+    model = Merlot(MerlotConfig.from_preset("tiny", max_frames=4))
+    unknown = torch.ones(shape, dtype=torch.bool)
+    ids = clear_or_ok(lambda: model.time_ids(unknown), "unknown")
+    if ids is not None:
+        assert ids.shape == unknown.shape and torch.equal(ids[0], torch.arange(shape[1]) + 4)
+
+
+@given(st.sampled_from([(2, 3, 64), (1, 3, 64), (2, 3, 32), (3, 64), (2, 0, 64)]))
+def test_vit_embed_extra_arguments(shape):
+    """ViT.embed names extra tokens of the wrong shape; else they are appended after the patch tokens."""
+    from vlm_primer.nn import ViT, ViTConfig
+
+    vit = ViT(ViTConfig.from_preset("tiny", image_size=32, depth=1))
+    x = clear_or_ok(lambda: vit.embed(torch.rand(2, 3, 32, 32), extra=torch.zeros(shape)), "extra")
+    if x is not None:
+        assert x.shape[1] == vit.embed(torch.rand(2, 3, 32, 32)).shape[1] + shape[1]
+
+
 @given(st.sampled_from([(1, 2, 3, 48, 48), (1, 9, 3, 48, 48), (2, 2, 3, 48, 48), (1, 2, 3, 32, 32), (2, 3, 48, 48)]))
 def test_chapter08_video_llama_arguments(frames_shape):
     """VideoLlama names bad frames or batch sizes; else its logits are finite."""

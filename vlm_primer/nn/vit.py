@@ -123,6 +123,9 @@ class ViT(nn.Module):
             x = torch.cat([repeat(self.cls, "d -> b 1 d", b=x.shape[0]), x], dim=1)
         x = x + self.pos_emb.to(x.dtype)
         if extra is not None:
+            if extra.ndim != 3 or extra.shape[0] != x.shape[0] or extra.shape[2] != x.shape[2]:
+                raise ValueError(f"extra must be (B, E, dim) = ({x.shape[0]}, E, {x.shape[2]}) tokens, got "
+                                 f"{tuple(extra.shape)}")
             x = torch.cat([x, extra.to(x.dtype)], dim=1)
         return self.ln_pre(x) if self.ln_pre is not None else x
 

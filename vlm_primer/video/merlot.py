@@ -165,6 +165,9 @@ class Merlot(nn.Module):
         frame a distinct unknown row, picked at random; here the frames were permuted uniformly among the shuffled
         slots before they got their slots' rows, which hides their times just as well (a frame from time 2 is as
         likely to sit in any shuffled slot)."""
+        if unknown.ndim != 2 or not 1 <= unknown.shape[1] <= self.cfg.max_frames:
+            raise ValueError(f"unknown must be (B, T) with 1 <= T <= max_frames={self.cfg.max_frames} (slot T would "
+                             f"read an unknown-time row), got {tuple(unknown.shape)}")
         b, t = unknown.shape
         time = torch.arange(t, device=unknown.device).expand(b, t)
         return torch.where(unknown.bool(), time + self.cfg.max_frames, time)
