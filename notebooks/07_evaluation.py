@@ -233,9 +233,9 @@ assert blind_by["attribute"] > 0.7 and blind_by["attribute (size)"] > 0.9 and bl
 
 # %% [markdown]
 # The size questions carry the attribute type: the prior is right on nearly all of them and not much above a coin
-# flip on the colour ones. A leak of this kind is what a blind baseline is for: real benchmarks have their own, as
-# "is there a clock?" is "yes" 98 % of the time in VQA v1 {cite:p}`goyal2017vqav2`, and the blind score says how
-# much of a model's number such a leak could explain. Caption-choice benchmarks have language priors too: scoring
+# flip on the colour ones. A leak of this kind is what a blind baseline is for: real benchmarks have their own (the
+# survey's example: "is there a clock?" answered "yes" about 98 % of the time in VQA v1, its figure, citing
+# {cite:p}`goyal2017vqav2`), and the blind score says how much of a model's number such a leak could explain. Caption-choice benchmarks have language priors too: scoring
 # each caption by a text-only $P(\text{text})$, BLIP's language model does well on ARO {cite:p}`yuksekgonul2023aro`
 # and its successors {cite:p}`lin2024revisiting`, because their negatives are often *less fluent* than the true
 # caption. Here `lm-tiny` (a language model of the world's text) and the suites' bigram prior score the ARO-style
@@ -398,14 +398,25 @@ for name, r in zs.items():
 print("synonym counts in the training captions:", zs["clip-tiny"]["extra"]["synonyms"]["counts"])
 kept = {name: r["breakdown"]["held-out"]["score"] / r["breakdown"]["seen"]["score"] for name, r in zs.items()}
 print("held-out accuracy as a share of seen accuracy:", {k: round(v, 2) for k, v in kept.items()})
+by_type = {t: np.array([it["value"] for it in zs["clip-tiny-pairs"]["items"] if it["type"] == t])
+           for t in ("seen", "held-out")}
+rng = np.random.default_rng(0)  # the share's interval: both sets of items resampled
+shares = [rng.choice(by_type["held-out"], len(by_type["held-out"])).mean()
+          / rng.choice(by_type["seen"], len(by_type["seen"])).mean() for _ in range(2000)]
+share_lo, share_hi = np.percentile(shares, [2.5, 97.5])
+print(f"clip-tiny-pairs keeps {kept['clip-tiny-pairs']:.2f} of its accuracy, 95 % interval "
+      f"[{share_lo:.2f}, {share_hi:.2f}] over {len(by_type['seen'])} + {len(by_type['held-out'])} items")
 assert zs["clip-tiny"]["breakdown"]["seen"]["score"] - zs["clip-tiny"]["breakdown"]["held-out"]["score"] >= 0.25
-assert all(0.4 < kept[m] < 0.6 for m in ("clip-tiny", "siglip-tiny")) and kept["clip-tiny-pairs"] >= 1
+assert all(0.4 < kept[m] < 0.6 for m in ("clip-tiny", "siglip-tiny"))
+assert share_hi > 1 and share_lo > 0.8  # no loss these items can detect; a loss over a fifth they would
 assert all(abs(r["extra"]["synonyms"]["frequent"]["accuracy"] - r["extra"]["synonyms"]["rare"]["accuracy"]) < 0.1
            for r in zs.values())
 
 # %% [markdown]
 # `clip-tiny` and SigLIP lose about half their accuracy on compositions they never saw; `clip-tiny-pairs`, trained
-# on two-object scenes where colours and shapes recombine, loses none. The synonym choice changes little here (under
+# on two-object scenes where colours and shapes recombine, loses none that 100 items per type can detect (its
+# interval rules out a loss of a fifth, not a small one). It is one training run of a different data recipe, so
+# this illustrates the survey's point about compositional data rather than measuring it. The synonym choice changes little here (under
 # 0.1 for every model), and the counts say why: the world writes each synonym about as often as the other, so there
 # is no frequent name to prefer. On web data the gap is real, which is why the survey recommends the most frequent
 # one.
@@ -430,8 +441,8 @@ for r in pug[:-1]:
 
 # %% [markdown]
 # Honest numbers: no image model of the book tells left from right reliably (every interval of the image score
-# stays below 0.75; where one clears 0.5 it is by little, and only for a model trained on two-object scenes). They
-# were trained on captions in which relations are rare, and their towers pool the image into one vector; the
+# stays below 0.75; where one clears 0.5 it is by little). Two likely reasons, which this chapter does not test:
+# they were trained on captions in which relations are rare, and their towers pool the image into one vector. The
 # survey's point that VLMs struggle with spatial relations holds here in a strong form.
 #
 # ## Hallucination
@@ -458,11 +469,14 @@ print("llava-tiny describes:", chair["llava-tiny"]["items"][0]["caption"])
 assert all(r["score"] > r["blind"]["score"] + 0.1 for r in pope.values())
 yes = {name: [m["yes_ratio"] for m in r["extra"].values()] for name, r in pope.items()}
 assert min(yes["llava-tiny"]) > 0.55 and max(yes["flamingo-tiny"]) < 0.45
+acc = {name: [m["accuracy"] for m in r["extra"].values()] for name, r in pope.items()}
+assert max(acc["flamingo-tiny"]) < min(acc["llava-tiny"])
 assert chair["llava-tiny"]["score"] > chair["blip-tiny"]["score"] + 0.1
 
 # %% [markdown]
-# Every model beats the always-"yes" baseline, and the yes-ratio tells two styles apart at similar accuracy:
-# `llava-tiny` says "yes" to more than 55 % of the probes in every setting, `flamingo-tiny` to fewer than 45 %.
+# Every model beats the always-"yes" baseline, and the yes-ratio tells two styles apart: `llava-tiny` says "yes" to
+# more than 55 % of the probes in every setting, `flamingo-tiny` to fewer than 45 %, and is less accurate in every
+# setting too.
 # The instruction-tuned model's long descriptions name more objects and hallucinate more of them than the short
 # captions of BLIP and CoCa: the LLaVA-RLHF observation {cite:p}`sun2023llavarlhf` that detailed descriptions are
 # where hallucination lives. CHAIR needs the caption to name objects at all; `coverage` (the share of the scene's
@@ -668,14 +682,19 @@ print("llava-tiny asked 'is there a hexagon?' about scenes without one:",
       models["llava-tiny"].answer(torch.stack([render(s, 48) for s in sets.public[:5]]),
                                   ["is there a hexagon in the image?"] * 5))
 red_scores = [{t: b["score"] for t, b in r["breakdown"].items()} for r in red]  # llava, + check, instructblip, + check
+control = [[it["value"] for it in r["items"] if it["type"] == "true_premise"] for r in red[2:]]
+price, price_lo, price_hi = paired_bootstrap_diff(control[1], control[0])  # the same items, with and without
+print(f"the check's price on InstructBLIP's control: {price:+.2f} [{price_lo:+.2f}, {price_hi:+.2f}]")
 assert red_scores[0]["false_premise"] == red_scores[2]["false_premise"] == 0  # both accept every false premise
 assert red_scores[3]["false_premise"] > 0  # the check helps InstructBLIP deny some ...
-assert red_scores[3]["true_premise"] < red_scores[2]["true_premise"]  # ... at a price on the control
+assert price_hi < 0  # ... at a price on the control
+assert red_scores[3]["leading"] <= red_scores[2]["leading"] + 0.05  # and does not answer leading questions better
 assert red_scores[1] == red_scores[0]  # the check changes nothing for llava-tiny
 
 # %% [markdown]
 # Both models accept every false premise. The premise check helps InstructBLIP deny some, at a price on the control
-# (it now denies some true premises too). It does nothing for `llava-tiny`, and the last line shows why: asked
+# (it now denies some true premises too; the interval of the paired difference excludes 0). On leading questions it
+# does not help: its "no, there is no circle." about a circle that is there is a false reply, and scores as one. It does nothing for `llava-tiny`, and the last line shows why: asked
 # whether a shape is there, without a colour, it says "yes" to everything. A mitigation is only as good as the
 # check it relies on, and that check needs red-teaming of its own.
 #

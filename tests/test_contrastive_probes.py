@@ -62,8 +62,8 @@ class BagOfWords(torch.nn.Module):
     def encode_image(self, images):
         return images.mean(dim=(2, 3)) @ self.pixels
 
-    def encode_text(self, ids, mask):
-        counts = (F.one_hot(ids, self.words.shape[0]).float() * mask[..., None]).sum(1)
+    def encode_text(self, ids, attention_mask):
+        counts = (F.one_hot(ids, self.words.shape[0]).float() * attention_mask[..., None]).sum(1)
         return counts @ self.words
 
 

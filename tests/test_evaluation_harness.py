@@ -49,7 +49,7 @@ def test_wrap_refuses_what_it_cannot_evaluate():
 
 
 def test_match_is_the_cosine_and_itm_the_match_probability():
-    from vlm_primer.evaluation.probes import pair_similarity
+    from vlm_primer.contrastive import Llip, LlipConfig
     from vlm_primer.text import Tokenizer
     from vlm_primer.world import render, sample_scene, WorldConfig
 
@@ -57,9 +57,22 @@ def test_match_is_the_cosine_and_itm_the_match_probability():
     images = torch.stack([render(s, 48) for s in scenes])
     texts = ["a red circle", "a blue square", "two shapes", "a green star", "a circle left of a square"]
     clip, pre = zoo.load("clip-tiny"), zoo.preprocess("clip-tiny")
-    want = pair_similarity(clip, Tokenizer.load(), torch.stack([pre(x) for x in images]), texts,
-                           clip.cfg.text.context_length)
+    pixels = torch.stack([pre(x) for x in images])
+    enc = Tokenizer.load()(texts, max_length=clip.cfg.text.context_length)
+    with torch.no_grad():  # the cosine, by hand
+        img, txt = clip.encode_image(pixels), clip.encode_text(enc["input_ids"], enc["attention_mask"])
+    want = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
     torch.testing.assert_close(wrap("clip-tiny").match(images, texts), want)
+    # Llip's image embedding depends on the caption: each pair is scored with the model's own similarity
+    torch.manual_seed(0)
+    llip = Llip(LlipConfig.from_preset("tiny")).eval()
+    size = llip.cfg.vision.image_size
+    big = torch.stack([render(s, size) for s in scenes])
+    enc = Tokenizer.load()(texts, max_length=llip.cfg.text.context_length)
+    with torch.no_grad():
+        want = llip.similarity(llip.encode_image(pre(big)),
+                               llip.encode_text(enc["input_ids"], enc["attention_mask"]))
+    torch.testing.assert_close(wrap(llip, transform=pre).match(big, texts), want.diagonal())
     itm = wrap("blip-tiny", head="itm").match(images, texts)
     assert itm.shape == (5,) and ((itm >= 0) & (itm <= 1)).all()
     with pytest.raises(ValueError, match="one text per image"):

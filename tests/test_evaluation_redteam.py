@@ -35,6 +35,12 @@ def test_an_oracle_scores_perfectly_and_a_yes_model_fails_every_trap():
     yes = EvalModel("yes-man", answer=lambda images, qs, **kw: ["yes"] * len(qs))
     r = evaluate(yes, "redteam", n=12)
     assert r["breakdown"]["false_premise"]["score"] == r["breakdown"]["leading"]["score"] == 0.0
+    # denying every object is right on false premises only: on a leading question the object is there
+    denier = EvalModel("denier", answer=lambda images, qs, **kw: [
+        f"no, there is no {next(s for s in SHAPES if s in q)}." for q in qs])
+    r = evaluate(denier, "redteam", n=12)
+    assert r["breakdown"]["false_premise"]["score"] == 1.0
+    assert r["breakdown"]["leading"]["score"] == r["breakdown"]["true_premise"]["score"] == 0.0
 
 
 def test_premise_check_denies_what_the_model_says_is_absent():

@@ -203,6 +203,16 @@ def test_zeroshot_clip_beats_the_prior_and_loses_on_held_out_pairs(clip, lm):
     assert r["score"] <= 0.1
 
 
+def test_aro_relation_and_attribution_negatives_keep_the_words():
+    """VG-Relation swaps the relation's arguments and VG-Attribution the attributes: each negative has the true
+    caption's words in another order (a flipped relation word would be a replacement, not an order test)."""
+    items = get_suite("aro").build(world_model(), 30, 0)
+    for it in items:
+        if it["type"] in ("relation", "attribution"):
+            assert sorted(it["negative"].split()) == sorted(it["true"].split()) != it["negative"].split(), it
+    assert {it["type"] for it in items} == {"relation", "attribution", "order"}
+
+
 def test_aro_order_is_won_by_the_text_prior(clip):
     r = evaluate(clip, "aro", n=20)
     order = r["breakdown"]["order"]

@@ -113,3 +113,27 @@ def test_judge_reads_facts_not_wording():
         relative_score([teacher], [])
     with pytest.raises(TypeError, match="must be a str"):
         answer_facts(None)
+
+
+def test_flamingo_chat_reads_each_image_of_the_conversation(tok):
+    """A Flamingo takes the images of one sequence as ``(1, N, 3, H, W)``: chat gives it that, so a
+    two-image conversation is one sequence with two images, not two sequences of one."""
+    from vlm_primer.backbones import Flamingo, FlamingoConfig
+
+    torch.manual_seed(0)
+    model = Flamingo(FlamingoConfig.from_preset("tiny")).eval()
+    for layer in model.gated_layers:  # open the gates, or the images would not matter
+        torch.nn.init.constant_(layer.alpha_xattn, 1.0)
+    size = model.cfg.vision.image_size
+    images = torch.rand(2, 3, size, size)
+    messages = [{"role": "user", "content": "<image>what color is the star?"},
+                {"role": "assistant", "content": "red."},
+                {"role": "user", "content": "<image>and in this one?"}]
+    ids = prompt_ids(tok, messages, [1, 1], model.cfg.image_token_id)
+    by_hand = []
+    for _ in range(6):
+        nxt = int(model(torch.tensor([ids + by_hand]), images[None]).logits[0, -1].argmax())
+        if nxt == tok.end_id:
+            break
+        by_hand.append(nxt)
+    assert chat(model, messages, images, max_new_tokens=6) == tok.decode(by_hand).strip()

@@ -148,6 +148,27 @@ def test_best_resolution_matches_transformers():
         assert select_best_resolution(size, pins) == tuple(reference(size, pins)), size
 
 
+def test_fitted_size_matches_transformers():
+    """The size an image is resized to inside its best resolution, before padding: one side fills the
+    target, the other is rounded up, as the processor's ``get_patch_output_size``."""
+    import numpy as np
+    from transformers.image_processing_utils import get_patch_output_size
+    from transformers.image_utils import ChannelDimension
+
+    from vlm_primer.backbones import anyres_tiles, fitted_size
+
+    targets = [(336, 672), (672, 336), (672, 672), (1008, 336), (64, 32), (96, 96)]
+    for h, w in [(h, w) for h in range(1, 400, 7) for w in range(1, 400, 11)] + [(333, 500), (480, 640)]:
+        for target in targets:
+            ref = get_patch_output_size(np.zeros((h, w, 3)), target, ChannelDimension.LAST)
+            assert fitted_size((h, w), target) == tuple(ref), (h, w, target)
+    # a 45 x 70 image fills 42 of the 64 rows of its 64 x 64 canvas (41.1 rounded up), centred
+    tiles = anyres_tiles(torch.ones(3, 45, 70), 32, [[64, 64]])
+    canvas = torch.cat([torch.cat([tiles[1], tiles[2]], 2), torch.cat([tiles[3], tiles[4]], 2)], 1)
+    assert fitted_size((45, 70), (64, 64)) == (42, 64)
+    assert canvas[0, :, 0].gt(0.5).sum() == 42 and canvas[0, 11:53, 0].gt(0.5).all()
+
+
 def test_anyres_logits_match_transformers(hf_llava_next):
     from vlm_primer.backbones import LlavaNext, anyres_tiles
 

@@ -182,3 +182,33 @@ def test_bad_input():
             flops(bad, 4)
     with pytest.raises(TypeError, match="cannot count"):
         memory(object(), 4)
+
+
+def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward pass of ``module(x)``, each tensor once, weights left out."""
+    weights = {p.data_ptr() for p in module.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in weights:
+            kept[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(kept.values())
+
+
+def test_activation_memory_counts_what_the_mlp_keeps():
+    """SwiGLU keeps 4r bytes per token and width more than GELU (its up projection and the gate's SiLU):
+    the formula's difference between the two MLPs equals what autograd really saves."""
+    from vlm_primer.nn import MLP
+
+    cfg = DecoderConfig.from_preset("llama_tiny")
+    s, b, m = cfg.context_length, 2, cfg.mlp_dim
+    x = torch.randn(b, s, cfg.dim, dtype=torch.bfloat16, requires_grad=True)
+    kept = {act: _saved_bytes(MLP(cfg.dim, m, act, bias=False).to(torch.bfloat16), x) for act in ("gelu", "swiglu")}
+    assert kept["gelu"] == 2 * s * b * (cfg.dim + 2 * m)  # the input, fc1's output, the GELU's output
+    gelu = cfg.replace(act="gelu")
+    formula = memory(cfg, b).activations["decoder"] - memory(gelu, b).activations["decoder"]
+    assert formula == cfg.depth * (kept["swiglu"] - kept["gelu"]) == cfg.depth * 4 * s * b * m

@@ -100,7 +100,11 @@ def test_with_clip_and_the_project_tokenizer():
     images = torch.rand(5, 3, 64, 64)
     expected = model.encode_image(images) @ weights.t()
     torch.testing.assert_close(zero_shot_classify(model, images, weights, batch_size=2), expected)
-    assert model.training is False
+    for training in (True, False):  # both hand the model back in the mode they found it in
+        model.train(training)
+        build_classifier(model, tok, ["red circle"], ["a {}"])
+        zero_shot_classify(model, images, weights)
+        assert model.training is training
 
 
 def test_llip_uses_its_own_similarity():

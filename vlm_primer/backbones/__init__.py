@@ -8,7 +8,7 @@ from vlm_primer.backbones.connectors import (CONNECTORS, QUERY_CONNECTORS, Linea
 from vlm_primer.backbones.flamingo import Flamingo, FlamingoConfig, GatedCrossAttentionLayer, media_mask
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, Llava, LlavaConfig, expand_image_tokens
 from vlm_primer.backbones.llava_next import (LlavaNext, LlavaNextConfig, anyres_tiles, anyres_view,
-                                             select_best_resolution, unpadded_shape)
+                                             fitted_size, select_best_resolution, unpadded_shape)
 from vlm_primer.backbones.qformer import MASK_KINDS, QFormer, QFormerConfig, qformer_mask
 from vlm_primer.backbones.resamplers import PerceiverResampler, QwenResampler
 
@@ -17,6 +17,6 @@ __all__ = [
     "IMAGE_TOKEN_ID", "InstructBlip", "InstructBlipConfig", "LinearConnector", "Llava", "LlavaConfig", "LlavaNext",
     "LlavaNextConfig", "MASK_KINDS", "MLPConnector", "PerceiverResampler", "PixelShuffleConnector", "QFormer",
     "QFormerConfig", "QUERY_CONNECTORS", "QueryConnector", "QwenResampler", "anyres_tiles", "anyres_view",
-    "build_connector", "expand_image_tokens", "media_mask", "pixel_shuffle", "qformer_mask", "select_best_resolution",
-    "unpadded_shape",
+    "build_connector", "expand_image_tokens", "fitted_size", "media_mask", "pixel_shuffle", "qformer_mask",
+    "select_best_resolution", "unpadded_shape",
 ]

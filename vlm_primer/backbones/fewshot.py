@@ -4,6 +4,10 @@ Explained in notebook 05b, §Flamingo in context (Alayrac et al. 2022, §3: few-
 prompt is ``<bos>`` followed by ``k`` one-turn conversations (``<image>`` question, answer, ``<|end|>``), each
 closed by ``<eos>`` so that, under Flamingo's media mask (:func:`~vlm_primer.backbones.flamingo.media_mask`), the
 tokens of one example never look at another example's picture; then the question's turn and ``<|assistant|>``.
+
+Simpler than the paper's evaluation: the examples are drawn at random (no RICES retrieval of similar images);
+``k = 0`` is the bare question (Flamingo's zero-shot prompt has two text-only examples); answers are decoded
+greedily, at most 4 tokens, and scored by exact match (OpenFlamingo: beam search of 3, VQA soft accuracy).
 """
 
 from __future__ import annotations

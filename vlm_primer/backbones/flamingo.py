@@ -14,7 +14,10 @@ was) and lets the text look at the images from inside:
   few-shot prompts ``<image> caption <eos> <image> caption <eos> <image>`` work.
 
 Weight for weight the same as ``transformers``' ``IdeficsForVisionText2Text`` (IDEFICS, the open
-reproduction of Flamingo; :mod:`vlm_primer.interop.idefics`).
+reproduction of Flamingo; :mod:`vlm_primer.interop.idefics`). As in IDEFICS, the gated layers sit before blocks
+``0, n, 2n, ...`` (OpenFlamingo puts them before ``n-1, 2n-1, ...``; the count is the same). Unlike OpenFlamingo and
+IDEFICS, :meth:`Flamingo.set_stage` leaves the token embeddings frozen with the LM, ``<image>`` and ``<eos>``
+included.
 """
 
 from __future__ import annotations

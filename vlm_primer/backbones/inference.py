@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from vlm_primer.backbones.data import prompt_ids
+from vlm_primer.backbones.flamingo import Flamingo
 from vlm_primer.backbones.llava import Llava
 from vlm_primer.text import Tokenizer
 from vlm_primer.validate import check_int
@@ -113,6 +114,8 @@ def chat(model: Llava, messages: str | Messages, images: torch.Tensor | Sequence
     ids = prompt_ids(tokenizer, messages, counts, model.cfg.image_token_id)
     device = next(model.parameters()).device
     pixels = None if images is None else _to(images if image_sizes is not None else torch.as_tensor(images), device)
+    if isinstance(model, Flamingo) and pixels is not None:
+        pixels = pixels[None]  # Flamingo takes the images of each sequence: (1, N, 3, H, W)
     new = model.generate(torch.tensor([ids], device=device), pixels, max_new_tokens, image_sizes=image_sizes,
                          eos_token_id=tokenizer.end_id, **sampling)
     return decode_reply(tokenizer, new[0].tolist())

@@ -16,6 +16,7 @@ So the token count depends on the image's size (:meth:`LlavaNext.num_image_token
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -27,7 +28,8 @@ from torch import nn
 from vlm_primer.backbones.llava import Llava, LlavaConfig
 from vlm_primer.validate import check_images, check_tokens
 
-__all__ = ["LlavaNext", "LlavaNextConfig", "anyres_tiles", "anyres_view", "select_best_resolution", "unpadded_shape"]
+__all__ = ["LlavaNext", "LlavaNextConfig", "anyres_tiles", "anyres_view", "fitted_size", "select_best_resolution",
+           "unpadded_shape"]
 
 
 def select_best_resolution(size: Sequence[int], pinpoints: Sequence[Sequence[int]]) -> tuple[int, int]:
@@ -55,6 +57,16 @@ def unpadded_shape(size: Sequence[int], current: tuple[int, int]) -> tuple[slice
     return slice(0, h), slice(pad, w - pad)
 
 
+def fitted_size(size: Sequence[int], target: Sequence[int]) -> tuple[int, int]:
+    """The ``(h, w)`` an image of ``size = (H, W)`` is resized to inside ``target = (h, w)`` before padding: the
+    limiting side fills the target exactly, the other is rounded up (``transformers``' ``get_patch_output_size``)."""
+    (h0, w0), (th, tw) = (int(size[0]), int(size[1])), (int(target[0]), int(target[1]))
+    scale_w, scale_h = tw / w0, th / h0
+    if scale_w < scale_h:
+        return min(math.ceil(h0 * scale_w), th), tw
+    return th, min(math.ceil(w0 * scale_h), tw)
+
+
 def _resize(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """One image ``(3, H, W)`` resized to ``(3, h, w)``, bilinear with antialiasing."""
     return F.interpolate(image[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
@@ -72,15 +84,16 @@ def _check_image(image: Any) -> torch.Tensor:
 
 
 def anyres_tiles(image: torch.Tensor, tile: int, pinpoints: Sequence[Sequence[int]]) -> torch.Tensor:
-    """An image ``(3, H, W)`` -> ``(1 + rows * cols, 3, tile, tile)``: the base view, then the tiles row by row.
+    """An image ``(3, H, W)`` -> ``(1 + rows * cols, 3, tile, tile)``: the base view, then the tiles row by row
+    of the best resolution (:func:`select_best_resolution`), the image resized to :func:`fitted_size` and centred
+    on zero padding.
 
     Resampling is bilinear with antialiasing (the reference processor uses PIL; the model is what the
     parity tests compare, given the same tiles).
     """
     h0, w0 = _check_image(image).shape[1:]
     th, tw = select_best_resolution((h0, w0), pinpoints)
-    scale = min(tw / w0, th / h0)
-    nh, nw = min(th, int(round(h0 * scale))), min(tw, int(round(w0 * scale)))
+    nh, nw = fitted_size((h0, w0), (th, tw))
     resized = _resize(image, nh, nw)
     canvas = image.new_zeros(3, th, tw)
     top, left = (th - nh) // 2, (tw - nw) // 2

@@ -166,8 +166,9 @@ class ClipLoss(nn.Module):
     ``local_loss=True`` (default) rank ``r`` scores only its own ``B`` images against all ``W*B``
     texts (and its texts against all images), with labels ``arange(B) + r*B``, and returns the
     mean over those rows: ``O(B * W*B)`` logits instead of ``O((W*B)^2)``. With
-    ``local_loss=False`` every rank computes the whole global loss (what open_clip does by default),
-    and the rank losses are all equal to it. See the module docstring for the gradient convention.
+    ``local_loss=False`` every rank computes the whole global loss (open_clip's default), and the rank
+    losses are all equal to it. See the module docstring for the gradient convention; open_clip's default
+    also gathers *without* gradient (``gather_with_grad=False``), so only its local features get one there.
     """
 
     def __init__(self, local_loss: bool = True) -> None:

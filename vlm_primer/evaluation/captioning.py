@@ -32,7 +32,9 @@ _PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
 
 
 def simple_tokenize(text: str) -> str:
-    """Lower-case ``text``, drop punctuation, collapse whitespace (what the PTB tokenizer does to plain captions)."""
+    """Lower-case ``text``, drop punctuation, collapse whitespace: the PTB tokenizer's tokens on the book's captions,
+    not on all English (PTB splits "doesn't" into "does n't" and keeps "black-and-white" and "3.5", which this
+    splits). For numbers comparable with COCO papers, tokenise with pycocoevalcap's ``PTBTokenizer``."""
     if not isinstance(text, str):
         raise TypeError(f"a caption must be a str, got {type(text).__name__}")
     return " ".join(_PUNCT.sub(" ", text.lower()).split())

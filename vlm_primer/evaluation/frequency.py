@@ -41,7 +41,9 @@ def accuracy_by_frequency(model: torch.nn.Module, transform: Callable, tokenizer
     """Zero-shot top-1 over the 48 colour-shape names (chapter 02's prompt ensemble) of ``per_class`` test scenes of
     every composition in ``counts``, and Spearman's rank correlation between a composition's accuracy and its
     training count, with a percentile bootstrap interval over compositions. Returns ``per_class_accuracy``
-    (composition -> accuracy), ``spearman``, ``ci95`` (both NaN when every composition scores alike: no ranking)."""
+    (composition -> accuracy), ``spearman``, ``ci95`` (both NaN when every composition scores alike: no ranking).
+    Resamples in which every drawn composition has one accuracy or one count have no rank correlation and are left
+    out, so ``ci95`` is the interval over the resamples where Spearman's rho is defined."""
     from vlm_primer.evaluation.zeroshot import build_classifier, zero_shot_classify
     from vlm_primer.world import COLORS, SHAPES, render
     from vlm_primer.zoo.recipes import ZERO_SHOT_TEMPLATES

@@ -299,6 +299,8 @@ def evaluate(model: str | nn.Module | EvalModel, suite: str, *, n: int | None = 
 
 
 def _summary(results: list[dict], seed: int, boot: int) -> dict[str, Any]:
+    """The mean and its percentile bootstrap interval, resampling items independently: for items that come in
+    clusters (POPE's several probes of one image) the interval is narrower than a per-image bootstrap's."""
     values = np.array([r["value"] for r in results], dtype=float)
     if len(values) == 0:
         raise ValueError("the suite produced no items")

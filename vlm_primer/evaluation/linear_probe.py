@@ -2,7 +2,8 @@
 
 Explained in notebook 03, §Linear probe. Features are standardised with the training set's statistics, then a
 multinomial logistic regression (L2 penalty ``weight_decay``) is fitted with L-BFGS on the full batch; the score is
-the test accuracy. The same fit as scikit-learn's ``LogisticRegression`` (checked in the tests), in torch.
+the test accuracy. The same fit as scikit-learn's ``LogisticRegression`` (checked in the tests), in torch. One fixed
+penalty: CLIP's linear-probe protocol sweeps it on a validation split, which this does not.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vlm_primer.evaluation.clipscore import _image_text_cosines, _text_embeddings
 from vlm_primer.world.language import caption_scene
 from vlm_primer.world.negatives import hard_negative
 
@@ -71,17 +72,16 @@ def caption_probe(dataset, seed: int = 0) -> CaptionProbe:
     return CaptionProbe(torch.stack(images), true, negs)
 
 
-@torch.no_grad()
 def pair_similarity(model: torch.nn.Module, tokenizer: Callable[..., dict], images: torch.Tensor,
                     captions: list[str], max_length: int) -> torch.Tensor:
-    """Cosine similarity of image ``i`` with caption ``i``: ``(N,)``."""
+    """Cosine similarity of image ``i`` with caption ``i``: ``(N,)`` on the CPU. A model whose image embedding
+    depends on the caption (Llip) scores each pair with its own ``similarity``: CLIPScore's cosine
+    (:mod:`~vlm_primer.evaluation.clipscore`) without its weight and clipping."""
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    enc = tokenizer(captions, max_length=max_length)
-    model.eval()
-    img = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
-    txt = torch.nn.functional.normalize(model.encode_text(enc["input_ids"], enc["attention_mask"]), dim=-1)
-    return (img * txt).sum(-1)
+    batch = max(len(captions), 1)
+    text = _text_embeddings(model, tokenizer, list(captions), max_length, batch)
+    return _image_text_cosines(model, images, text, batch)
 
 
 def probe_scores(model: torch.nn.Module, tokenizer: Callable[..., dict], probe: CaptionProbe,

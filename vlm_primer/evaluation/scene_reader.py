@@ -4,7 +4,8 @@ Explained in notebook 04b, §Measuring faithfulness. A text-to-image model is ju
 what the prompt says. Instead of a learned judge (which has its own errors), Shapes World can be *read back*:
 the background is one known colour, so the objects are the connected blobs that differ from it. For each blob,
 
-* **colour**: the palette colour nearest (in RGB) to the median of its most saturated pixels;
+* **colour**: the palette colour nearest (in RGB) to the median of the half of its pixels farthest (in RGB) from
+  the background (its inside, not the anti-aliased edge);
 * **shape**: the world's renderer draws each of the six shapes, in that colour, at the blob's centre (and one
   pixel around it) at every size of the world; the shape whose render is nearest in squared error to the image
   around the blob wins.

@@ -283,13 +283,16 @@ def _parameter_count(model_or_config) -> int:
 def _activation_bytes(st: _Stack, batch: int, nbytes: int, checkpointing: bool) -> float:
     """Activations kept for the backward pass by ``st.depth`` blocks (Korthikanti et al. 2022, 16-bit):
     ``s·b·h·(34 + 5·a·s/h)`` per layer for a 4x MLP; for an MLP ratio ``r`` the 19 of the MLP becomes ``3 + 4r``,
-    so ``s·b·h·(18 + 4r) + 5·a·s²·b``. With checkpointing only each layer's input, ``2·s·b·h``, is kept (the layer
-    being recomputed is transient). fp32 activations take twice the bytes."""
+    so ``s·b·h·(18 + 4r) + 5·a·s²·b``. A SwiGLU MLP also keeps its up projection and the gate's SiLU for their
+    product: ``3 + 8r``. Keys and values are counted at full width, also with grouped-query attention. With
+    checkpointing only each layer's input, ``2·s·b·h``, is kept (the layer being recomputed is transient). fp32
+    activations take twice the bytes."""
     s, b, h, a = st.tokens, batch, st.dim, st.heads
     if checkpointing:
         per_layer = 2 * s * b * h
     else:
-        per_layer = s * b * h * (18 + 4 * st.mlp_dim / h) + 5 * a * s * s * b
+        mlp = 8 if st.act == "swiglu" else 4  # bytes per hidden unit and token at 16 bits
+        per_layer = s * b * h * (18 + mlp * st.mlp_dim / h) + 5 * a * s * s * b
     return st.depth * per_layer * nbytes / 2
 
 

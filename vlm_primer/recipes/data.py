@@ -278,7 +278,8 @@ def _check_fraction(fraction: float) -> float:
 
 def keep_top(scores: torch.Tensor | Sequence[float], fraction: float) -> list[bool]:
     """DataComp's filter: ``True`` for the ``round(fraction * N)`` pairs with the highest score (CLIPScore), ties
-    broken by position."""
+    broken by position. DataComp thresholds the raw cosine and keeps every pair at or above it; CLIPScore clamps
+    negative cosines to 0, so the two differ only where the cut falls among those (or by one tied pair)."""
     s = torch.as_tensor(scores, dtype=torch.float64).flatten()
     if len(s) == 0 or not torch.isfinite(s).all():
         raise ValueError("scores must be a non-empty sequence of finite numbers")

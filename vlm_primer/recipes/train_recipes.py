@@ -23,7 +23,7 @@ from vlm_primer.training import TrainConfig
 from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 
 OPTIONS = ("beta", "loss", "train_size", "init")
-TINY_LR, BASE_LR = 1e-4, 5e-7  # the tiny benchmark's rate; LLaVA-RLHF/DPO-scale rates for a 7B model
+TINY_LR, BASE_LR = 1e-4, 5e-7  # the tiny benchmark's rate; a DPO-scale rate for a 7B model (Zephyr's DPO: 5e-7)
 
 
 @register_recipe("dpo", help="DPO on LLaVA with preference pairs from the scene graph (chapter 06b)")

@@ -6,7 +6,9 @@ output ``y`` before the residual sum::
 
     adapter(y) = y + W_up σ(W_down y)          W_down: (d/reduction, d), W_up: (d, d/reduction), ReLU σ
 
-``W_up`` starts at zero, so the adapted model starts as the pretrained one. VL-Adapter (Sung et al. 2022) trains
+``W_up`` starts at zero, so the adapted model starts as the pretrained one, exactly. Both choices, ReLU and the
+zero ``W_up``, are ours: Houlsby's code uses GELU and starts both matrices near zero (a truncated normal of standard
+deviation 1e-3), so near the identity but not at it. VL-Adapter (Sung et al. 2022) trains
 such adapters in the language model of a CLIP + LM model on several vision-language tasks at once (with the visual
 projection and the layer norms) and compares **one adapter set per task** with **a single adapter set shared by
 every task**: the shared set matches the per-task sets with a fraction of their parameters, because what the tasks

@@ -4,9 +4,10 @@ Explained in notebook 08, §The cost of frames. An LLM reads a clip as ``frames 
 the text, and all of it must fit its context. Three ways to spend the budget, per frame:
 
 * **every token** (Video-LLaVA, :class:`~vlm_primer.video.VideoLlava`): 8 frames of 257 tokens = 2,056 tokens;
-* **average pooling** (:func:`pool_tokens`; LLaVA-NeXT-Video pools ``2 x 2`` squares of the patch grid,
-  :class:`~vlm_primer.video.LlavaNextVideo`): ``m`` times fewer tokens, each the mean of ``m`` neighbours, so what
-  told them apart is gone before the LLM sees it;
+* **average pooling** (:func:`pool_tokens`): ``m`` times fewer tokens, each the mean of ``m`` neighbours, so what
+  told them apart is gone before the LLM sees it. :func:`pool_tokens` averages runs of ``m`` tokens of the
+  flattened sequence (``1 x m`` strips of the grid), the comparison with merging below; LLaVA-NeXT-Video pools
+  ``2 x 2`` squares of the patch grid (:class:`~vlm_primer.video.LlavaNextVideo`), the same count;
 * **concatenation merging** (:func:`merge_tokens`, :class:`TokenMerger`; MiniGPT4-Video, Ataallah et al. 2024,
   after MiniGPT-v2): every ``m`` consecutive tokens are concatenated into one ``m * D`` vector and one linear layer
   maps it to the LLM's width (``m = 4``: 256 -> 64 tokens per frame). As few tokens as pooling, but nothing is

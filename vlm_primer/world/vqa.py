@@ -13,7 +13,10 @@ here the canonical word seven times and a synonym three times, e.g. ``purple``/`
 POPE (Li et al., 2023) probes object hallucination with "Is there a <object> in the image?": half
 the probes name objects that are present, half name absent ones, chosen at random, among the most
 frequent objects of the dataset (*popular*), or among those that co-occur most with the objects
-present (*adversarial*). Objects here are (color, shape) compositions.
+present (*adversarial*). Objects here are (color, shape) compositions. Simplifications: random negatives come from
+every composition of the world (POPE's code samples objects seen in the evaluated set); *adversarial* ranks an
+absent object by its co-occurrence summed over all present objects, counted on the statistics given (POPE pairs
+each present object greedily with its own most co-occurring absent one, counted on the evaluated images).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 * ``aro``: ARO-style (Yuksekgonul et al. 2023) two-way choices between a true caption and a negative one edit away:
   ``relation`` (the relation's arguments swapped, VG-Relation), ``attribution`` (attributes swapped between the two
-  objects, VG-Attribution) and ``order`` (the caption's words shuffled, COCO-Order).
+  objects, VG-Attribution) and ``order`` (the caption's words shuffled, COCO-Order). Negatives of the first two have
+  the true caption's words. ``order`` is one random shuffle of all the words as a two-way choice; COCO-Order has
+  four structured shuffles (nouns and adjectives; all but them; within trigrams; trigrams), five-way, chance 0.2.
 * ``winoground``: Winoground-style pairs (Thrush et al. 2022), two scenes and two captions with the same words;
   text, image and group scores of the 2x2 score matrix (``binding`` and ``relation`` pairs).
 
@@ -41,7 +43,7 @@ def two_way_prior(model, items: Items, seed: int) -> Items:
 
 def build_aro(model, n: int, seed: int) -> Items:
     """``n`` items per type from two-object test scenes (a scene that admits no negative of a type is skipped)."""
-    from vlm_primer.world import SceneDataset, caption_scene, hard_negative
+    from vlm_primer.world import Relation, SceneDataset, caption_scene, hard_negative, holds, realize
 
     ds = SceneDataset("test", 50 * n, model.world_config(), seed, num_objects=2)
     rng = np.random.default_rng(seed)
@@ -55,9 +57,12 @@ def build_aro(model, n: int, seed: int) -> Items:
             words = cap.text.split()
             shuffled = " ".join(words[j] for j in rng.permutation(len(words)))
             neg = shuffled if shuffled != cap.text else None
+        elif kind == "relation":  # VG-Relation: the arguments swapped, the relation word kept
+            m = cap.meaning
+            swapped = Relation(m.b, m.rel, m.a)
+            neg = None if holds(swapped, scene, ds.config.margin) else realize(swapped, cap.style, cap.template)
         else:
-            edit = hard_negative(cap, scene, rng, kind="relation" if kind == "relation" else "binding",
-                                 margin=ds.config.margin)
+            edit = hard_negative(cap, scene, rng, kind="binding", margin=ds.config.margin)
             neg = edit.text if edit is not None else None
         return None if neg is None else {"scene": scene, "true": cap.text, "negative": neg}
 
