@@ -102,3 +102,24 @@ def test_resume_can_extend_the_schedule(tmp_path):
     t.fit(steps=1)
     f = CosineWarmup(2, 10, 0.1)  # the new config's schedule, not the saved one's
     assert t.history[-1]["step"] == 3 and math.isclose(t.history[-1]["lr"], 1e-2 * f(2))
+
+
+def test_resume_takes_the_new_learning_rate_and_weight_decay(tmp_path):
+    Trainer(ToyClassifier(), ToyDataset(64), cfg(tmp_path, max_steps=4, warmup_steps=1)).fit(steps=2)
+    t = Trainer(ToyClassifier(), ToyDataset(64), cfg(tmp_path, max_steps=4, warmup_steps=1, lr=1e-3,
+                                                     weight_decay=0.0, resume=True))
+    t.fit(steps=1)
+    f = CosineWarmup(1, 4, 0.1)
+    assert t.history[-1]["step"] == 3 and math.isclose(t.history[-1]["lr"], 1e-3 * f(2))  # not 1e-2's schedule
+    assert [g["weight_decay"] for g in t.optimizer.param_groups] == [0.0, 0.0]
+
+
+def test_resuming_from_an_older_checkpoint_refuses_to_touch_the_newer_ones(tmp_path):
+    Trainer(ToyClassifier(), ToyDataset(64), cfg(tmp_path, max_steps=4, ckpt_every=2)).fit()
+    ckpt = tmp_path / "ckpt"
+    before = {s: (p / "model.safetensors").read_bytes() for s, p in list_checkpoints(ckpt)}
+    assert list(before) == [2, 4]
+    with pytest.raises(FileExistsError, match=r"later checkpoints \(steps \[4\]\)"):
+        Trainer(ToyClassifier(), ToyDataset(64), cfg(tmp_path, max_steps=4, ckpt_every=1, keep_last=1,
+                                                     resume=str(ckpt / "step_00000002"))).fit()
+    assert {s: (p / "model.safetensors").read_bytes() for s, p in list_checkpoints(ckpt)} == before

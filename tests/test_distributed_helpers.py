@@ -48,3 +48,29 @@ def test_loader_starts_mid_epoch_without_touching_the_global_rng():
     assert torch.equal(state, torch.get_rng_state())
     assert tail == full[1:] and len(full) == 3 and all(len(b) == 3 for b in full)
     assert full != [b["i"].tolist() for b in loader.iter_from(3, 0)]
+
+
+class _RandomCrop(torch.utils.data.Dataset):
+    """A sample that draws from the global RNGs (torch, NumPy, random), as a random augmentation does."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import random
+
+        import numpy as np
+
+        return torch.tensor([i, torch.rand(()).item(), np.random.rand(), random.random()])
+
+
+def test_random_augmentations_resume_exactly_with_workers():
+    """Starting an epoch at batch 2 gives the batches an uninterrupted epoch gives from there, random draws
+    included: in workers each sample is seeded by its place in the epoch, not by the worker that loads it.
+    (Without workers the draws come from the training process's RNG, which a checkpoint restores.)"""
+    loader = ResumableLoader(_RandomCrop(), 2, seed=3, num_workers=2)
+    full, tail = list(loader.iter_from(1, 0)), list(loader.iter_from(1, 2))
+    assert len(tail) == len(full) - 2 and all(torch.equal(a, b) for a, b in zip(tail, full[2:]))
+    assert len({round(float(b[0, 1]), 6) for b in full}) == len(full)  # the draws do differ from sample to sample
+    other = list(loader.iter_from(2, 0))
+    assert not torch.equal(other[0][:, 1:], full[0][:, 1:])  # and from epoch to epoch

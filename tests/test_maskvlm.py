@@ -39,6 +39,18 @@ def test_losses_and_shapes_and_that_each_modality_reads_the_other():
     assert model.encode_image(pixels).shape == model.encode_text(ids, mask).shape == (4, 64)
 
 
+def test_no_hidden_patch_means_no_image_loss():
+    """A ratio of 0 (the config allows it) or an all-False patch_mask leaves MIM nothing to average: 0, not NaN,
+    as MLM does with no picked word."""
+    torch.manual_seed(0)
+    pixels, ids = _batch()
+    model = MaskVLM(MaskVLMConfig.from_preset("tiny", image_mask_ratio=0.0))
+    for kwargs in ({}, {"patch_mask": torch.zeros(4, 64, dtype=torch.bool)}):
+        out = model(pixels, ids, generator=torch.Generator().manual_seed(0), **kwargs)
+        assert out.mim == 0 and torch.isfinite(out.loss)
+        out.loss.backward()
+
+
 def test_training_lowers_the_loss():
     torch.manual_seed(0)
     model = MaskVLM(MaskVLMConfig.from_preset("tiny"))

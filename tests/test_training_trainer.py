@@ -192,3 +192,46 @@ def test_records_report_throughput_and_mfu():
     assert t._window_samples == 8 and t._window_tokens == 18 + 36
     with pytest.raises(ValueError, match="peak_tflops"):
         cfg(peak_tflops=0.0)
+
+
+class _Clock:
+    """A fake ``time`` for the trainer: each forward pass takes 1 s, nothing else takes any."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_throughput_counts_training_time_and_steps_only(monkeypatch, tmp_path):
+    """Evaluation and checkpoints happen between windows and are not training time; MFU counts optimizer steps,
+    whatever batch size the data has (here 4, not the config's 8)."""
+    clock = _Clock()
+    monkeypatch.setattr(trainer_mod, "time", clock)
+
+    class Timed(ToyClassifier):
+        def forward(self, *args, **kwargs):
+            clock.now += 1.0
+            return super().forward(*args, **kwargs)
+
+    def eval_fn(m):
+        clock.now += 100.0
+        return {}
+
+    torch.manual_seed(0)
+    data = torch.utils.data.DataLoader(ToyDataset(64), batch_size=4, shuffle=False)
+    t = Trainer(Timed(dropout=0.0), data, cfg(max_steps=6, log_every=2, eval_every=2, peak_tflops=1e-6,
+                                           ckpt_dir=str(tmp_path), ckpt_every=2), eval_fn=eval_fn)
+    save = t.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        clock.now += 50.0
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(t, "save_checkpoint", slow_save)
+    history = t.fit()
+    assert len(history) == 3 and clock.now == 1000 + 6 + 3 * 150  # every eval and save did run
+    for h in history:  # 2 steps of 4 samples in 2 s per record
+        assert h["samples_per_s"] == 4.0 and h["data_wait"] == 0.0
+        assert h["mfu"] == pytest.approx(t._flops_per_step * 2 / 2 / 1e6)

@@ -113,3 +113,15 @@ def test_cli_trains_on_shards_resumes_and_refuses_to_clobber(shards, tmp_path, c
     assert not (tmp_path / "run" / "step_00000005").exists()
     history = train_main(args + ["--steps", "5", "--resume"])
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
+
+
+def test_each_worker_drops_its_own_partial_batch(shards):
+    """Batches are made in the workers (collation in parallel), so each worker drops its trailing partial batch;
+    ``partial=True`` keeps every sample."""
+    sizes = {path: sum(1 for _ in shard_loader([path], 1, shuffle_buffer=0)) for path in shards}
+    loader = shard_loader(shards, 5, shuffle_buffer=4, seed=5, num_workers=2)
+    per_worker = [sum(sizes[p] for p in loader.shards(0)[w::2]) for w in range(2)]
+    assert per_worker == [6, 4]  # one process would keep 10 of 10 samples in batches of 5; the two workers keep 5
+    assert sum(len(b["key"]) for b in loader) == sum(n - n % 5 for n in per_worker) == 5
+    kept = shard_loader(shards, 5, shuffle_buffer=4, seed=5, num_workers=2, partial=True)
+    assert sum(len(b["key"]) for b in kept) == sum(sizes.values()) == 10

@@ -19,6 +19,12 @@ objectives at once. Explained in notebook 05b, §Stage 1 (Li et al. 2023, "BLIP-
 * **ITG**: the caption is generated from the queries (multimodal causal mask) by a BERT-style LM head
   tied to the Q-Former's word embeddings. BLIP-2 swaps the first token for a ``[DEC]`` token; here the
   first token stays ``<bos>``: the mask already tells the tasks apart.
+
+Known deviations of :class:`Blip2Stage1` from LAVIS, kept because the zoo's stage-1 Q-Formers were trained with them
+(they go with the next rebuild of those models): the ITM negatives are drawn from the softmax of the raw cosines,
+where LAVIS divides them by the temperature first (so ours are close to uniform, far less *hard*); ITC has no
+label smoothing (LAVIS: 0.1, as ITG here). Both stages also freeze the tower's final LayerNorm with the tower,
+where LAVIS' ``ln_vision`` stays trainable.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ over the sequence ``[queries; text]``:
   (:func:`qformer_mask`);
 * every ``cross_attention_freq``-th layer (0, 2, 4, ...) lets the **query positions only** cross-attend
   to the frozen image features;
-* query and text positions have separate feed-forward weights (the text ones start as BERT's).
+* query and text positions have separate feed-forward weights. Everything starts random here; BLIP-2 starts
+  self-attention and both feed-forwards from BERT-base, and only the cross-attention at random.
 
 Stage 1 trains it with three objectives on the same inputs, each with its own self-attention mask:
 

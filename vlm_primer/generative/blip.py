@@ -5,7 +5,9 @@ batch of (image, caption) pairs, with the caption's first token swapped for each
 
 * **ITC**: the image's ``[CLS]`` and the text encoder's ``[CLS]`` through two projections, CLIP's contrastive loss
   over a learned temperature; optionally against soft targets from momentum encoders (``distill``: ALBEF's
-  momentum distillation, momentum 0.995, ``alpha`` 0.4);
+  momentum distillation, momentum 0.995, ``alpha`` 0.4). Simplified: no feature queue, the student is scored
+  against its own in-batch features (ALBEF and BLIP score it against the momentum features plus a queue, and
+  draw ITM negatives from those scores), and ``alpha`` is constant (BLIP ramps it up over the first epoch);
 * **ITM**: the image-grounded encoder reads ``[Encode]`` + caption with cross-attention to the image, a two-way
   head on ``[Encode]`` says match / no match; for each image one hard negative caption and for each caption one
   hard negative image, drawn in proportion to their ITC scores;

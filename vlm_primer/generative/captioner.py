@@ -36,7 +36,8 @@ class Captioner:
         and runs with ``strategy`` in :data:`~vlm_primer.nn.decoding.DECODING` (``beam``: ``num_beams``;
         ``nucleus``: ``top_p``, ``temperature``, ``top_k``). ``repeats`` captions per image, in a row (CapFilt
         samples several). Returns the ids after the start and the prompt ``(B * repeats, T)``: the caption, its end
-        id, then padding."""
+        id, then padding. No ``min_length`` and no repetition penalty (BLIP's ``generate`` has both, the penalty 1.1
+        when sampling); ``max_new_tokens`` does not count the start and prompt ids (BLIP's ``max_length`` does)."""
         check_choice(strategy, DECODING, "strategy")
         check_int(repeats, "repeats")
         start, eos, pad, positions = self.caption_ids()

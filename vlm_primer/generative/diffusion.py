@@ -85,7 +85,9 @@ class NoiseSchedule(nn.Module):
              kind: str = "linear") -> "NoiseSchedule":
         """``linear``: ``beta`` evenly spaced from ``beta_start`` to ``beta_end`` (DDPM); ``scaled_linear``: evenly
         spaced in ``sqrt(beta)`` (Stable Diffusion); ``cosine`` (= ``diffusers``' ``squaredcos_cap_v2``): the
-        improved-DDPM cosine schedule, which ignores ``beta_start``/``beta_end``."""
+        improved-DDPM cosine schedule, which ignores ``beta_start``/``beta_end``. As in ``diffusers``, ``linear`` is
+        not rescaled by ``1000 / num_train_timesteps`` (improved-diffusion's ``get_named_beta_schedule`` is), so for
+        ``T != 1000`` its final alphabar differs from theirs."""
         check_int(num_train_timesteps, "num_train_timesteps", 2)
         check_choice(kind, BETA_SCHEDULES, "kind")
         for name, v in (("beta_start", beta_start), ("beta_end", beta_end)):

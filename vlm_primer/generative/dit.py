@@ -19,7 +19,14 @@ Explained in notebook 04b, §Diffusion. A denoiser ``eps_theta(x_t, t, caption)`
 training a caption is replaced by the empty caption (``<bos> <eos>``) with probability ``cond_drop``, so the one
 network learns both ``eps(x_t, t, caption)`` and ``eps(x_t, t, "")``. At sampling time
 ``eps_uncond + s (eps_cond - eps_uncond)`` with ``s > 1`` extrapolates away from the unconditional prediction:
-images that match the caption better, less diverse. Both predictions come from one batched forward.
+images that match the caption better, less diverse. Both predictions come from one batched forward. This ``s`` is
+DiT's and ``diffusers``' guidance scale; Ho & Salimans write ``(1 + w) eps_cond - w eps_uncond``, so ``s = 1 + w``
+and ``s = 1`` is no guidance.
+
+Simplified from DiT: the model predicts eps only and samples with the fixed posterior variance (DiT also learns
+the variance, with the variational-bound term in its loss). DDIM steps go from one visited timestep to the next
+visited one, as Song et al.'s code does; ``diffusers``' ``DDIMScheduler`` steps to ``t - T // n``, so the two
+differ for ``linspace`` spacing, or ``trailing`` when ``n`` does not divide ``T``.
 
 The images live in ``[-1, 1]`` (scale Shapes World's ``[0, 1]`` images with ``2 x - 1``); ``sample`` returns them
 in that range. The ``base`` preset is DiT-B's width and depth on 128 px pixels in 8 px patches: 256 tokens, as

@@ -25,7 +25,9 @@ def itc_loss(logits_per_image: torch.Tensor, momentum_logits: torch.Tensor | Non
     Without ``momentum_logits`` it is CLIP's symmetric cross-entropy (:func:`~vlm_primer.contrastive.clip_loss`).
     With them (ALBEF's momentum distillation, used by BLIP) the targets are soft: ``alpha`` times the momentum
     encoder's softmax plus ``1 - alpha`` times the one-hot pairing, in each direction; so a caption that also
-    fits another image in the batch is not pushed away from it as hard. ``alpha = 0`` is CLIP's loss."""
+    fits another image in the batch is not pushed away from it as hard. ``alpha = 0`` is CLIP's loss. ALBEF and
+    BLIP compute the student's logits against the momentum features plus a queue (57,600 in BLIP); here both
+    ``logits_per_image`` and ``momentum_logits`` are in-batch."""
     if momentum_logits is None:
         return clip_loss(logits_per_image)
     check_finite(alpha, "alpha")

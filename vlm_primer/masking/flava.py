@@ -136,7 +136,7 @@ class FlavaConfig(PresetConfig):
     mask_token_id: int = 4               # <mask> (BERT's [MASK] is 103)
     special_token_ids: tuple[int, ...] = (0, 1, 2, 3)  # never masked: <pad> <unk> <bos> <eos>
     mlm_prob: float = 0.15               # BERT's share of masked words
-    mim_ratio: float = 0.4               # share of masked patches (FLAVA's processor: 75 of 196, in BEiT's blocks)
+    mim_ratio: float = 0.4               # share of masked patches: 79 of 196 (FLAVA's processor: 75, BEiT's blocks)
 
     PRESETS: ClassVar[dict] = {
         # Shapes World at 48 px: 6 px patches (an 8 x 8 grid), the project's 814-token vocabulary, 64 image codes

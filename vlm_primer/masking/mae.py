@@ -66,6 +66,9 @@ class MAEConfig(PresetConfig):
         if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
             raise ValueError(f"decoder_dim={self.decoder_dim} must be divisible by decoder_heads="
                              f"{self.decoder_heads} and by 4 (2-D sin-cos positions)")
+        if self.mask_ratio == 0:
+            raise ValueError("mask_ratio=0 hides no patch: MAE's loss, a mean over the hidden patches, would have "
+                             "nothing to average (to encode unmasked images, call encode(pixels, mask_ratio=0.0))")
         if int(enc.num_patches * (1 - self.mask_ratio)) < 1:
             raise ValueError(f"mask_ratio={self.mask_ratio} keeps no patch out of {enc.num_patches}")
 

@@ -36,7 +36,9 @@ def bert_mask_tokens(input_ids: Any, *, mask_token_id: int, vocab_size: int, pro
 
     Each token that is not in ``special_ids`` (and, when given, where the bool ``candidates`` ``(B, L)`` is true) is
     picked with probability ``prob``; a picked token becomes ``mask_token_id`` with probability ``mask_frac``, a
-    uniformly random non-special id with probability ``random_frac``, and stays itself otherwise. ``labels`` hold the
+    uniformly random id not in ``special_ids`` with probability ``random_frac``, and stays itself otherwise. The
+    default ``special_ids`` are the tokenizer's pad, unk, bos and eos; pass ``Tokenizer.special_ids`` to keep its
+    ``<image>`` and chat tokens out as well, as notebook 03 does. ``labels`` hold the
     original id at picked positions and :data:`IGNORE_INDEX` elsewhere, so the loss is on picked tokens only
     (``transformers``' ``DataCollatorForLanguageModeling``, with specials guarded). Explained in notebook 03, §MLM.
     """
@@ -76,7 +78,9 @@ def bert_mask_tokens(input_ids: Any, *, mask_token_id: int, vocab_size: int, pro
 def span_mask(lengths: Any, max_len: int, ratio: float, span: int = 3,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """Contiguous-span masking for text: a bool ``(B, max_len)`` mask hiding about ``ratio`` of each row's first
-    ``lengths[b]`` positions, in spans of ``span`` tokens (SpanBERT-style; at least one token when ``ratio > 0``)."""
+    ``lengths[b]`` positions, in spans of ``span`` tokens (SpanBERT-style; at least one token when ``ratio > 0``).
+    Spans have a fixed length, where SpanBERT draws it from a geometric distribution (p = 0.2, at most 10 words) and
+    masks whole words."""
     ratio = _check_ratio(ratio, "ratio")
     check_int(span, "span")
     lengths = torch.as_tensor(lengths, dtype=torch.long).flatten()
@@ -100,7 +104,10 @@ def block_mask(batch: int, grid: int, ratio: float, *, min_block: int = 2, max_b
                generator: torch.Generator | None = None) -> torch.Tensor:
     """BEiT's blockwise masking on a ``grid x grid`` patch grid: random rectangles are hidden until exactly
     ``N - int(N * (1 - ratio))`` of the ``N = grid**2`` patches are masked (MAE's count, so :func:`mask_to_noise`
-    can feed it to :func:`random_masking` at the same ratio). Returns a bool ``(batch, grid**2)`` mask, True = hidden, row-major."""
+    can feed it to :func:`random_masking` at the same ratio). Returns a bool ``(batch, grid**2)`` mask, True = hidden, row-major.
+    Simplified: each side of a block is uniform in ``[min_block, max_block]``, and the last block is cut in raster
+    order to hit the count exactly; BEiT draws a block's area (at least 16 patches) and aspect ratio (0.3 to 1/0.3),
+    adds whole rectangles only, and may fall short of its target (75 of 196)."""
     ratio = _check_ratio(ratio, "ratio")
     if grid < 1:
         raise ValueError(f"grid must be >= 1, got {grid}")

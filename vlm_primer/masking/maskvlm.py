@@ -187,7 +187,8 @@ class MaskVLM(nn.Module):
         target = patchify(pixel_values.to(pixels.dtype), cfg.image.patch_size)
         if cfg.norm_pix_loss:
             target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
-        mim = (pixels - target).pow(2).mean(-1)[patch_mask.to(device)].mean()
+        hidden = patch_mask.to(device)
+        mim = (pixels - target).pow(2).mean(-1)[hidden].mean() if hidden.any() else pixels.sum() * 0.0
 
         # MLM: the masked caption, attending to the whole image, predicts its hidden words
         h, _ = self.text_cross(text_m, context=image, key_padding_mask=mask)

@@ -7,7 +7,9 @@ runs over it, so every layer's self-attention mixes words and image regions. Two
 * **masked language modelling conditioned on the image**: some words are hidden (BERT's 80/10/10 corruption,
   :func:`~vlm_primer.masking.bert_mask_tokens`) and predicted from the other words *and the image*; the visual
   tokens are never masked;
-* **sentence-image prediction** (ITM): from the first token's pooled state, does the text match the image?
+* **sentence-image prediction** (ITM): from the first token's pooled state, does the text match the image? (The
+  paper's text is two captions, the second matching the first or random, with token types 0 and 1; here it is one
+  caption, matched or not.)
 
 With ``visual_embeds=None`` no visual token is added and the model is exactly BERT with its MLM head (Devlin et
 al. 2019). Explained in notebook 03, §MLM.

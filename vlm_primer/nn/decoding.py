@@ -10,7 +10,7 @@ decode the same way. Explained in notebook 04, §Decoding.
 * **beam search**: the ``num_beams`` most likely sequences so far, each extended by every token, the best
   ``num_beams`` kept; a sequence that emits ``<eos>`` is finished with score ``sum log p / length**length_penalty``.
   The bookkeeping follows ``transformers``' ``generate()`` (its vectorised beam search, ``early_stopping=False``),
-  so on the same weights the two return the same captions (``tests/test_generation_parity.py``);
+  so on the same weights the two return the same captions (``tests/test_parity_blip.py``);
 * **nucleus sampling** (Holtzman et al. 2020): sample from the smallest set of tokens whose probability adds up
   to ``top_p``, after dividing the logits by ``temperature`` (and an optional ``top_k`` cut), in the order
   ``transformers`` applies them.

@@ -11,13 +11,35 @@ Explained in notebook 02, §Training a tiny CLIP and §Scaling up.
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, default_collate
 
 from vlm_primer.training import distributed as D
 from vlm_primer.validate import check_int
+
+
+class SeededByPosition(torch.utils.data.Dataset):
+    """``dataset`` read with ``(position, index)`` items: before loading ``dataset[index]``, Python's, NumPy's and
+    torch's RNGs are seeded from ``key`` and the sample's ``position`` in the epoch. Used in loader workers, where
+    which worker loads a sample (and so its RNG state) depends on where the epoch was started."""
+
+    def __init__(self, dataset: Any, key: tuple[int, ...]) -> None:
+        self.dataset, self.key = dataset, tuple(int(k) % 2**32 for k in key)  # SeedSequence takes no negatives
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        position, index = item
+        seed = int(np.random.SeedSequence([*self.key, position]).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        return self.dataset[index]
 
 
 class ResumableSampler(Sampler[int]):
@@ -96,7 +118,11 @@ class ResumableLoader:
     Iterating gives full batches only (the last partial batch is dropped, so every rank and every
     step sees ``batch_size`` samples). ``iter_from(epoch, batch)`` starts in the middle of an epoch.
     Worker processes (``num_workers > 0``) get seeds drawn from a private generator seeded with
-    ``seed + epoch``, so creating a loader never touches the global RNG.
+    ``seed + epoch``, so creating a loader never touches the global RNG; in them each sample's random draws
+    (``random``, NumPy, torch: a random crop in a transform) are seeded from its place in the epoch
+    (:class:`SeededByPosition`), so they do not depend on which worker loads it, and a resumed run draws what
+    the uninterrupted one did. Without workers they come from the training process's RNG, which a checkpoint
+    restores.
     """
 
     def __init__(
@@ -139,10 +165,14 @@ class ResumableLoader:
             raise ValueError(f"batch must be in [0, {len(self)}], got {batch}")
         self.sampler.set_epoch(epoch)
         self.sampler.set_start(batch * self.batch_size)
+        dataset, sampler = self.dataset, self.sampler
+        if self.num_workers:
+            dataset = SeededByPosition(self.dataset, (self.seed, epoch, self.sampler.rank))
+            sampler = list(enumerate(self.sampler, batch * self.batch_size))
         loader = DataLoader(
-            self.dataset,
+            dataset,
             batch_size=self.batch_size,
-            sampler=self.sampler,
+            sampler=sampler,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -223,7 +223,10 @@ def shard_loader(
     ``urls`` is a brace pattern (``"data/shard-{000000..000009}.tar"``) or a list of paths. Each
     sample becomes ``{"image": float (3, H, W) in [0, 1], "caption": str, "key": str, "meta":
     dict}``; ``collate_fn(list_of_samples)`` makes the batch (default :func:`collate_samples`).
-    The trailing partial batch of each rank is dropped unless ``partial=True``.
+    The trailing partial batch is dropped unless ``partial=True``: once per rank without workers; with
+    ``num_workers > 0`` the batches are made in the workers (collation runs in parallel, as in open_clip's
+    webdataset pipeline), so each worker drops its own, up to ``num_workers * (batch_size - 1)`` samples per rank
+    and epoch.
     """
     return ShardLoader(
         urls, batch_size, collate_fn, shuffle_buffer=shuffle_buffer, shuffle_shards=shuffle_shards,

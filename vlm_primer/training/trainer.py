@@ -19,8 +19,10 @@ Training data is either
 
 Resumption restores weights, optimizer, schedule, gradient scaler, step, data position, each
 rank's RNG states and the history, so ``N`` steps in one go and ``k`` steps + resume to ``N``
-give bit-identical weights on the same machine. Checkpoints are only written between optimizer
-steps, so no partial gradient accumulation is ever lost.
+give bit-identical weights on the same machine. The schedule (learning rate, warmup, ``max_steps``) and the
+weight decay follow the config the run resumes with, so a run can be extended or its rate changed. Resuming from
+a checkpoint older than others in ``ckpt_dir`` is refused (the new steps would collide with them). Checkpoints are
+only written between optimizer steps, so no partial gradient accumulation is ever lost.
 
 A NaN or infinite loss stops training with :class:`NonFiniteLossError` (naming the step and the
 last finite loss) before any checkpoint is written after it, so the latest checkpoint on disk is
@@ -216,7 +218,7 @@ class Trainer:
         self._inputs_checked = False
         # Throughput of the current logging window (host clock; a record syncs with the device anyway).
         self._window_start: float | None = None
-        self._window_samples, self._window_tokens, self._data_seconds = 0, 0, 0.0
+        self._window_samples, self._window_tokens, self._data_seconds, self._window_steps = 0, 0, 0.0, 0
         self._flops_per_step: float | None = None
         self.peak_tflops = config.peak_tflops if config.peak_tflops is not None else self._known_peak()
 
@@ -317,6 +319,7 @@ class Trainer:
         if hasattr(self.model, "post_step"):
             self.model.post_step()
         self.step += 1
+        self._window_steps += 1
         return mean, grad_norm
 
     # ------------------------------------------------------------------ non-finite guard
@@ -418,7 +421,7 @@ class Trainer:
                     self.raise_if_nonfinite()
                     record = self._record(grad_norm)
                     if do_eval:
-                        record.update(self.evaluate())
+                        record.update(self._untimed(self.evaluate))
                     self.history.append(record)
                     if bar is not None:
                         shown = {k: v for k, v in record.items()
@@ -429,7 +432,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                 if cfg.ckpt_dir is not None and cfg.ckpt_every is not None and s % cfg.ckpt_every == 0:
-                    self.save_checkpoint()
+                    self._untimed(self.save_checkpoint)
             self.raise_if_nonfinite()
             if cfg.ckpt_dir is not None and self._last_saved != self.step and self.step > 0:
                 self.save_checkpoint()
@@ -454,6 +457,15 @@ class Trainer:
         self._window_count = 0
         return record
 
+    def _untimed(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` outside the throughput window: evaluation and checkpoints are not training time."""
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            if self._window_start is not None:
+                self._window_start += time.perf_counter() - start
+
     def _throughput(self) -> dict[str, float]:
         """Samples/s and tokens/s (all ranks), the fraction of the time spent waiting for data and, with
         ``TrainConfig.peak_tflops`` (or a GPU the compute table knows), the model FLOPs utilisation since the last
@@ -468,9 +480,9 @@ class Trainer:
                 out["tokens_per_s"] = self._window_tokens * world / elapsed
             out["data_wait"] = min(1.0, self._data_seconds / elapsed)
             if self._flops_per_step is not None and self.peak_tflops:
-                steps = self._window_samples / max(1, self.config.batch_size * self.config.grad_accum_steps)
-                out["mfu"] = self._flops_per_step * steps / elapsed / (self.peak_tflops * 1e12)
+                out["mfu"] = self._flops_per_step * self._window_steps / elapsed / (self.peak_tflops * 1e12)
         self._window_start, self._window_samples, self._window_tokens, self._data_seconds = now, 0, 0, 0.0
+        self._window_steps = 0
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -497,6 +509,12 @@ class Trainer:
             path = Path(resume)
         if path is not None:
             self.load_checkpoint(path)
+            newer = [step for step, _ in existing if step > self.step]
+            if newer and cfg.ckpt_dir is not None:  # its steps would collide with them, or rotation delete them
+                raise FileExistsError(
+                    f"resuming from step {self.step}, but {cfg.ckpt_dir} holds later checkpoints (steps {newer}); "
+                    "nothing was changed. Move them away, or set another ckpt_dir for the new branch of the run."
+                )
         elif D.is_distributed():  # a fresh DDP run: rank r draws its own dropout / augmentation
             seed_everything(cfg.seed + D.rank())
 
@@ -543,12 +561,18 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
         """Restore everything from a checkpoint directory written by :meth:`save_checkpoint`."""
+        # The schedule (lr, warmup, max_steps, min ratio) and the weight decay follow the current config, so a run
+        # can be extended or its rate changed; with an unchanged config the LR is recomputed to the same floats.
+        base_lrs = list(self.scheduler.base_lrs)
+        decays = [group.get("weight_decay") for group in self.optimizer.param_groups]
         state = load_checkpoint(path, model=self.model, optimizer=self.optimizer,
                                 require=("step", "ranks", "scheduler", "history"))
-        # The schedule's shape (warmup, max_steps, min ratio) follows the current config, so a run
-        # can be extended; with an unchanged config the LR is recomputed to the very same floats.
-        sched = dict(state["scheduler"], lr_lambdas=[None] * len(self.scheduler.lr_lambdas))
+        sched = dict(state["scheduler"], lr_lambdas=[None] * len(self.scheduler.lr_lambdas), base_lrs=base_lrs)
         self.scheduler.load_state_dict(sched)
+        for group, base, decay in zip(self.optimizer.param_groups, base_lrs, decays):
+            group["initial_lr"] = base
+            if decay is not None:
+                group["weight_decay"] = decay
         last = self.scheduler.last_epoch
         for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
             group["lr"] = base * fn(last)  # LambdaLR's own formula
