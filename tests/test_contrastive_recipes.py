@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vlm_primer.contrastive.recipes import pair_collate, retrieval_eval
 from vlm_primer.training.recipes import RecipeArgs, available_recipes, get_recipe
@@ -55,7 +56,14 @@ def test_collate_and_eval_helpers():
     metrics = retrieval_eval(batch, ks=(1, 2))(model)
     assert metrics["val_i2t_R@2"] == 1.0 and set(metrics) == {"val_i2t_R@1", "val_i2t_R@2", "val_t2i_R@1",
                                                              "val_t2i_R@2"}
+    with torch.no_grad():  # Recall@1 by hand: is the pair's score the row's (the column's) highest?
+        sim = (F.normalize(model.encode_image(batch["pixel_values"]), dim=-1)
+               @ F.normalize(model.encode_text(batch["input_ids"], attention_mask=batch["attention_mask"]), dim=-1).t())
+    assert metrics["val_i2t_R@1"] == (sim.argmax(1) == torch.arange(2)).float().mean().item()
+    assert metrics["val_t2i_R@1"] == (sim.argmax(0) == torch.arange(2)).float().mean().item()
     with pytest.raises(ValueError, match="empty"):
         collate([])
     with pytest.raises(ValueError, match="unknown --set"):
         get_recipe("clip").build(RecipeArgs(preset="tiny", options={"lr": "1"}))
+    with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['loss'\]"):  # Llip's option, not CLIP's
+        get_recipe("clip").build(RecipeArgs(preset="tiny", options={"loss": "infonce"}))

@@ -111,6 +111,8 @@ def test_judge_reads_facts_not_wording():
     assert relative_score([teacher, ""], [teacher, teacher]) == pytest.approx(11 / 20)
     with pytest.raises(ValueError, match="as many answers as references"):
         relative_score([teacher], [])
+    with pytest.raises(TypeError, match="lists of str"):  # a str is not a list of one-letter answers
+        relative_score("abc", "abd")
     with pytest.raises(TypeError, match="must be a str"):
         answer_facts(None)
 

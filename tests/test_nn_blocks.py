@@ -98,6 +98,9 @@ def test_rope_matches_transformers_llama():
         cj, sj = rope(torch.tensor([[j]]))
         return (RotaryEmbedding.rotate(a, ci, si) * RotaryEmbedding.rotate(b, cj, sj)).sum()
     torch.testing.assert_close(score(3, 1), score(10, 8))
+    # a cast model keeps its angles in float32 (transformers does too); a bf16 table misplaces far positions
+    assert torch.equal(rope.to(torch.bfloat16).inv_freq, inv) and rope.inv_freq.dtype == torch.float32
+    assert rope(torch.tensor([[2000]]), torch.bfloat16)[0].dtype == torch.bfloat16
 
 
 def mae_2d_sincos(embed_dim, grid_size, cls_token=False):

@@ -146,6 +146,10 @@ def test_converters_are_strict():
     siglip_style = ViT(vit_config_from_hf_siglip_vision(SiglipVisionConfig(image_size=32, patch_size=8, **TOWER)))
     with pytest.raises(ValueError, match="cls_token"):
         vit_to_hf_clip_vision(siglip_style)
+    from transformers import MistralConfig
+
+    with pytest.raises(ValueError, match="expects a LlamaConfig, got model_type='mistral'"):
+        decoder_config_from_hf_llama(MistralConfig())
 
 
 # --------------------------------------------------------------------------- SigLIP vision

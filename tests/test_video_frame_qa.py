@@ -3,7 +3,10 @@ time only through its time embedding."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +25,8 @@ def test_grid_features_are_the_pooled_patch_grid():
     grid = patches.reshape(6, 8, 8, -1)
     want = (grid[:, 0::2, 0::2] + grid[:, 0::2, 1::2] + grid[:, 1::2, 0::2] + grid[:, 1::2, 1::2]) / 4
     torch.testing.assert_close(got, want.reshape(2, 3, 16, -1))
+    with pytest.raises(ValueError, match="pool=3 does not divide"):  # 8 x 8: a pool of 3 would drop a row
+        grid_features(tower, frames, pool=3)
 
 
 def test_answer_classes_turn_which_first_into_the_option_position():
@@ -33,6 +38,9 @@ def test_answer_classes_turn_which_first_into_the_option_position():
         a, b = q.question.split(": ", 1)[1].rstrip("?").rsplit(" or ", 1)
         assert answer_index(c, q) == (FIRST if q.answer == a else SECOND) and q.answer in (a, b)
     assert set(answer_classes(items)) <= {FIRST, SECOND, "left", "right", "up", "down"}
+    c, q = firsts[0]
+    with pytest.raises(ValueError, match="neither option"):  # it used to become "the second"
+        answer_index(c, dataclasses.replace(q, answer="the green star stopping"))
 
 
 def test_frames_are_read_in_time_only_through_the_time_embedding():
@@ -44,11 +52,18 @@ def test_frames_are_read_in_time_only_through_the_time_embedding():
         base = model(feats, ids).logits
         assert (model(feats[:, perm], ids).logits - base).abs().max() > 1e-4  # order changes the answer
         torch.testing.assert_close(model(feats[:, perm], ids, frame_ids=perm).logits, base)  # ... only via time
+        # frame ids as a tensor are the same ids (a list of 0-d tensors used to index time_emb as one element)
+        torch.testing.assert_close(model(feats[:, perm], ids, frame_ids=torch.tensor(perm)).logits, base)
         model.time_emb.zero_()
         torch.testing.assert_close(model(feats[:, perm], ids).logits, model(feats, ids).logits)
         # one frame with its own id, and the blind reader: the question alone
         assert model(feats[:, 2:3], ids, frame_ids=[4]).logits.shape == (2, 6)
         assert model(None, ids).logits.shape == (2, 6)
+    for bad, match in (({"frame_ids": [0.5, 1, 2, 3, 4]}, "integer frame indices"),
+                       ({"frame_ids": [0, 1, 2, 3, 9]}, "max_frames"),
+                       ({"input_ids": None, "attention_mask": torch.ones(2, 7)}, "pass input_ids")):
+        with pytest.raises(ValueError, match=match):
+            model(feats, **{"input_ids": ids, **bad})
 
 
 def test_loss_is_cross_entropy_over_the_answer_classes():

@@ -142,6 +142,7 @@ def test_instruction_data_is_true_and_trains_on_the_assistant_only():
         assert box == box_text(scene.objects[j]) and parse_box(box) == tuple(int(v) for v in box[5:-6].split(","))
         x0, y0, x1, y1 = parse_box(box)
         assert 0 <= x0 < x1 < 100 and 0 <= y0 < y1 < 100
+        assert parse_box("</box> stray, then " + box) == (x0, y0, x1, y1)  # the first <box> and the </box> after it
         assert x0 <= scene.objects[j].x * 100 <= x1 + 1 and y0 <= scene.objects[j].y * 100 <= y1 + 1
 
 
@@ -200,3 +201,9 @@ def test_mosaics_keep_each_object_whole_in_its_own_cell_at_the_cell_scale():
         render_mosaic(three, 48, grid=0)
     with pytest.raises(ValueError, match="do not fit one per cell"):
         MosaicVQADataset("test", 4, config=cfg, num_objects=(1, 5))
+
+
+@pytest.mark.parametrize("text", ["no box here", "<box>1,2,3</box>", "<box>1,2,3,\u00b2</box>", "<box>1,2,3,4"])
+def test_parse_box_names_what_is_not_a_box(text):
+    with pytest.raises(ValueError, match="box"):
+        parse_box(text)

@@ -261,3 +261,12 @@ def test_bad_dataset_and_question_arguments():
         TextScene(Scene(()), (Text("CAT", (0, 0, 5, 5), sign=(0, 0, 9, 9)),), 128, 12)
     with pytest.raises(ValueError, match="texts"):  # on an object the scene does not have
         TextScene(Scene(()), (Text("A", _on_sign("A", 9, 9).box, obj=0),), 128, 12)
+
+
+def test_a_one_word_vocabulary_leaves_some_yes_no_questions_nothing_to_ask():
+    """With one word in the world and one text per scene, "is the number 7 written on ...?" about the object
+    that carries it has no other word to ask: that scene falls back to a question that applies (it used to crash
+    inside numpy)."""
+    ds = TextVQADataset("train", 6, qtypes=("word_yn",), num_texted=1, num_signs=0, vocabulary=["7"])
+    items = [ds[i] for i in range(6)]
+    assert {it["qtype"] for it in items} <= {"word_yn", "count_signs"} and any(it["qtype"] == "word_yn" for it in items)

@@ -82,9 +82,10 @@ LR = {"tiny": 1e-3, "small": 1e-3, "base": 5e-4}
 
 
 def _job(args: RecipeArgs, model: nn.Module, max_lr: float = 1.0) -> TrainJob:
-    unknown = sorted(set(args.options) - set(OPTIONS))
+    known = OPTIONS if isinstance(model, Llip) else tuple(o for o in OPTIONS if o != "loss")  # loss: Llip's only
+    unknown = sorted(set(args.options) - set(known))
     if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {OPTIONS}")
+        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {known}")
     from vlm_primer.text import Tokenizer
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 

@@ -10,7 +10,8 @@ synonyms merged), and the score is ``1 + 9 * F1`` between the model's facts and 
 
 The reference judged against itself scores 10, so the relative score is the model's mean over 10. That
 differs from the paper, where GPT-4 also rates its own answer below 10; chapter 05 says so beside the
-number. Wording, fluency and order do not count, a wrong colour or an invented object does.
+number. Wording, fluency and order do not count, a wrong colour or an invented object does. Negation and size
+are not facts: "not above" matches "above" and a small star a large one.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def judge_score(answer: str, reference: str) -> float:
 def relative_score(answers: Sequence[str], references: Sequence[str]) -> float:
     """LLaVA-Bench's figure: the answers' total score over the references' total (each judged against its
     reference), as a fraction (the paper prints it in percent)."""
+    if isinstance(answers, str) or isinstance(references, str):
+        raise TypeError("answers and references must be lists of str (one per question), not one str")
     if len(answers) != len(references) or not answers:
         raise ValueError(f"need as many answers as references (> 0), got {len(answers)} and {len(references)}")
     ours = sum(judge_score(a, r) for a, r in zip(answers, references))

@@ -18,8 +18,12 @@ from vlm_primer.nn import DecoderConfig, DecoderLM
 
 
 def decoder_config_from_hf_llama(hf_config: Any) -> DecoderConfig:
-    """``LlamaConfig`` -> :class:`DecoderConfig` (default RoPE only; ``mlp_bias`` must equal ``attention_bias``)."""
+    """``LlamaConfig`` -> :class:`DecoderConfig` (default RoPE only; ``mlp_bias`` must equal ``attention_bias``). Only
+    the first of several ``eos_token_id`` is kept (Llama 3's ``<|eot_id|>`` would not stop ``generate``); the model
+    is built in float32 whatever the checkpoint's dtype (cast it after loading)."""
     hf_config = getattr(hf_config, "text_config", hf_config)
+    if getattr(hf_config, "model_type", "llama") not in ("llama", "idefics"):  # Mistral, Qwen2: other layouts
+        raise ValueError(f"Llama conversion expects a LlamaConfig, got model_type={hf_config.model_type!r}")
     if hf_act_to_ours(hf_config.hidden_act) != "silu":
         raise ValueError(f"Llama conversion expects hidden_act='silu' (SwiGLU), got {hf_config.hidden_act!r}")
     rope = getattr(hf_config, "rope_parameters", None) or {}

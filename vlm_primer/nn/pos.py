@@ -59,8 +59,18 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"RoPE needs an even head dim, got {dim_head}")
         self.dim_head = dim_head
         self.theta = theta
-        inv_freq = 1.0 / theta ** (torch.arange(0, dim_head, 2, dtype=torch.float) / dim_head)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+
+    def _inv_freq(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return 1.0 / self.theta ** (torch.arange(0, self.dim_head, 2, dtype=torch.float, device=device) / self.dim_head)
+
+    def _apply(self, fn, recurse=True):
+        """Moves follow the module, casts do not: ``model.to(torch.bfloat16)`` keeps ``inv_freq`` in float32 (as
+        ``transformers`` does); rounded to bf16 it puts far positions at the wrong angles."""
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = self._inv_freq(self.inv_freq.device)
+        return self
 
     def forward(self, position_ids: torch.Tensor,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,7 +39,7 @@ def add_location_tokens(model: Llava, num_bins: int = 16, seed: int = 0) -> Llav
     """A copy of ``model`` whose language model has ``num_bins ** 2`` more tokens, ``<patch_index_0000>`` ... at ids
     ``V, V + 1, ...`` (``V`` the old vocabulary size). New rows of the embedding table and of the (untied) output
     head start at the mean of the old rows plus Gaussian noise of a tenth of their spread (seeded); everything else
-    is copied."""
+    is copied. With a tied head, embedding and head share the head's new rows."""
     if not isinstance(model, Llava):
         raise TypeError(f"model must be a Llava, got {type(model).__name__}")
     n = _check_bins(num_bins) ** 2

@@ -46,7 +46,10 @@ def grid_features(tower: nn.Module, frames: torch.Tensor, pool: int = 2, batch: 
     out = []
     for chunk in frames.flatten(0, 1).split(batch):
         patches = tower(chunk, output_hidden_states=True).hidden_states[-1][:, 1:]
-        grid = rearrange(patches, "f (h w) d -> f d h w", h=int(patches.shape[1] ** 0.5))
+        side = int(patches.shape[1] ** 0.5)
+        if side % pool:
+            raise ValueError(f"pool={pool} does not divide the tower's {side} x {side} patch grid")
+        grid = rearrange(patches, "f (h w) d -> f d h w", h=side)
         out.append(rearrange(F.avg_pool2d(grid, pool), "f d h w -> f (h w) d"))
     return rearrange(torch.cat(out), "(b t) n d -> b t n d", b=b)
 
@@ -87,8 +90,10 @@ def answer_index(clip: Any, question: Any) -> str:
     the first or the second option (so one head answers every clip's events)."""
     if question.qtype != "first_event":
         return question.answer
-    first_option = question.question.split(": ", 1)[1].rsplit(" or ", 1)[0]
-    return FIRST if question.answer == first_option else SECOND
+    first, second = question.question.split(": ", 1)[1].rstrip("?").rsplit(" or ", 1)
+    if question.answer not in (first, second):
+        raise ValueError(f"answer {question.answer!r} is neither option of {question.question!r}")
+    return FIRST if question.answer == first else SECOND
 
 
 def answer_classes(items: Sequence[tuple[Any, Any]]) -> list[str]:
@@ -169,6 +174,8 @@ class FrameQA(nn.Module):
             raise ValueError(f"features must be a float (B, T, N, {cfg.feature_dim}) tensor with 1 <= N <= "
                              f"tokens_per_frame={cfg.tokens_per_frame}, "
                              f"got {getattr(features, 'shape', type(features).__name__)}")
+        if input_ids is None and attention_mask is not None:
+            raise ValueError("attention_mask is the question's mask: pass input_ids with it")
         ids = None if input_ids is None else check_tokens(input_ids, max_len=cfg.max_question,
                                                           vocab_size=cfg.vocab_size, device=device)
         b = check_same_batch(features=features, input_ids=ids)
@@ -180,7 +187,9 @@ class FrameQA(nn.Module):
                         check_mask(attention_mask, shape=(b, n), device=device))
         if features is not None:  # then every frame's tokens, with its time and place
             t, n = features.shape[1:3]
-            frame_ids = list(range(t)) if frame_ids is None else list(frame_ids)
+            frame_ids = list(range(t)) if frame_ids is None else torch.as_tensor(frame_ids).flatten().tolist()
+            if not all(type(i) is int for i in frame_ids):
+                raise ValueError(f"frame_ids must be integer frame indices, got {frame_ids}")
             if len(frame_ids) != t or not 1 <= t <= cfg.max_frames or not all(0 <= i < cfg.max_frames
                                                                                 for i in frame_ids):
                 raise ValueError(f"features hold {t} frames with frame_ids {frame_ids}; the model takes 1 to "

@@ -5,7 +5,9 @@ Explained in notebook 08, §Frame order: MERLOT and VideoOFA. A clip's frames ar
 ``shuffled[b, t]`` says whether slot ``t`` took part. Two ways to ask a model for the original order:
 
 * **pairwise** (MERLOT, Zellers et al. 2021): for every pair of shuffled slots ``i < j``, is the frame in slot ``i``
-  earlier than the frame in slot ``j``? (:func:`pairwise_order_targets`, :class:`PairwiseOrderHead`, two logits);
+  earlier than the frame in slot ``j``? (:func:`pairwise_order_targets`, :class:`PairwiseOrderHead`, two logits;
+  the paper's objective: the released code scores all pairs four ways, other video / same / before / after, with
+  unshuffled pairs weighted 0.01, and language-frame pairs too);
 * **per frame** (VideoOFA's frame-order modelling, Chen et al. 2023): which original index does each shuffled frame
   have? (:func:`position_targets`, :class:`FramePositionHead`, one logit per index).
 

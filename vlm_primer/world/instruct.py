@@ -47,11 +47,12 @@ def box_text(obj: Obj, image_size: int = 64) -> str:
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
     """Inverse of :func:`box_text`'s format (the first ``<box>...</box>`` in ``text``)."""
-    start, end = text.find("<box>"), text.find("</box>")
-    if start < 0 or end < start:
+    start = text.find("<box>")
+    end = text.find("</box>", start + 5) if start >= 0 else -1
+    if end < 0:
         raise ValueError(f"no <box>...</box> in {text!r}")
     parts = text[start + 5:end].split(",")
-    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 4 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise ValueError(f"a box is four integers x1,y1,x2,y2, got {text[start:end + 6]!r}")
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 

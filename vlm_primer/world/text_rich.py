@@ -396,7 +396,10 @@ def ask_text(ts: TextScene, rng: np.random.Generator, qtype: str,
             i = choice(sorted(refs))
             own = ts.text_on(i)
             others = [t.text for t in ts.texts if t.text != own] if rng.random() < 0.5 else []
-            asked = choice(others or [w for w in check_vocabulary(vocabulary) if w != own])
+            pool = others or [w for w in check_vocabulary(vocabulary) if w != own]
+            if not pool:  # a one-word vocabulary on the only text: nothing else to ask about
+                return None
+            asked = choice(pool)
         else:
             return None
         own, the = ts.text_on(i), _the(refs[i], rng)
@@ -412,7 +415,8 @@ def ask_text(ts: TextScene, rng: np.random.Generator, qtype: str,
 
 def ask_text_any(ts: TextScene, rng: np.random.Generator, qtypes: Sequence[str] = TEXT_QUESTION_TYPES,
                  vocabulary: Sequence[str] = DEFAULT_VOCABULARY) -> TextQuestion:
-    """A question of a type drawn uniformly from ``qtypes`` (redrawn while the type does not apply)."""
+    """A question of a type drawn uniformly from ``qtypes`` (redrawn while the type does not apply; ``count_signs``,
+    which always applies, when none of them does)."""
     for qtype in rng.permutation(list(qtypes)):
         q = ask_text(ts, rng, str(qtype), vocabulary)
         if q is not None:
