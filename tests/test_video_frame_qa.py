@@ -60,6 +60,7 @@ def test_frames_are_read_in_time_only_through_the_time_embedding():
         assert model(feats[:, 2:3], ids, frame_ids=[4]).logits.shape == (2, 6)
         assert model(None, ids).logits.shape == (2, 6)
     for bad, match in (({"frame_ids": [0.5, 1, 2, 3, 4]}, "integer frame indices"),
+                       ({"frame_ids": [[0, 1, 2, 3, 4]]}, "integer frame indices"),
                        ({"frame_ids": [0, 1, 2, 3, 9]}, "max_frames"),
                        ({"input_ids": None, "attention_mask": torch.ones(2, 7)}, "pass input_ids")):
         with pytest.raises(ValueError, match=match):

@@ -30,7 +30,8 @@ from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 __all__ = ["clip_recipe", "llip_recipe", "pair_collate", "retrieval_eval", "siglip_recipe"]
 
 PAIR_KEYS = ("pixel_values", "input_ids", "attention_mask")
-OPTIONS = ("caption_kind", "train_size", "eval_size", "loss")
+OPTIONS = ("caption_kind", "train_size", "eval_size")
+LLIP_OPTIONS = (*OPTIONS, "loss")
 
 
 def pair_collate(tokenizer: Any, max_length: int, image_size: int, image_key: str = "image",
@@ -81,8 +82,8 @@ def retrieval_eval(batch: dict[str, torch.Tensor], ks: tuple[int, ...] = (1, 5))
 LR = {"tiny": 1e-3, "small": 1e-3, "base": 5e-4}
 
 
-def _job(args: RecipeArgs, model: nn.Module, max_lr: float = 1.0) -> TrainJob:
-    known = OPTIONS if isinstance(model, Llip) else tuple(o for o in OPTIONS if o != "loss")  # loss: Llip's only
+def _job(args: RecipeArgs, model: nn.Module, max_lr: float = 1.0, known: tuple[str, ...] = OPTIONS
+         ) -> TrainJob:
     unknown = sorted(set(args.options) - set(known))
     if unknown:
         raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {known}")
@@ -130,4 +131,4 @@ def siglip_recipe(args: RecipeArgs) -> TrainJob:
 @register_recipe("llip", help="Llip (caption-conditioned image embeddings) on Shapes World (chapter 02)")
 def llip_recipe(args: RecipeArgs) -> TrainJob:
     cfg = LlipConfig.from_preset(args.preset, loss=args.options.get("loss", "sigmoid"))
-    return _job(args, Llip(_shapes_text(cfg)), max_lr=5e-4)
+    return _job(args, Llip(_shapes_text(cfg)), max_lr=5e-4, known=LLIP_OPTIONS)

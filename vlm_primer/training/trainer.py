@@ -510,7 +510,7 @@ class Trainer:
         if path is not None:
             self.load_checkpoint(path)
             newer = [step for step, _ in existing if step > self.step]
-            if newer and cfg.ckpt_dir is not None:  # its steps would collide with them, or rotation delete them
+            if newer:  # its steps would collide with them, or rotation delete them
                 raise FileExistsError(
                     f"resuming from step {self.step}, but {cfg.ckpt_dir} holds later checkpoints (steps {newer}); "
                     "nothing was changed. Move them away, or set another ckpt_dir for the new branch of the run."

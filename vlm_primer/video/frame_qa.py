@@ -187,8 +187,8 @@ class FrameQA(nn.Module):
                         check_mask(attention_mask, shape=(b, n), device=device))
         if features is not None:  # then every frame's tokens, with its time and place
             t, n = features.shape[1:3]
-            frame_ids = list(range(t)) if frame_ids is None else torch.as_tensor(frame_ids).flatten().tolist()
-            if not all(type(i) is int for i in frame_ids):
+            frame_ids = list(range(t)) if frame_ids is None else torch.as_tensor(frame_ids).tolist()
+            if not isinstance(frame_ids, list) or not all(type(i) is int for i in frame_ids):
                 raise ValueError(f"frame_ids must be integer frame indices, got {frame_ids}")
             if len(frame_ids) != t or not 1 <= t <= cfg.max_frames or not all(0 <= i < cfg.max_frames
                                                                                 for i in frame_ids):
