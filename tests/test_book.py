@@ -79,12 +79,57 @@ def test_real_book_is_consistent():
         (lambda t: t + chapter("00", "again"), "duplicate"),
         (lambda t: chapter("01", "b") + t, "in order"),
         (lambda t: t + "\nextra = 1\n", "unknown keys"),
+        (lambda t: t.replace("cpu_budget_s = 60", "cpu_budget_s = true", 1), "cpu_budget_s"),
+        (lambda t: t.replace('title = "Chapter 00"', "title = 5", 1), "title must be strings"),
+        (lambda t: t.replace('notebook = "notebooks/00_a.ipynb"', "notebook = 7", 1), "notebook must be strings"),
+        (lambda t: t.replace("[[chapter]]", "[chapter]", 1), "double brackets"),
     ],
 )
 def test_bad_manifest_is_a_clear_error(tmp_path, mutate, message):
     make_repo(tmp_path, mutate(chapter("00", "a")), {})
     with pytest.raises(ValueError, match=message):
         load_book(tmp_path)
+
+
+@pytest.mark.parametrize("head, message", [
+    (BOOK_HEAD.replace('authors = ["A"]', 'authors = "Jane Doe"'), "authors must be a list of names"),
+    (BOOK_HEAD.replace('title = "T"', "title = 5"), "title must be a string"),
+])
+def test_bad_book_table_is_a_clear_error(tmp_path, head, message):
+    make_repo(tmp_path, chapter("00", "a"), {})
+    (tmp_path / "book.toml").write_text(head + chapter("00", "a"))
+    with pytest.raises(ValueError, match=message):
+        load_book(tmp_path)
+
+
+def test_check_reports_what_it_cannot_read_and_goes_on(tmp_path):
+    toml = chapter("00", "a", modules=("vlm_primer.no_such_package.clip",)) + chapter("01", "b")
+    root = make_repo(tmp_path, toml, {"00_a": SIMPLE, "01_b": SIMPLE})
+    ipynb = root / "notebooks/01_b.ipynb"
+    ipynb.write_text("<<<<<<< HEAD\n" + ipynb.read_text())  # a merge conflict left in the notebook
+    problems = check_book(load_book(root))
+    assert any("vlm_primer.no_such_package.clip is missing" in p for p in problems), problems
+    assert any("01_b.ipynb or 01_b.py cannot be read as a notebook" in p for p in problems), problems
+
+
+def test_sync_never_overwrites_edits_made_in_the_notebook(tmp_path, monkeypatch):
+    import os
+
+    from vlm_primer.book.__main__ import main
+    from vlm_primer.book.execute import sync
+
+    root = make_repo(tmp_path, chapter("00", "a"), {"00_a": SIMPLE})
+    py, ipynb = root / "notebooks/00_a.py", root / "notebooks/00_a.ipynb"
+    nb = nbformat.read(ipynb, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("my notes"))
+    nbformat.write(nb, ipynb)
+    os.utime(py, (1, 1))  # the notebook is the newer file
+    with pytest.raises(FileExistsError, match="syncing would overwrite its edits"):
+        sync(py, root)
+    assert "my notes" in ipynb.read_text()
+    monkeypatch.chdir(root)
+    assert main(["sync", str(py)]) == 2 and "my notes" in ipynb.read_text()  # one line, exit 2
+    assert main(["sync", "--force", str(py)]) == 0 and "my notes" not in ipynb.read_text()
 
 
 def test_notebook_missing_from_manifest(tmp_path):

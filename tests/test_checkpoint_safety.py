@@ -93,6 +93,37 @@ def test_overwrite_needs_the_flag_and_replaces_completely(saved):
     assert torch.equal(load_weights(ToyClassifier(), saved).net[0].weight, other.net[0].weight)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads which file an fsync'd descriptor is from /proc")
+def test_every_file_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A power cut after the rename must not leave a checkpoint of empty files (the OS may write a
+    rename before the data): each file and the directory are fsync'd first, the parent after."""
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.realpath(src), os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    model = ToyClassifier()
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.0)
+    model(torch.randn(2, 8)).logits.sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "ckpt" / "step_00000001", model=model, optimizer=opt, state={"step": 1})
+    renames = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == str(path.resolve())]
+    assert len(renames) == 1, events
+    (_, tmp, _), before, after = events[renames[0]], events[:renames[0]], events[renames[0] + 1:]
+    synced = {e[1] for e in before if e[0] == "fsync"}
+    for name in os.listdir(path):
+        assert os.path.join(tmp, name) in synced, f"{name} was not flushed before the rename"
+    assert tmp in synced, "the directory's entries were not flushed before the rename"
+    assert ("fsync", str(path.parent.resolve())) in after, "the rename was not flushed"
+
+
 # --------------------------------------------------------------------------- verify before load
 
 

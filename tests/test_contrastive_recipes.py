@@ -67,3 +67,35 @@ def test_collate_and_eval_helpers():
         get_recipe("clip").build(RecipeArgs(preset="tiny", options={"lr": "1"}))
     with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['loss'\]"):  # Llip's option, not CLIP's
         get_recipe("clip").build(RecipeArgs(preset="tiny", options={"loss": "infonce"}))
+
+
+def test_cli_refuses_bad_flags_before_training(tmp_path, capsys):
+    """Every problem the flags, the options or the checkpoint folder hold is one usage line (exit 2) before a step
+    is trained; nothing the user has is touched."""
+    from vlm_primer.train import main
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    run = tmp_path / "run"
+    small = ["--steps", "1", "--batch-size", "4", "--no-progress", "--set", "train_size=8", "--set", "eval_size=4"]
+    main(["clip", *small, "--ckpt-dir", str(run)])
+    cases = [
+        (["--ckpt-dir", str(notes)], "cannot be a checkpoint folder"),
+        (["--set", "foo=1"], "unknown --set option"),
+        (["--set", "train_size=abc"], "the --set values: {'train_size': 'abc'"),
+        (["--peft", "lora", "--peft-r", "0"], "--peft-r must be an int >= 1"),
+        (["--resume"], "give --ckpt-dir"),
+        (["--grad-clip", "-1"], "--grad-clip must be a max norm >= 0"),
+        (["--resume", str(tmp_path / "nope")], "no such checkpoint folder"),
+        (["--resume", str(run)], "is a run's folder, not one checkpoint"),
+        (["--ckpt-dir", str(run)], "already holds 1 checkpoint(s)"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(["clip", *small, *extra])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err, (extra, err)
+    with pytest.raises(SystemExit):
+        main(["--list", "--recipe-module", "no_such_module"])
+    assert "cannot be imported" in capsys.readouterr().err
+    assert notes.read_text() == "mine" and sorted(p.name for p in run.iterdir()) == ["step_00000001"]

@@ -11,8 +11,9 @@ from vlm_primer import zoo
 from vlm_primer.evaluation.harness import MissingCapability, evaluate, leaderboard, plot_leaderboard, replace, wrap
 from vlm_primer.evaluation.hallucination import pope_metrics
 from vlm_primer.evaluation.suites import SUITES, get_suite
+from vlm_primer.evaluation.suites.answers import _vqa_rows
 from vlm_primer.evaluation.suites.priors import TextPrior
-from vlm_primer.evaluation.vqa_metrics import vqa_accuracy
+from vlm_primer.evaluation.vqa_metrics import normalize_answer, vqa_accuracy
 
 pytestmark = pytest.mark.xdist_group("harness")
 
@@ -126,7 +127,13 @@ def test_vqa_value_is_the_official_accuracy(llava):
     items = get_suite("vqa").build(llava, 12, 0)
     rows = get_suite("vqa").run(llava, items)
     for it, row in zip(items, rows):
-        assert row["value"] == vqa_accuracy(row["prediction"], it["question"].answers)
+        assert row["value"] == vqa_accuracy(row["prediction"], [normalize_answer(a) for a in it["question"].answers])
+    # The right answer scores 1, counts too: the world's references say "two" 7 times and "2" 3 times, and raw, the
+    # official rule matches the normalised prediction "2" to the three digits only (0.9).
+    items = get_suite("vqa").build(llava, 80, 0)
+    counts = [it["question"] for it in items if it["question"].qtype == "count"]
+    assert counts and vqa_accuracy(counts[0].answer, counts[0].answers) < 1
+    assert all(r["value"] == 1.0 for r in _vqa_rows(items, [it["question"].answer for it in items]))
 
 
 def test_aro_text_prior_wins_on_word_order_not_on_relations():
@@ -178,3 +185,15 @@ def test_cli_lists_runs_writes_and_never_overwrites(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["clip-tiny", "--suite", "vqa"])
     assert exit_.value.code == 2 and "needs a model that can 'answer'" in capsys.readouterr().err
+    for bad, message in ((tmp_path, "is a folder"), (out / "x.json", "is a file, not a folder")):
+        with pytest.raises(SystemExit):
+            main(["clip-tiny", "--suite", "aro", "--out", str(bad), "--overwrite"])
+        assert message in capsys.readouterr().err
+    # a file that appears while the suites run is kept: the records go beside it
+    from vlm_primer.evaluate import _write
+
+    late = tmp_path / "late.json"
+    late.write_text("someone else's results")
+    assert _write(late, "[]", overwrite=False) == tmp_path / "late-1.json"
+    assert late.read_text() == "someone else's results" and (tmp_path / "late-1.json").read_text() == "[]"
+    assert _write(late, "[1]", overwrite=True) == late and late.read_text() == "[1]"

@@ -139,3 +139,60 @@ def test_flamingo_chat_reads_each_image_of_the_conversation(tok):
             break
         by_hand.append(nxt)
     assert chat(model, messages, images, max_new_tokens=6) == tok.decode(by_hand).strip()
+
+
+def test_instructblip_chat_gives_its_qformer_the_last_request(tok):
+    """``chat`` passes an InstructBLIP its instruction as ``generate_replies`` does, content as text or as parts."""
+    from vlm_primer.backbones import InstructBlip, InstructBlipConfig
+
+    torch.manual_seed(0)
+    model = InstructBlip(InstructBlipConfig()).eval()
+    image = torch.rand(3, model.cfg.vision.image_size, model.cfg.vision.image_size)
+    as_text = [{"role": "user", "content": "<image>what color is the star?"}]
+    as_parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what color is the star?"}]}]
+    reply = generate_replies(model, [as_text], image[None], max_new_tokens=5)
+    assert generate_replies(model, [as_parts], image[None], max_new_tokens=5) == reply
+    assert chat(model, as_text, image, max_new_tokens=5) == reply[0]
+    assert chat(model, as_parts, [image], max_new_tokens=5) == reply[0]  # a list of (3, H, W) images too
+
+
+def test_bad_image_inputs_are_named(model):
+    from vlm_primer.backbones import LlavaNext, LlavaNextConfig
+    from vlm_primer.backbones.connectors import pixel_shuffle
+    from vlm_primer.backbones.llava import expand_image_tokens
+
+    for bad in (dict(connector="perceiver"), dict(connector="qformer"), dict(select_feature="cls_patch")):
+        with pytest.raises(ValueError, match="lays the tiles"):
+            LlavaNextConfig.from_preset("tiny", **bad)
+    nxt = LlavaNext(LlavaNextConfig.from_preset("tiny")).eval()
+    with pytest.raises(ValueError, match="one \\(H, W\\) in image_sizes per image"):
+        generate_replies(nxt, ["a", "b"], [torch.rand(5, 3, 48, 48)] * 2, image_sizes=[(48, 96)])
+    with pytest.raises(ValueError, match="token count must be an int >= 1"):
+        expand_image_tokens([1, 7, 2], 7, 0)
+    with pytest.raises(ValueError, match="factor must be an int >= 1"):
+        pixel_shuffle(torch.rand(1, 16, 4), 0)
+
+
+def test_qformer_attention_mask_must_fit_the_text():
+    from vlm_primer.backbones.qformer import QFormer, QFormerConfig
+
+    qf = QFormer(QFormerConfig.from_preset("tiny")).eval()
+    ids = torch.ones(2, 5, dtype=torch.long)
+    image = torch.rand(2, 10, qf.cfg.vision_dim)
+    for mask in (torch.ones(2, 7), torch.ones(3, 5)):
+        with pytest.raises(ValueError, match="must have input_ids' shape"):
+            qf(image, input_ids=ids, attention_mask=mask)
+        with pytest.raises(ValueError, match="must have input_ids' shape"):
+            qf(input_ids=ids, attention_mask=mask, queries=False)
+
+
+def test_a_learned_position_lm_keeps_its_context():
+    from vlm_primer.backbones.llava import with_context
+    from vlm_primer.nn.decoder import DecoderConfig
+
+    text = DecoderConfig.from_preset("tiny").replace(pos_emb="learned")
+    assert with_context(text, text.context_length) == text
+    for n in (text.context_length // 2, text.context_length * 2):
+        with pytest.raises(ValueError, match="learned position table"):
+            with_context(text, n)
+    assert with_context(text.replace(pos_emb="rope"), 2 * text.context_length).context_length == 2 * text.context_length

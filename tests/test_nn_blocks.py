@@ -65,6 +65,17 @@ def test_fully_masked_rows_stay_finite():
     assert mask.all()
     out = Attention(8, 2)(torch.randn(1, 3, 8), key_padding_mask=torch.zeros(1, 3, dtype=torch.bool))
     assert torch.isfinite(out).all()
+    # the same with an additive mask: a row of only -inf sees everything, the other rows are unchanged
+    attn, x = Attention(8, 2), torch.randn(2, 3, 8)
+    additive = torch.zeros(2, 3, 3)
+    additive[0, 1] = float("-inf")
+    additive[1, :, 2] = float("-inf")
+    keep = additive.isfinite()
+    keep[0, 1] = True
+    for extra in ({}, {"key_padding_mask": torch.ones(2, 3, dtype=torch.bool)}):
+        out = attn(x, attn_mask=additive, **extra)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, attn(x, attn_mask=keep, **extra))
 
 
 @pytest.mark.parametrize("rope", [False, True])

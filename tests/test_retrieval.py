@@ -81,6 +81,20 @@ def test_ties_count_against_the_model():
     assert first_hit_rank(torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[False, True, False]])).item() == 1
 
 
+def test_nan_scores_count_against_the_model():
+    correct = torch.eye(3, dtype=torch.bool)
+    nan = torch.full((3, 3), float("nan"))
+    assert first_hit_rank(nan, correct).tolist() == [2, 2, 2]  # a diverged model ranks every answer last
+    one_nan_wrong = torch.eye(3).index_put((torch.tensor([0]), torch.tensor([1])), torch.tensor(float("nan")))
+    assert first_hit_rank(one_nan_wrong, correct).tolist() == [1, 0, 0]
+
+
+def test_float64_scores_are_not_rounded_to_ties():
+    base = 300.0  # e.g. summed log-likelihoods: a float32 cannot tell these apart
+    sim = torch.tensor([[base + 1e-9, base], [base, base + 1e-9]], dtype=torch.float64)
+    assert recall_at_k(sim, None, 1) == {"i2t_R@1": 1.0, "t2i_R@1": 1.0}
+
+
 def test_from_embeddings_is_cosine():
     gen = torch.Generator().manual_seed(0)
     img, txt = torch.randn(6, 8, generator=gen), torch.randn(12, 8, generator=gen)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.text import Tokenizer, encode_chat, format_chat
 
 MESSAGES = [
@@ -30,11 +31,20 @@ def test_template_tokenises_cleanly():
 
 
 def test_hf_chat_template_agrees():
-    hf = Tokenizer.load().to_hf()
-    assert hf.apply_chat_template(MESSAGES, tokenize=False) == format_chat(MESSAGES)
-    assert hf.apply_chat_template(MESSAGES[:2], tokenize=False, add_generation_prompt=True) == format_chat(
+    tok = Tokenizer.load()
+    hf = tok.to_hf()
+    assert hf.apply_chat_template(MESSAGES, tokenize=False) == "<bos>" + format_chat(MESSAGES)
+    assert hf.apply_chat_template(MESSAGES[:2], tokenize=False, add_generation_prompt=True) == "<bos>" + format_chat(
         MESSAGES[:2], add_generation_prompt=True
     )
+    # the ids a model was trained on and is prompted with, <bos> first
+
+    def ids(messages, **kw):
+        out = hf.apply_chat_template(messages, tokenize=True, **kw)
+        return list(out["input_ids"] if "input_ids" in out else out)
+
+    assert ids(MESSAGES) == encode_chat(tok, MESSAGES, add_bos=True)[0]
+    assert ids(MESSAGES[:2], add_generation_prompt=True) == prompt_ids(tok, MESSAGES[:2], [1])
 
 
 def test_encode_chat_targets_only_the_answer():

@@ -99,6 +99,21 @@ def test_bad_inputs(shards, tmp_path):
         write_shards([{"image": torch.rand(3, 8, 8), "caption": "x"}], Path(shards[0]).parent)
     with pytest.raises(FileNotFoundError, match="not found"):
         shard_loader(str(tmp_path / "missing-{000..002}.tar"), 2)
+    # a shard without .txt (image-only, what MAE reads): the caption is None, and a text-image collate refuses it
+    src = tarfile.open(shards[0])
+    bare = tmp_path / "bare-000000.tar"
+    with tarfile.open(bare, "w") as out:
+        for m in src.getmembers():
+            if m.name.endswith(".png"):
+                out.addfile(m, src.extractfile(m))
+    batch = next(iter(shard_loader(str(bare), 2, shuffle_shards=False)))
+    assert batch["caption"] == [None, None]
+    from vlm_primer.contrastive.recipes import pair_collate
+    from vlm_primer.text import Tokenizer
+
+    collate = pair_collate(Tokenizer.load(), 16, 48)
+    with pytest.raises(ValueError, match="no 'caption' text \\(a shard sample needs a .txt\\)"):
+        next(iter(shard_loader(str(bare), 2, collate, shuffle_shards=False)))
 
 
 def test_cli_trains_on_shards_resumes_and_refuses_to_clobber(shards, tmp_path, capsys):
@@ -108,8 +123,9 @@ def test_cli_trains_on_shards_resumes_and_refuses_to_clobber(shards, tmp_path, c
     history = train_main(args + ["--steps", "3"])
     assert history[-1]["step"] == 3 and "step=3" in capsys.readouterr().out
     assert (tmp_path / "run" / "step_00000003" / "model.safetensors").is_file()
-    with pytest.raises(FileExistsError, match="already holds 1 checkpoint"):  # no --resume: refuse
+    with pytest.raises(SystemExit):  # no --resume: refuse, a usage error
         train_main(args + ["--steps", "5"])
+    assert "already holds 1 checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "run" / "step_00000005").exists()
     history = train_main(args + ["--steps", "5", "--resume"])
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5]

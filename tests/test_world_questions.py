@@ -207,3 +207,23 @@ def test_mosaics_keep_each_object_whole_in_its_own_cell_at_the_cell_scale():
 def test_parse_box_names_what_is_not_a_box(text):
     with pytest.raises(ValueError, match="box"):
         parse_box(text)
+
+
+def test_a_world_of_one_colour_asks_no_impossible_question():
+    from vlm_primer.world import WorldConfig
+
+    ds = ShapesVQADataset("train", 200, config=WorldConfig(colors=("red",)), seed=0)
+    qs = [ds.question(i) for i in range(len(ds))]  # "is the circle <colour>?" has no other colour to ask about
+    colour_words = {w for words in COLOR_WORDS.values() for w in words}
+    asks_colour = [q for q in qs if q.qtype == "attribute" and q.question.rstrip("?").split()[-1] in colour_words]
+    assert asks_colour and all(q.answer == "yes" for q in asks_colour)
+
+
+def test_bad_export_and_box_input(tmp_path):
+    from vlm_primer.world.video_qa import VideoQADataset
+
+    with pytest.raises(TypeError, match="one image per sample"):
+        export_webdataset(VideoQADataset("train", 2, suite="standard"), tmp_path / "shards")
+    assert not (tmp_path / "shards").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="image_size must be an int >= 1"):
+        box_text(ShapesVQADataset("train", 1).scene(0)[0].objects[0], 0)

@@ -137,6 +137,13 @@ def test_bad_input_is_refused_with_a_clear_message():
         simulate(HEAD_ON, [(0.0, 0.0)] * 2, 1)
     with pytest.raises(ValueError, match="vanish"):
         simulate(HEAD_ON, [(0.0, 0.0)] * 2, 5, vanish=(2, 1))
+    with pytest.raises(ValueError, match="vanish must be \\(object, frame\\)"):
+        simulate(HEAD_ON, [(0.0, 0.0)] * 2, 5, vanish=(0,))
+    for screen in ((0, 1), (0.5, 0.0, 0.2, 1.0), (0.0, 0.0, 1.5, 1.0)):
+        with pytest.raises(ValueError, match="screen must be"):
+            simulate(HEAD_ON, [(0.0, 0.0)] * 2, 5, screen=screen)
+    with pytest.raises(ValueError, match="too short for the object to reach the screen"):
+        physics_pair(0, "vanish", num_frames=5)
     with pytest.raises(TypeError, match="Scene"):
         simulate("scene", [(0.0, 0.0)], 5)
     with pytest.raises(ValueError, match="same objects"):

@@ -86,6 +86,30 @@ def test_ties_count_against_the_model():
     }
 
 
+def test_a_nan_model_scores_zero():
+    model, tok = TableModel(), WordTokenizer()
+    weights = build_classifier(model, tok, CLASSES, TEMPLATES)
+    nan = torch.full((4, 6, 1, 1), float("nan"))
+    assert zero_shot_accuracy(model, nan, torch.arange(4), weights, topk=(1, 3)) == {"top1": 0.0, "top3": 0.0}
+
+
+def test_the_harness_fills_both_template_slots():
+    from types import SimpleNamespace
+
+    from vlm_primer.evaluation.suites.zeroshot import zero_shot_scores
+
+    scored = []
+
+    def match(images, texts):
+        scored.extend(texts)
+        return torch.tensor([float("cat" in t) for t in texts])
+
+    model = SimpleNamespace(classify=None, blind=False, match=match)
+    scores = zero_shot_scores(model, torch.zeros(1, 3, 8, 8), ["dog", "cat"], ["a photo of a {c}.", "{}!"])
+    assert scored == ["a photo of a dog.", "a photo of a cat.", "dog!", "cat!"]
+    assert scores.argmax(1).tolist() == [1]
+
+
 def test_with_clip_and_the_project_tokenizer():
     from vlm_primer.text import Tokenizer
 

@@ -4,6 +4,7 @@ the saved file, the recipes run, and each model exports to its ``transformers`` 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -90,13 +91,31 @@ def test_cards_name_the_zoo_models_they_start_from(tmp_path, monkeypatch):
     assert stale_upstream("lm-tiny") == {}
 
 
-def test_recipes_run_and_cards_are_complete(tmp_path):
+def test_recipes_run_and_cards_are_complete(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd)))
     meta = build("lm-tiny", tmp_path, steps=3, progress=False)
+    for written in ("lm-tiny.safetensors", "lm-tiny.json", "."):  # the files reach the disk before their renames
+        assert (tmp_path / written).stat().st_ino in synced, written
+    monkeypatch.undo()
     assert json.loads((tmp_path / "lm-tiny.json").read_text()) == meta
     assert meta["recipe"]["steps"] == 3 and "--steps 3" in meta["command"]
     assert isinstance(load("lm-tiny", tmp_path), torch.nn.Module)
     with pytest.raises(FileExistsError, match="overwrite"):
         build("lm-tiny", tmp_path, steps=3, progress=False)
+    # a rebuild interrupted while it measures leaves the previous model working, and nothing half-written
+    before = {f: (tmp_path / f).read_bytes() for f in ("lm-tiny.safetensors", "lm-tiny.json")}
+    from vlm_primer.zoo import recipes as lm_recipes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("simulated Ctrl-C while measuring")
+
+    monkeypatch.setattr(lm_recipes, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build("lm-tiny", tmp_path, steps=3, progress=False, overwrite=True)
+    monkeypatch.undo()
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before and not list(tmp_path.glob("*.tmp"))
+    assert isinstance(load("lm-tiny", tmp_path), torch.nn.Module)
     meta = build("siglip-tiny", tmp_path, steps=2, progress=False)
     assert 0.0 <= meta["quality"]["zero_shot_top1"] <= 1.0
     meta = build("llava-tiny", tmp_path, steps=5, progress=False)
@@ -204,8 +223,15 @@ def test_damaged_or_unknown_models_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="does not match the SHA-256 on its card.*zoo build clip-tiny"):
         load("clip-tiny", tmp_path)
     (tmp_path / "clip-tiny.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="zoo build clip-tiny"):
+    with pytest.raises(FileNotFoundError, match="zoo build clip-tiny --overwrite"):
         load("clip-tiny", tmp_path)
+    good = json.loads((tmp_path / "clip-tiny.json").read_text())
+    for damaged, what in (({k: v for k, v in good.items() if k != "sha256"}, "no \\['sha256'\\]"),
+                          ([good], "not a JSON object"),
+                          (dict(good, config="CLIP"), "its config or sha256 is of the wrong type")):
+        (tmp_path / "clip-tiny.json").write_text(json.dumps(damaged))
+        with pytest.raises(ValueError, match=f"is not a complete zoo card \\({what}.*zoo build clip-tiny --overwrite"):
+            load("clip-tiny", tmp_path)
 
 
 def test_export_refuses_from_the_kind_before_reading_weights(tmp_path):

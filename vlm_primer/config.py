@@ -45,7 +45,11 @@ class PresetConfig:
 
     @classmethod
     def from_preset(cls, name: str | None = None, **overrides: Any):
-        """Build the named preset (default: the ``VLM_PRIMER_SCALE`` one), then apply overrides."""
+        """Build the named preset (default: the ``VLM_PRIMER_SCALE`` one), then apply overrides.
+
+        An override replaces a field whole, a nested part too: ``vision=dict(depth=6)`` is a ViT of the defaults
+        with depth 6, not the preset's tower with depth 6. To change one field of a part, start from the preset's:
+        ``vision=dict(cls.PRESETS[name]["vision"], depth=6)``, or ``.replace`` the built config's part."""
         name = get_scale() if name is None else name
         if name not in cls.PRESETS:
             raise ValueError(f"unknown preset {name!r} for {cls.__name__}; choose one of {cls.presets()}")

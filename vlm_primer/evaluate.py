@@ -3,7 +3,8 @@
 Explained in notebook 07, §The harness. ``MODEL`` is a zoo name (``clip-tiny``, ``llava-tiny``, ...); ``--suite``
 takes one or more suite names, or ``all`` for every suite the model has the capability for. Each run prints one
 row per suite (score, bootstrap 95 % interval, the blind baseline beside it) and, with ``--out FILE``, writes the
-records as JSON (never over an existing file unless ``--overwrite``).
+records as JSON (never over an existing file unless ``--overwrite``: a file that appeared while the suites ran is
+kept, and the records go to ``FILE-1.json`` beside it).
 
     python -m vlm_primer.evaluate llava-tiny --suite vqa pope --out runs/llava-tiny.json
     python -m vlm_primer.evaluate blip-tiny --suite aro winoground --head itm
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,8 +50,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return []
     if not args.model:
         parser.error("give a MODEL (a zoo name) or --list")
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        parser.error(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out is not None:
+        if args.out.is_dir():
+            parser.error(f"--out {args.out} is a folder: give a file name, e.g. {args.out / (args.model + '.json')}")
+        if args.out.exists() and not args.overwrite:
+            parser.error(f"{args.out} exists; pass --overwrite to replace it")
+        parent = next((p for p in args.out.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            parser.error(f"--out {args.out}: {parent} is a file, not a folder")
     try:
         model = wrap(args.model, head=args.head)
         names = ([s.name for s in SUITES.values() if s.needs in model.capabilities] if args.suite == ["all"]
@@ -60,14 +68,32 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             r = records[-1]
             print(f"{name}: {r['metric']} {r['score']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], blind "
                   f"{r['blind']['score']:.3f} ({r['n']} items, {r['items_per_second']:.1f} items/s)", flush=True)
-    except ValueError as err:  # unknown model or suite, a missing capability, bad n: one line, no traceback
+    except (ValueError, OSError) as err:  # unknown model or suite, a missing capability or file, bad n: one line
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(leaderboard(records))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(records, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        print(f"wrote {_write(args.out, json.dumps(records, indent=1) + chr(10), args.overwrite)}")
     return records
+
+
+def _write(out: Path, text: str, overwrite: bool) -> Path:
+    """``text`` to ``out`` (replaced whole with ``overwrite``); without it never over a file, even one created since
+    the start: then to ``out-1.json``, ``out-2.json``, ... Returns the path written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+        return out
+    target, k = out, 0
+    while True:
+        try:
+            with open(target, "x") as f:
+                f.write(text)
+            return target
+        except FileExistsError:
+            k += 1
+            target = out.with_name(f"{out.stem}-{k}{out.suffix}")
 
 
 if __name__ == "__main__":

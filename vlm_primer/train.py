@@ -8,7 +8,7 @@ Examples::
     python -m vlm_primer.train dpo --preset tiny --steps 300
     torchrun --nproc_per_node 8 -m vlm_primer.train clip --preset base \\
         --shards "data/shapes/shard-{000000..000099}.tar" --batch-size 256 --precision bf16 --compile \\
-        --ckpt-dir runs/clip --ckpt-every 1000 --resume
+        --ckpt-dir runs/clip --ckpt-every 1000 --resume auto
 
 Flags left out keep the recipe's own defaults. ``--batch-size`` is per process. Recipes live in
 the chapter packages (see :mod:`vlm_primer.training.recipes`). Explained in notebook 06.
@@ -17,7 +17,9 @@ the chapter packages (see :mod:`vlm_primer.training.recipes`). Explained in note
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from vlm_primer.training import distributed as D
@@ -106,12 +108,39 @@ def config_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _check_flags(ns: argparse.Namespace) -> None:
+    """What can be refused from the flags alone, before anything is built or trained."""
+    from vlm_primer.training.checkpoint import list_checkpoints
+    from vlm_primer.validate import check_int
+
+    if ns.peft:
+        check_int(ns.peft_r, "--peft-r")
+    if ns.grad_clip is not None and not (math.isfinite(ns.grad_clip) and ns.grad_clip >= 0):
+        raise ValueError(f"--grad-clip must be a max norm >= 0 (0 = off), got {ns.grad_clip}")
+    if ns.resume in (True, "auto") and not ns.ckpt_dir:
+        raise ValueError(f"--resume{'' if ns.resume is True else ' auto'} continues the run in --ckpt-dir: give "
+                         "--ckpt-dir, or --resume PATH to a checkpoint")
+    if isinstance(ns.resume, str) and ns.resume != "auto":
+        path = Path(ns.resume)
+        if not path.is_dir():
+            raise ValueError(f"--resume {ns.resume}: no such checkpoint folder")
+        if list_checkpoints(path):
+            raise ValueError(f"--resume {ns.resume} is a run's folder, not one checkpoint: use --ckpt-dir "
+                             f"{ns.resume} --resume auto (its latest), or --resume {ns.resume}/step_N")
+        if not ns.ckpt_dir:
+            print(f"note: resuming from {ns.resume} without --ckpt-dir: the continued run saves no checkpoint",
+                  file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from vlm_primer.training.trainer import Trainer
 
     ns = build_parser().parse_args(argv)
     if ns.list:
-        load_extra_modules(ns.recipe_module)
+        try:
+            load_extra_modules(ns.recipe_module)
+        except ValueError as e:
+            build_parser().error(str(e))
         for name, r in available_recipes().items():
             print(f"{name:20s} {r.help}")
         return []
@@ -120,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     try:
         recipe = get_recipe(ns.recipe, ns.recipe_module)
         TrainConfig(**config_overrides(ns))  # bad flags fail here, before the recipe builds its data
+        _check_flags(ns)
         device = D.init_distributed(ns.device or "auto")
         if ns.num_workers == "auto":  # the recipe's shard loaders get the same number as the Trainer
             ns.num_workers = auto_num_workers(device)
@@ -130,19 +160,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         options = _parse_set(ns.set + ([f"stage={ns.stage}"] if ns.stage is not None else []))
         args = RecipeArgs(preset=ns.preset, shards=ns.shards, batch_size=ns.batch_size, seed=ns.seed,
                           num_workers=ns.num_workers, grad_accum=ns.grad_accum, options=options)
-        job = recipe.build(args)
-        if not isinstance(job, TrainJob):
-            raise TypeError(f"recipe {ns.recipe!r} must return a TrainJob, got {type(job).__name__}")
-        if ns.peft:
-            from vlm_primer.recipes.peft import apply_peft, trainable_parameters
+        try:  # what a recipe, its options or the checkpoint folder refuse: a usage error before training starts
+            job = recipe.build(args)
+            if not isinstance(job, TrainJob):
+                raise TypeError(f"recipe {ns.recipe!r} must return a TrainJob, got {type(job).__name__}")
+            if ns.peft:
+                from vlm_primer.recipes.peft import apply_peft, trainable_parameters
 
-            total = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
-            apply_peft(job.model, ns.peft, ns.peft_r)
-            if D.is_main_process():
-                print(f"--peft {ns.peft} (r={ns.peft_r}): {trainable_parameters(job.model):,} trainable parameters "
-                      f"instead of {total:,}")
-        config = job.config.replace(**config_overrides(ns))
-        trainer = Trainer(job.model, job.train_data, config, eval_fn=job.eval_fn, collate_fn=job.collate_fn)
+                total = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
+                apply_peft(job.model, ns.peft, ns.peft_r)
+                if D.is_main_process():
+                    print(f"--peft {ns.peft} (r={ns.peft_r}): {trainable_parameters(job.model):,} trainable "
+                          f"parameters instead of {total:,}")
+            config = job.config.replace(**config_overrides(ns))
+            trainer = Trainer(job.model, job.train_data, config, eval_fn=job.eval_fn, collate_fn=job.collate_fn)
+            trainer.start()  # resume, or refuse a folder that already holds a run
+        except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+            hint = f" (the --set values: {options})" if "invalid literal" in str(e) or "could not convert" in str(e) else ""
+            build_parser().error(f"{e}{hint}".replace("Pass resume=True (or 'auto')", "Pass --resume auto"))
         history = trainer.fit()
         if D.is_main_process() and history:
             last = history[-1]

@@ -240,7 +240,7 @@ def check_finite(value: Any, name: str) -> None:
         return
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{name} must be a float or a tensor, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # an int is finite (and may overflow a float)
         raise ValueError(f"{name} must be finite, got {value!r}")
 
 
@@ -342,7 +342,7 @@ def _coerce(value: Any, hint: Any, bound: str | None, values: bool = True) -> tu
             return False, None
         if not values:
             return True, value
-        if not math.isfinite(value):
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # an int is finite, if huge
             return False, None
         value = hint(value)
         return (bound is None or _in_bound(value, bound)), value

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from vlm_primer.nn.mlp import activation
-from vlm_primer.validate import check_choice
+from vlm_primer.validate import check_choice, check_int
 
 __all__ = ["CONNECTORS", "QUERY_CONNECTORS", "LinearConnector", "MLPConnector", "PixelShuffleConnector",
            "QueryConnector", "build_connector", "pixel_shuffle"]
@@ -58,6 +58,7 @@ class MLPConnector(nn.Module):
 def pixel_shuffle(features: torch.Tensor, factor: int) -> torch.Tensor:
     """``(B, h*w, D)`` on a square grid -> ``(B, h*w / f^2, f^2 * D)``: each ``f x f`` block of
     neighbouring patches becomes one token (the channel order of Idefics3's ``pixel_shuffle``)."""
+    check_int(factor, "pixel_shuffle's factor")
     n = features.shape[1]
     side = math.isqrt(n)
     if side * side != n or side % factor:

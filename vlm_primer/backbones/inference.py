@@ -20,6 +20,7 @@ from vlm_primer.backbones.data import prompt_ids
 from vlm_primer.backbones.flamingo import Flamingo
 from vlm_primer.backbones.llava import Llava
 from vlm_primer.text import Tokenizer
+from vlm_primer.text.chat import _content
 from vlm_primer.validate import check_int
 
 __all__ = ["chat", "generate_replies"]
@@ -29,7 +30,10 @@ Messages = Sequence[dict]
 
 def _image_counts(model: Llava, images: torch.Tensor | Sequence[torch.Tensor], image_sizes: Any) -> list[int]:
     if image_sizes is not None:  # LLaVA-NeXT: the token count depends on each image's size
-        return [model.num_image_tokens(tuple(int(v) for v in s)) for s in torch.as_tensor(image_sizes).tolist()]
+        sizes = torch.as_tensor(image_sizes).tolist()
+        if len(sizes) != len(images):
+            raise ValueError(f"one (H, W) in image_sizes per image: got {len(sizes)} sizes and {len(images)} images")
+        return [model.num_image_tokens(tuple(int(v) for v in s)) for s in sizes]
     return [model.tokens_per_image] * len(images)
 
 
@@ -84,10 +88,20 @@ def generate_replies(model: Llava, prompts: Sequence[str | Messages], images: to
 def _instructions(model: Llava, tokenizer: Tokenizer, prompts: Sequence[str | Messages],
                   device: torch.device) -> dict[str, torch.Tensor]:
     """For a model whose Q-Former reads the instruction (InstructBLIP): each prompt's last user text, without
-    ``<image>``, as ``qformer_input_ids`` and ``qformer_attention_mask``; nothing for other models."""
+    ``<image>``, as ``qformer_input_ids`` and ``qformer_attention_mask``; nothing for other models.
+
+    Training (:class:`~vlm_primer.backbones.data.InstructionChatDataset`) gives the Q-Former the conversation's
+    first message instead: the same text on the one-turn questions the zoo's InstructBLIP learns from, not on a
+    multi-turn conversation (where training showed the Q-Former the first request only)."""
     if "qformer_input_ids" not in getattr(model, "IMAGE_INPUTS", ()):
         return {}
-    texts = [p if isinstance(p, str) else [m["content"] for m in p if m["role"] == "user"][-1] for p in prompts]
+    texts = []
+    for p in prompts:
+        users = [text for role, text in (_content(m, i) for i, m in enumerate(p)) if role == "user"] \
+            if not isinstance(p, str) else [p]
+        if not users:
+            raise ValueError("InstructBLIP's Q-Former reads the user's request: the conversation has no user turn")
+        texts.append(users[-1])
     enc = tokenizer([t.replace("<image>", "") for t in texts], add_bos=True,
                     max_length=model.cfg.qformer.max_positions)
     return {"qformer_input_ids": enc["input_ids"].to(device), "qformer_attention_mask": enc["attention_mask"].to(device)}
@@ -110,12 +124,15 @@ def chat(model: Llava, messages: str | Messages, images: torch.Tensor | Sequence
     tokenizer = tokenizer or Tokenizer.load()
     if images is not None and isinstance(images, torch.Tensor) and images.ndim == 3:
         images = images[None]
+    elif images is not None and not isinstance(images, torch.Tensor) and image_sizes is None:
+        images = torch.stack(list(images))  # a list of (3, H, W) images
     counts = _image_counts(model, images if images is not None else [], image_sizes)
     ids = prompt_ids(tokenizer, messages, counts, model.cfg.image_token_id)
     device = next(model.parameters()).device
     pixels = None if images is None else _to(images if image_sizes is not None else torch.as_tensor(images), device)
     if isinstance(model, Flamingo) and pixels is not None:
         pixels = pixels[None]  # Flamingo takes the images of each sequence: (1, N, 3, H, W)
+    extra = _instructions(model, tokenizer, [messages], device)
     new = model.generate(torch.tensor([ids], device=device), pixels, max_new_tokens, image_sizes=image_sizes,
-                         eos_token_id=tokenizer.end_id, **sampling)
+                         eos_token_id=tokenizer.end_id, **extra, **sampling)
     return decode_reply(tokenizer, new[0].tolist())

@@ -25,7 +25,7 @@ from torch import nn
 from vlm_primer.backbones.connectors import CONNECTORS, QUERY_CONNECTORS, build_connector
 from vlm_primer.config import PresetConfig
 from vlm_primer.nn import DecoderConfig, DecoderLM, DecoderOutput, ViT, ViTConfig
-from vlm_primer.validate import check_choice, check_images, check_tokens, value_checks_enabled
+from vlm_primer.validate import check_choice, check_images, check_int, check_tokens, value_checks_enabled
 
 __all__ = ["IMAGE_TOKEN_ID", "Llava", "LlavaConfig", "expand_image_tokens"]
 
@@ -110,6 +110,7 @@ def expand_image_tokens(ids: Sequence[int], image_id: int, counts: int | Sequenc
     counts = [counts] * n if isinstance(counts, int) else list(counts)
     if len(counts) != n:
         raise ValueError(f"ids hold {n} image placeholders but {len(counts)} token counts were given")
+    counts = [check_int(k, "each image's token count") for k in counts]
     marks = [False] * len(ids) if target is None else target
     out_ids: list[int] = []
     out_target: list[bool] = []
@@ -126,8 +127,10 @@ def with_context(text: DecoderConfig, context_length: int | None) -> DecoderConf
     weights (image tokens need room); one with learned positions cannot, and says so."""
     if context_length is None:
         return text
-    if text.pos_emb != "rope" and context_length > text.context_length:
-        raise ValueError("only a RoPE language model can take a longer context without new weights")
+    if text.pos_emb != "rope" and context_length != text.context_length:
+        raise ValueError(f"only a RoPE language model can change its context ({text.context_length} -> "
+                         f"{context_length}) without new weights: its learned position table has "
+                         f"{text.context_length} rows")
     return text.replace(context_length=context_length)
 
 

@@ -135,8 +135,12 @@ class LlavaNextConfig(LlavaConfig):
         if not self.grid_pinpoints or bad:
             raise ValueError(f"grid_pinpoints must be (h, w) multiples of the tower's image_size {s}, "
                              f"got {bad or '()'}")
-        if self.connector == "pixel_shuffle":
-            raise ValueError("LlavaNext lays the tiles' tokens out on a grid: use the linear or mlp connector")
+        if self.connector not in ("linear", "mlp"):
+            raise ValueError(f"LlavaNext lays the tiles' tokens out on a grid: use the linear or mlp connector, "
+                             f"got connector={self.connector!r}")
+        if self.select_feature != "patch":
+            raise ValueError("LlavaNext lays the tiles' patch tokens out on a grid: select_feature must be 'patch', "
+                             f"got {self.select_feature!r}")
 
     def layout(self, size: Sequence[int]) -> tuple[int, int, slice, slice]:
         """For an image of ``size = (H, W)``: the grid's rows and columns of tiles, and the rows and columns of

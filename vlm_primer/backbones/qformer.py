@@ -202,6 +202,9 @@ class QFormer(nn.Module):
             if batch is not None and ids.shape[0] != batch:
                 raise ValueError(f"{batch} images but {ids.shape[0]} texts: the Q-Former pairs them one to one")
             parts.append(self.word_emb(ids) + self.pos_emb(torch.arange(ids.shape[1], device=ids.device)))
+            if attention_mask is not None and tuple(attention_mask.shape) != tuple(ids.shape):
+                raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have input_ids' shape "
+                                 f"{tuple(ids.shape)}")
             text_mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         elif not queries:
             raise ValueError("nothing to encode: pass input_ids, or image features for the queries")

@@ -21,9 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-execute", action="store_true", help="render the saved .ipynb outputs instead of executing")
     s = sub.add_parser("sync", help="execute jupytext .py chapters and write their paired .ipynb with outputs")
     s.add_argument("paths", nargs="*", help="default: every written chapter")
+    s.add_argument("--force", action="store_true", help="overwrite an .ipynb that has edits its .py lacks")
     sub.add_parser("notebooks", help="print the .ipynb of every written chapter")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, OSError) as e:  # a bad book.toml, a missing notebook, a refused sync: one line, exit 2
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
 
+
+def _run(args: argparse.Namespace) -> int:
     book = load_book()
     if args.cmd == "check":
         problems = check_book(book)
@@ -40,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
         paths = [Path(p) for p in args.paths] or [book.root / c.script for c in book.written]
         for p in paths:
-            print(f"{p}: executed in {sync(p, book.root):.1f} s -> {p.with_suffix('.ipynb')}", flush=True)
+            print(f"{p}: executed in {sync(p, book.root, force=args.force):.1f} s -> {p.with_suffix('.ipynb')}",
+                  flush=True)
         return 0
     from vlm_primer.book.site import build
 

@@ -20,7 +20,10 @@ def pair_problems(ipynb: Path) -> list[str]:
     py = ipynb.with_suffix(".py")
     if not py.is_file():
         return [f"{ipynb.name}: paired {py.name} is missing"]
-    a, b = _cells(ipynb), _cells(py)
+    try:
+        a, b = _cells(ipynb), _cells(py)
+    except Exception as e:  # a merge conflict, a truncated file: say which, and go on checking the others
+        return [f"{ipynb.name} or {py.name} cannot be read as a notebook ({type(e).__name__}: {str(e)[:120]})"]
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return [f"{ipynb.name} and {py.name} disagree at cell {i + 1} ({x[0]} vs {y[0]}): {x[1][:60]!r} vs {y[1][:60]!r}"]
@@ -47,13 +50,18 @@ def check_book(book: Book | None = None) -> list[str]:
                 if not f.is_file():
                     problems.append(f"chapter {ch.id} is written but {f.relative_to(book.root)} is missing")
             for mod in ch.modules:
-                if importlib.util.find_spec(mod) is None:
+                try:
+                    found = importlib.util.find_spec(mod) is not None
+                except (ImportError, ValueError):  # a parent package that does not exist
+                    found = False
+                if not found:
                     problems.append(f"chapter {ch.id} is written but its module {mod} is missing")
         elif ipynb.is_file():
             problems.append(f"chapter {ch.id} has {ch.notebook} but book.toml marks it planned")
         if ipynb.is_file():
-            problems.extend(pair_problems(ipynb))
-            if ch.written:
+            pair = pair_problems(ipynb)
+            problems.extend(pair)
+            if ch.written and not any("cannot be read" in p for p in pair):
                 problems.extend(output_problems(ipynb, book.root))
     return problems
 

@@ -372,8 +372,11 @@ def execute_book(book: Book, cache_dir: Path, jobs: int | None = None, log=print
     return results
 
 
-def sync(py: Path, root: Path) -> float:
+def sync(py: Path, root: Path, force: bool = False) -> float:
     """Execute a chapter's ``.py`` and write the paired ``.ipynb`` with its outputs and its record; return seconds.
+
+    The ``.py`` is the source. An ``.ipynb`` that is newer and whose cells differ holds edits the ``.py`` lacks
+    (made in the notebook without jupytext's pairing): it is refused, not overwritten, unless ``force``.
 
     Widgets are stored as their default state (see :mod:`vlm_primer.book.static`), so the saved
     notebook reads well before it is run; running the cell brings the live widget back. The record
@@ -385,7 +388,14 @@ def sync(py: Path, root: Path) -> float:
     py = Path(py)
     if py.suffix != ".py" or not py.is_file():
         raise ValueError(f"sync takes an existing jupytext .py notebook, got {py}")
+    from vlm_primer.book.check import pair_problems
     from vlm_primer.book.static import make_static
+
+    ipynb = py.with_suffix(".ipynb")
+    if not force and ipynb.is_file() and ipynb.stat().st_mtime > py.stat().st_mtime and pair_problems(ipynb):
+        raise FileExistsError(f"{ipynb} is newer than {py.name} and differs from it ({pair_problems(ipynb)[0]}): "
+                              f"syncing would overwrite its edits. Bring them into {py.name} (`jupytext --sync "
+                              f"{ipynb}` does), or pass --force to discard them")
 
     # The .py header names the kernel `make` installs, as the .ipynb will (JupyterLab's jupytext refuses
     # a pair whose files differ while the .ipynb is the newer one).
@@ -400,6 +410,6 @@ def sync(py: Path, root: Path) -> float:
     nb = make_static(nb)
     stamp(nb, record)
     nb.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
-    jupytext.write(nb, py.with_suffix(".ipynb"))
+    jupytext.write(nb, ipynb)
     os.utime(py)  # the .py stays the newer file of the pair
     return seconds

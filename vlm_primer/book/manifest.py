@@ -76,9 +76,16 @@ def load_book(root: str | Path | None = None) -> Book:
     missing = BOOK_KEYS - meta.keys()
     if missing:
         raise ValueError(f"{path}: [book] lacks {sorted(missing)}")
+    for key in (*sorted(BOOK_KEYS - {"authors"}), "subtitle"):
+        if not isinstance(meta.get(key, ""), str):
+            raise ValueError(f"{path}: [book] {key} must be a string, got {meta[key]!r}")
+    if not isinstance(meta["authors"], list) or not all(isinstance(a, str) for a in meta["authors"]):
+        raise ValueError(f"{path}: [book] authors must be a list of names, e.g. [\"Jane Doe\"], got {meta['authors']!r}")
     raw = data.get("chapter", [])
     if not raw:
         raise ValueError(f"{path}: no [[chapter]] entries")
+    if not isinstance(raw, list) or not all(isinstance(ch, dict) for ch in raw):
+        raise ValueError(f"{path}: chapters must be [[chapter]] tables (double brackets), got {type(raw).__name__}")
     chapters, seen_ids, seen_nbs = [], set(), set()
     for i, ch in enumerate(raw):
         where = f"{path}: chapter #{i + 1}"
@@ -88,6 +95,9 @@ def load_book(root: str | Path | None = None) -> Book:
         extra = ch.keys() - CHAPTER_KEYS
         if extra:
             raise ValueError(f"{where} has unknown keys {sorted(extra)}")
+        wrong = [k for k in ("id", "title", "notebook", "status") if not isinstance(ch[k], str)]
+        if wrong:
+            raise ValueError(f"{where}: {', '.join(wrong)} must be strings, got {[ch[k] for k in wrong]}")
         m = NOTEBOOK_NAME.match(ch["notebook"])
         if not m:
             raise ValueError(f"{where}: notebook must look like notebooks/NN_slug.ipynb (or NNb_slug.ipynb), got {ch['notebook']!r}")
@@ -95,7 +105,7 @@ def load_book(root: str | Path | None = None) -> Book:
             raise ValueError(f"{where}: id {ch['id']!r} does not match notebook {ch['notebook']!r}")
         if ch["status"] not in STATUSES:
             raise ValueError(f"{where}: status must be one of {STATUSES}, got {ch['status']!r}")
-        if not isinstance(ch["cpu_budget_s"], int) or ch["cpu_budget_s"] <= 0:
+        if not isinstance(ch["cpu_budget_s"], int) or isinstance(ch["cpu_budget_s"], bool) or ch["cpu_budget_s"] <= 0:
             raise ValueError(f"{where}: cpu_budget_s must be a positive integer, got {ch['cpu_budget_s']!r}")
         if not isinstance(ch["modules"], list) or not all(isinstance(x, str) for x in ch["modules"]):
             raise ValueError(f"{where}: modules must be a list of module names")

@@ -1,6 +1,6 @@
 """Build the HTML book with Sphinx + MyST-NB + sphinx-book-theme, generated from ``book.toml``.
 
-``book.toml`` stays the one manifest: the Sphinx project in ``_build/site`` (``conf.py``, the landing
+``book.toml`` stays the one manifest: the Sphinx project in ``_build/html-src`` (``conf.py``, the landing
 page, the table of contents, the glossary and bibliography pages) is written from it on every build,
 never kept by hand. Chapters are executed by :mod:`vlm_primer.book.execute` (parallel, cached on their
 sources and on the package files they read), made static by :mod:`vlm_primer.book.static`, and rendered

@@ -51,6 +51,10 @@ def pair_collate(tokenizer: Any, max_length: int, image_size: int, image_key: st
                 img = F.interpolate(img[None].float(), size=(image_size, image_size), mode="bilinear",
                                     antialias=True, align_corners=False)[0]
             images.append(img)
+        missing = [s.get("key", i) for i, s in enumerate(samples) if not isinstance(s.get(text_key), str)]
+        if missing:
+            raise ValueError(f"samples {missing[:5]} have no {text_key!r} text (a shard sample needs a .txt): "
+                             "a text-image model trains on pairs")
         enc = tokenizer([s[text_key] for s in samples], max_length=max_length)
         return {"pixel_values": torch.stack(images), "input_ids": enc["input_ids"],
                 "attention_mask": enc["attention_mask"]}

@@ -45,12 +45,17 @@ def first_hit_rank(scores: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
 
     ``scores``: ``(Q, C)`` similarities of ``Q`` queries to ``C`` candidates; ``correct``: ``(Q, C)``
     bool, at least one True per row. The rank is the number of *wrong* candidates that score at
-    least as high as the best correct one; a hit at K means ``rank < K``.
+    least as high as the best correct one; a hit at K means ``rank < K``. A NaN score counts against
+    the model (a NaN correct candidate scores lowest, a NaN wrong one highest), so a diverged model
+    scores 0, not 1 (``x >= nan`` is always false).
     """
     if scores.shape != correct.shape or scores.ndim != 2:
         raise ValueError(f"scores {tuple(scores.shape)} and correct {tuple(correct.shape)} must both be (Q, C)")
     if not bool(correct.any(dim=1).all()):
         raise ValueError("every query needs at least one correct candidate")
+    if scores.is_floating_point():
+        worst = torch.where(correct, float("-inf"), float("inf")).to(scores.dtype)
+        scores = torch.where(scores.isnan(), worst, scores)
     best_correct = scores.masked_fill(~correct, float("-inf")).amax(dim=1, keepdim=True)
     return ((scores >= best_correct) & ~correct).sum(dim=1)
 
@@ -95,7 +100,7 @@ def recall_at_k(
     if not bool(correct.any(dim=1).all()):
         missing = (~correct.any(dim=1)).nonzero().flatten().tolist()
         raise ValueError(f"images {missing[:10]} have no caption in text_to_image")
-    sim = similarity.float()
+    sim = similarity if similarity.is_floating_point() else similarity.float()  # float64 ties stay apart
     i2t = first_hit_rank(sim, correct)
     t2i = first_hit_rank(sim.t(), correct.t())
     out: dict[str, float] = {}

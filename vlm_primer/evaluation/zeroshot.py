@@ -37,7 +37,8 @@ def _device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def _fill(template: Template, classname: str) -> str:
+def fill_template(template: Template, classname: str) -> str:
+    """A prompt for ``classname``: the template's ``{}`` or ``{c}`` slot filled, or the callable called."""
     if callable(template):
         return template(classname)
     if "{}" not in template and "{c}" not in template:
@@ -75,7 +76,7 @@ def build_classifier(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     max_length = max_length if max_length is not None else _context_length(model)
-    prompts = [_fill(t, c) for c in classnames for t in templates]
+    prompts = [fill_template(t, c) for c in classnames for t in templates]
     device = _device(model)
     was_training = model.training
     model.eval()

@@ -67,8 +67,8 @@ def build_attention_mask(
 
     Boolean masks use True = "may attend". A float ``attn_mask`` is additive. The causal mask is
     aligned to the *end* of the keys, so with a KV cache query ``i`` sees keys ``<= k_len - q_len + i``.
-    Rows with no visible key would give NaN in SDPA; they are allowed to see every key instead (their
-    outputs are padding and are ignored downstream). Returns ``None`` when nothing is masked.
+    Rows with no visible key (boolean all False, or additive all ``-inf``) would give NaN in SDPA; they
+    are allowed to see every key instead (their outputs are padding and are ignored downstream). Returns ``None`` when nothing is masked.
     """
     mask: torch.Tensor | None = None  # bool, broadcastable to (B, 1|H, Lq, Lk)
     if causal:
@@ -96,9 +96,11 @@ def build_attention_mask(
             additive = attn_mask
     if mask is not None:
         mask = mask | ~mask.any(dim=-1, keepdim=True)  # fully masked rows: see everything, avoid NaN
-        if additive is not None:
-            return additive.masked_fill(~mask, torch.finfo(additive.dtype).min)
-        return mask
+        if additive is None:
+            return mask
+        additive = additive.masked_fill(~mask, torch.finfo(additive.dtype).min)
+    if additive is not None:  # a float row of only -inf gives NaN too: it sees every key, as above
+        additive = additive.masked_fill(torch.isneginf(additive).all(dim=-1, keepdim=True), 0.0)
     return additive
 
 

@@ -19,8 +19,11 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant")
 IMAGE_TOKEN = "<image>"
 END_TOKEN = "<|end|>"
 
-# The same format as a Jinja template, for ``PreTrainedTokenizerFast.apply_chat_template``.
+# The same format as a Jinja template, for ``PreTrainedTokenizerFast.apply_chat_template``, which tokenizes the
+# result without adding special tokens: it starts with ``<bos>`` itself, as every training sequence and prompt does
+# (``encode_chat(add_bos=True)``, ``prompt_ids``).
 CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
     "{%- for m in messages -%}"
     "<|{{ m['role'] }}|>"
     "{%- if m['content'] is string -%}{{ m['content'] }}"

@@ -11,7 +11,9 @@ A checkpoint is a directory ``<ckpt_dir>/step_00000100/`` holding
 
 Nothing is ever unpickled. Writes are atomic: files go into a temporary directory next to the
 final one, which is then renamed with ``os.replace``, so a crash mid-save leaves at most a hidden
-``.step_*.tmp-*`` directory that is never taken for a checkpoint. An existing checkpoint is never
+``.step_*.tmp-*`` directory that is never taken for a checkpoint. Every file and the directory are
+flushed to disk (``fsync``) before the rename, and the parent after it, so a power cut cannot leave a
+renamed checkpoint with empty files while ``keep_last`` has already deleted the older ones. An existing checkpoint is never
 replaced unless ``overwrite=True`` is passed. Loading verifies everything first (every file
 present, sizes and hashes as in the manifest, JSON parseable, tensor names and shapes matching
 the model and optimizer) and only then touches the model: a bad checkpoint raises
@@ -138,13 +140,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint's JSON state: {obj!r:.80}")
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's contents, or a directory's entries, to disk (directories are skipped on Windows)."""
+    if path.is_dir() and os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    path.write_text(json.dumps(obj, default=_json_default))  # inside the temporary directory: atomic with it
 
 
 def file_sha256(file: Path) -> str:
@@ -193,6 +201,9 @@ def save_checkpoint(
             state["optimizer"] = rest
         _write_json(tmp / STATE_FILE, state)
         _write_manifest(tmp)  # last: a directory with a manifest is complete
+        for f in tmp.iterdir():
+            fsync_path(f)
+        fsync_path(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -200,6 +211,7 @@ def save_checkpoint(
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)  # atomic; fails rather than replacing a non-empty directory
+        fsync_path(path.parent)  # the rename itself
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -114,7 +114,7 @@ def _to_sample(sample: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"sample {sample.get('__key__')!r} in {sample.get('__url__')!r} has no image (.png/.jpg); it has {keys}")
     return {
         "image": image,
-        "caption": sample.get("txt", ""),
+        "caption": sample.get("txt"),  # None without a .txt: image-only shards (MAE) have none
         "key": sample["__key__"],
         "meta": sample.get("json", {}),
     }
@@ -221,8 +221,8 @@ def shard_loader(
     """Batches from WebDataset shards, split by rank (``torchrun``) and DataLoader worker.
 
     ``urls`` is a brace pattern (``"data/shard-{000000..000009}.tar"``) or a list of paths. Each
-    sample becomes ``{"image": float (3, H, W) in [0, 1], "caption": str, "key": str, "meta":
-    dict}``; ``collate_fn(list_of_samples)`` makes the batch (default :func:`collate_samples`).
+    sample becomes ``{"image": float (3, H, W) in [0, 1], "caption": str (None without a ``.txt``), "key": str,
+    "meta": dict}``; ``collate_fn(list_of_samples)`` makes the batch (default :func:`collate_samples`).
     The trailing partial batch is dropped unless ``partial=True``: once per rank without workers; with
     ``num_workers > 0`` the batches are made in the workers (collation runs in parallel, as in open_clip's
     webdataset pipeline), so each worker drops its own, up to ``num_workers * (batch_size - 1)`` samples per rank

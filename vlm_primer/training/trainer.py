@@ -382,8 +382,7 @@ class Trainer:
         ``resume`` (default ``config.resume``) decides whether to continue from ``config.ckpt_dir``.
         """
         cfg = self.config
-        if not self._started:
-            self._start(cfg.resume if resume is None else resume)
+        self.start(resume)
         target = cfg.max_steps if steps is None else min(cfg.max_steps, self.step + steps)
         show = self.is_main and cfg.progress and self.step < target
         bar = None
@@ -487,9 +486,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def start(self, resume: bool | str | None = None) -> None:
+        """Resume from a checkpoint, or check that a fresh run overwrites nothing: what the first ``fit`` does first.
+        Called before ``fit``, it raises every problem with ``ckpt_dir`` and ``resume`` before anything is built on
+        them (the ``train`` command does this); later calls do nothing."""
+        if not self._started:
+            self._start(self.config.resume if resume is None else resume)
+
     def _start(self, resume: bool | str) -> None:
-        """First ``fit``: resume from a checkpoint, or check that a fresh run overwrites nothing."""
         cfg = self.config
+        if cfg.ckpt_dir is not None and self.is_main:  # a folder it cannot make fails now, not at the first save
+            try:
+                Path(cfg.ckpt_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NotADirectoryError(f"ckpt_dir {cfg.ckpt_dir} cannot be a checkpoint folder ({e.strerror}); "
+                                         "nothing was trained") from None
         self._started = True
         existing = list_checkpoints(cfg.ckpt_dir) if cfg.ckpt_dir is not None else []
         path: Path | None = None

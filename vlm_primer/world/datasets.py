@@ -91,7 +91,9 @@ class ShapesCaptionDataset(SceneDataset):
     ``B`` (``ResumableLoader(..., shuffle=False)``), no batch holds two pairs with the same meaning,
     so a contrastive loss never treats a true match as a negative (explained in notebook 02,
     §Training a tiny CLIP). ``B`` is at most the split's number of compositions (42 for ``train``
-    with the default held-out pairs).
+    with the default held-out pairs). That holds for one object per scene; with more, only the first objects
+    differ, so a one-object caption can also be true of another scene of the block that holds that object
+    (the zoo's ``clip-tiny-pairs``, one or two objects in blocks of 32, has about six such pairs per batch).
     """
 
     def __init__(

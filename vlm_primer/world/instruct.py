@@ -10,6 +10,10 @@ first user turn carries the ``<image>`` placeholder, as in LLaVA.
 
 Grounding targets write an object's box as text, ``<box>x1,y1,x2,y2</box>``, corners normalised to
 integers in ``[0, 100)`` (Kosmos-2 and Qwen-VL use the same idea with their own token formats).
+
+Known gap: a reasoning question "what color is the object below the triangle?" requires one object *clearly*
+below it (past the relation margin); another object may lie just below it within the margin (about 3 % of such
+questions), which a reader would also call "below".
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def position_words(obj: Obj) -> str:
 
 def box_text(obj: Obj, image_size: int = 64) -> str:
     """``<box>x1,y1,x2,y2</box>`` with corners as integers in ``[0, 100)`` of the image side."""
+    check_int(image_size, "image_size")
     x0, y0, x1, y1 = object_box(obj, image_size)
     q = [min(99, max(0, int(v / image_size * 100))) for v in (x0, y0, x1, y1)]
     return "<box>{},{},{},{}</box>".format(*q)

@@ -12,6 +12,10 @@ Meanings and their semantics (``margin``: a relation needs an offset larger than
 * ``Relation(a, r, b)`` some object matching ``a`` is clearly ``r`` of some other object matching ``b``
 * ``Count(n, np)``     exactly ``n`` objects match ``np`` ("two blue squares", "three shapes")
 * ``Absent(np)``       no object matches ``np`` ("there is no green star")
+
+Known gap: a relation caption with the definite template ("the X is left of the Y") can name an object that has a
+twin in the scene (2-5 % of such captions, e.g. "the small cyan square is over the small cyan square"): the caption
+is true (``holds``), but "the" promises a unique referent. Questions avoid this with ``unique_ref``.
 """
 
 from __future__ import annotations

@@ -141,6 +141,9 @@ def export_webdataset(dataset: SceneDataset, out_dir: str | os.PathLike, *, maxc
 
     if not isinstance(dataset, SceneDataset):
         raise TypeError(f"dataset must be a Shapes World dataset, got {type(dataset).__name__}")
+    if len(dataset) and "image" not in dataset[0]:  # checked before a shard is written
+        raise TypeError(f"export_webdataset writes one image per sample; {type(dataset).__name__}'s items have "
+                        f"{sorted(dataset[0])}")
 
     def samples():
         for i in range(len(dataset)):

@@ -106,6 +106,13 @@ def simulate(scene: Scene, velocities, num_frames: int = 9, *, collide: bool = T
     check_int(num_frames, "num_frames", 2, 256)
     n = len(scene)
     v = _check_velocities(velocities, n)
+    if screen is not None:
+        box = np.asarray(screen, dtype=np.float64) if not isinstance(screen, str) else np.zeros(0)
+        if box.shape != (4,) or not ((0 <= box) & (box <= 1)).all() or box[0] >= box[2] or box[1] >= box[3]:
+            raise ValueError(f"screen must be (x0, y0, x1, y1), fractions of the side with x0 < x1 and y0 < y1, "
+                             f"got {screen!r}")
+    if vanish is not None and (not isinstance(vanish, (tuple, list)) or len(vanish) != 2):
+        raise ValueError(f"vanish must be (object, frame), got {vanish!r}")
     if vanish is not None and not (0 <= vanish[0] < n and 0 < vanish[1] < num_frames):
         raise ValueError(f"vanish must be (object, frame) with object < {n} and 0 < frame < {num_frames}, got {vanish}")
     p = np.array([(o.x, o.y) for o in scene], dtype=np.float64)
@@ -186,7 +193,9 @@ def clip_events(clip: Clip) -> list[Event]:
 
     A bounce is where a component of an object's motion between frames changes sign, away from other objects (a
     wall's reflection may fall between frames, so the step across it is short: the sign change is counted once); a
-    hit is where the motions of two objects in contact change (recorded once, for the one that moved faster)."""
+    hit is where the motions of two objects in contact change (recorded once, for the one that moved faster). A wall
+    reflection in the same step as a contact is read as the hit only, so "how many times does X bounce?" can come out
+    one short (2 of 194 bounce questions, against the simulator's own count)."""
     p, n = clip.positions(), clip.num_objects
     d = np.diff(p, axis=0)  # (T-1, N, 2): the motion between frames
     d[np.abs(d) < 1e-9] = 0.0
@@ -363,7 +372,9 @@ def physics_pair(rng: np.random.Generator | int, kind: str, *, num_frames: int =
         mover = dataclasses.replace(objs[0], x=objs[0].radius + 0.02, y=y)
         screen = (0.32, 0.0, 0.68, 1.0)
         possible = simulate(Scene((mover,)), [(speed, 0.0)], num_frames, screen=screen)
-        hidden = next(t for t in range(len(possible)) if _covered(possible, t, 0))
+        hidden = next((t for t in range(len(possible)) if _covered(possible, t, 0)), None)
+        if hidden is None:
+            raise ValueError(f"num_frames={num_frames} is too short for the object to reach the screen")
         impossible = simulate(Scene((mover,)), [(speed, 0.0)], num_frames, screen=screen, vanish=(0, hidden))
     else:
         a = dataclasses.replace(objs[0], x=objs[0].radius + 0.02, y=y)

@@ -34,7 +34,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from vlm_primer.training.checkpoint import alias_groups, file_sha256, load_weights
+from vlm_primer.training.checkpoint import alias_groups, file_sha256, fsync_path, load_weights
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "data" / "zoo"
 MODELS: dict[str, str] = {"clip-tiny": "CLIP", "clip-tiny-pairs": "CLIP", "siglip-tiny": "SigLIP",
@@ -88,15 +88,30 @@ def recipe_hash(name: str) -> str:
     return hashlib.sha256("".join(parts).encode()).hexdigest()[:16] + ":" + name
 
 
+CARD_KEYS = frozenset({"name", "model", "config", "recipe", "command", "quality", "preprocess", "sha256", "params"})
+
+
 def card(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
     """The card of a zoo model (a dict, from ``NAME.json``)."""
     path = Path(root or ZOO_DIR) / f"{_check_name(name)}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m vlm_primer.zoo build {name}`")
+        raise FileNotFoundError(f"{path} is missing: rebuild it with "
+                                f"`python -m vlm_primer.zoo build {name} --overwrite`")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); rebuild it with `python -m vlm_primer.zoo build {name}`")
+        raise ValueError(f"{path} is not valid JSON ({e}); rebuild it with "
+                         f"`python -m vlm_primer.zoo build {name} --overwrite`")
+    if not isinstance(meta, dict):
+        problem = "not a JSON object"
+    elif CARD_KEYS - meta.keys():
+        problem = f"no {sorted(CARD_KEYS - meta.keys())}"
+    elif not isinstance(meta["config"], dict) or not isinstance(meta["sha256"], str):
+        problem = "its config or sha256 is of the wrong type"
+    else:
+        return meta
+    raise ValueError(f"{path} is not a complete zoo card ({problem}); rebuild it with "
+                     f"`python -m vlm_primer.zoo build {name} --overwrite`")
 
 
 def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
@@ -163,10 +178,11 @@ def load(name: str, root: str | os.PathLike | None = None, verify: bool = True) 
         _loaded[name] = meta["sha256"]
     path = Path(root or ZOO_DIR) / f"{name}.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m vlm_primer.zoo build {name}`")
+        raise FileNotFoundError(f"{path} is missing: rebuild it with "
+                                f"`python -m vlm_primer.zoo build {name} --overwrite`")
     if verify and file_sha256(path) != meta["sha256"]:
         raise ValueError(f"{path} does not match the SHA-256 on its card: the file is corrupt or stale; rebuild it "
-                         f"with `python -m vlm_primer.zoo build {name}`")
+                         f"with `python -m vlm_primer.zoo build {name} --overwrite`")
     # Names and shapes are checked (tied weights are stored once); the fp16 values are copied into fp32.
     return load_weights(_model_from_config(name, meta["config"]), path).float().eval()
 
@@ -175,43 +191,54 @@ def build(name: str, root: str | os.PathLike | None = None, *, steps: int | None
           progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Train ``name`` with its recipe and write ``NAME.safetensors`` + ``NAME.json``; return the card.
 
-    Refuses to replace existing files unless ``overwrite`` (``make zoo`` passes it).
+    Refuses to replace existing files unless ``overwrite`` (``make zoo`` passes it). The new weights and card are
+    written and measured under temporary names and replace the old pair only once both are complete, so an
+    interrupted build leaves the previous model working.
     """
     RECIPES = recipes_table()
     root = Path(root or ZOO_DIR)
     weights, meta_path = root / f"{_check_name(name)}.safetensors", root / f"{name}.json"
     if (weights.exists() or meta_path.exists()) and not overwrite:
         raise FileExistsError(f"{weights} already exists; pass overwrite=True (--overwrite) to rebuild it")
-    with _recording_loads() as upstream:  # what the recipe starts from, and what its measure reads
-        start = time.perf_counter()
-        model, quality = RECIPES[name](steps=steps, progress=progress)
-        seconds = time.perf_counter() - start
-        model = model.float().eval()
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(weights.name + ".tmp")
-        sd = model.state_dict()
-        half = {group[0]: sd[group[0]].detach().to(torch.float16).contiguous() for group in alias_groups(sd)}
-        safetensors.torch.save_file(half, str(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, weights)
-        # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
-        saved = load_weights(_model_from_config(name, model.cfg.to_dict()), weights)
-        quality_fp16 = _recipe_module(name).measure(name, saved)
-    meta = {
-        "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
-        "recipe": {"function": f"{RECIPES[name].__module__}.{RECIPES[name].__name__}", "steps": steps,
-                   "source": recipe_hash(name), "doc": inspect.getdoc(RECIPES[name])},
-        "command": f"python -m vlm_primer.zoo build {name} --overwrite" + (f" --steps {steps}" if steps else ""),
-        "upstream": dict(sorted(upstream.items())), "data_seed": 0, "quality": quality_fp16, "quality_fp32": quality,
-        "preprocess": _preprocess_card(name),
-        "params": sum(p.numel() for p in model.parameters()), "dtype": "float16",
-        "bytes": weights.stat().st_size, "sha256": file_sha256(weights), "train_seconds": round(seconds, 1),
-        "trained_on": "CPU, " + (os.uname().machine if hasattr(os, "uname") else "unknown"),
-    }
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, meta_path)
-    return meta
+    new_weights, new_card = weights.with_name(weights.name + ".tmp"), meta_path.with_name(meta_path.name + ".tmp")
+    try:
+        with _recording_loads() as upstream:  # what the recipe starts from, and what its measure reads
+            start = time.perf_counter()
+            model, quality = RECIPES[name](steps=steps, progress=progress)
+            seconds = time.perf_counter() - start
+            model = model.float().eval()
+            root.mkdir(parents=True, exist_ok=True)
+            sd = model.state_dict()
+            half = {group[0]: sd[group[0]].detach().to(torch.float16).contiguous() for group in alias_groups(sd)}
+            safetensors.torch.save_file(half, str(new_weights))
+            os.chmod(new_weights, 0o644)
+            fsync_path(new_weights)
+            # The quality on the card is measured on the *saved* fp16 weights, so loading reproduces it.
+            saved = load_weights(_model_from_config(name, model.cfg.to_dict()), new_weights)
+            quality_fp16 = _recipe_module(name).measure(name, saved)
+        meta = {
+            "name": name, "model": MODELS[name], "config": model.cfg.to_dict(),
+            "recipe": {"function": f"{RECIPES[name].__module__}.{RECIPES[name].__name__}", "steps": steps,
+                       "source": recipe_hash(name), "doc": inspect.getdoc(RECIPES[name])},
+            "command": f"python -m vlm_primer.zoo build {name} --overwrite" + (f" --steps {steps}" if steps else ""),
+            "upstream": dict(sorted(upstream.items())), "data_seed": 0, "quality": quality_fp16,
+            "quality_fp32": quality,
+            "preprocess": _preprocess_card(name),
+            "params": sum(p.numel() for p in model.parameters()), "dtype": "float16",
+            "bytes": new_weights.stat().st_size, "sha256": file_sha256(new_weights),
+            "train_seconds": round(seconds, 1),
+            "trained_on": "CPU, " + (os.uname().machine if hasattr(os, "uname") else "unknown"),
+        }
+        new_card.write_text(json.dumps(meta, indent=1) + "\n")
+        fsync_path(new_card)
+        os.replace(new_weights, weights)  # both complete: the new pair replaces the old one
+        os.replace(new_card, meta_path)
+        fsync_path(root)
+        return meta
+    except BaseException:
+        new_weights.unlink(missing_ok=True)
+        new_card.unlink(missing_ok=True)
+        raise
 
 
 def stale_upstream(name: str, root: str | os.PathLike | None = None) -> dict[str, tuple[str, str]]:

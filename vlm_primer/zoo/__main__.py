@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {c['model']:9s} {c['params']:>9,} params  {c['quality']}  ({c['command']})")
             except FileNotFoundError:
                 print(f"{name:12s} (not built: python -m vlm_primer.zoo build {name})")
+            except ValueError as err:  # a damaged card: say so, and list the others
+                print(f"{name:12s} (unreadable: {err})")
     elif ns.cmd == "build":
         for name in (MODELS if ns.name == "all" else [ns.name]):
             try:

@@ -8,7 +8,7 @@ from typing import Any
 from vlm_primer.evaluation.hallucination import parse_yes_no, pope_metrics
 from vlm_primer.evaluation.suites import Items, Suite, register, render_scenes
 from vlm_primer.evaluation.suites.priors import vqa_prior
-from vlm_primer.evaluation.vqa_metrics import vqa_accuracy
+from vlm_primer.evaluation.vqa_metrics import normalize_answer, vqa_accuracy
 
 __all__: list[str] = []
 
@@ -36,9 +36,13 @@ def build_vqa(model, n: int, seed: int) -> Items:
 
 
 def _vqa_rows(items: Items, predictions: list[str]) -> Items:
+    """Each prediction scored by VQA v2's accuracy against the world's ten references, normalised first as VQA v2's
+    are: the official script normalises only the prediction, so a raw "two" reference never matches (the right
+    count would score 0.9)."""
     return [{"id": it["id"], "type": it["question"].qtype, "answer_type": it["question"].answer_type,
              "question": it["question"].question, "prediction": p, "answer": it["question"].answer,
-             "value": vqa_accuracy(p, it["question"].answers)} for it, p in zip(items, predictions)]
+             "value": vqa_accuracy(p, [normalize_answer(a) for a in it["question"].answers])}
+            for it, p in zip(items, predictions)]
 
 
 def run_vqa(model, items: Items) -> Items:
@@ -61,7 +65,8 @@ def extra_vqa(model, items: Items, results: Items) -> dict[str, Any]:
 
 
 register(Suite("vqa", "answer", "vqa_accuracy",
-               "one question per held-out scene, types balanced; VQA v2's accuracy over its ten references",
+               "one question per held-out scene, of a type drawn among those that apply (relations are rarer: see the "
+               "breakdown's n); VQA v2's accuracy over its ten references",
                build_vqa, run_vqa, blind_vqa, "most frequent training answer per question (question-only)",
                default_n=400, extra=extra_vqa))
 

@@ -86,6 +86,7 @@ def zero_shot_scores(model, images: torch.Tensor, classnames: list[str], templat
     ``match`` averaged over the templates: ``N x C x T`` pair scores, one batched call per template (an ITM head
     scores about a thousand pairs a second on one CPU core: keep ``n`` small). A blind scorer gives every image the
     same row, so that row is scored once."""
+    from vlm_primer.evaluation.zeroshot import fill_template
     from vlm_primer.zoo.recipes import ZERO_SHOT_TEMPLATES
 
     templates = list(ZERO_SHOT_TEMPLATES if templates is None else templates)
@@ -95,7 +96,7 @@ def zero_shot_scores(model, images: torch.Tensor, classnames: list[str], templat
     rows = images[:1] if model.blind else images
     total = torch.zeros(len(rows), c)
     for t in templates:
-        texts = [t.replace("{}", name) for name in classnames]
+        texts = [fill_template(t, name) for name in classnames]
         total += model.match(rows.repeat_interleave(c, 0), texts * len(rows)).float().cpu().view(len(rows), c)
     return (total / len(templates)).expand(n, c)
 
