@@ -38,9 +38,12 @@ The budget was chosen on seed 0 (DPO and its control at each setting; the base: 
 0.67); 300 steps at 3e-4 made DPO's descriptions name fewer objects (CHAIR_s 0.235 at coverage 0.17: hallucinating
 less by saying less) and took SFT's VQA to 0.37; 200 steps at 1e-3 broke DPO's VQA (0.09); 200 steps at 3e-4 with
 ``BETA`` 0.5 gave POPE 0.78, CHAIR_s 0.68, VQA 0.65. 200 steps at 3e-4 with ``BETA`` 0.1 (POPE 0.70, CHAIR_s 0.63,
-VQA 0.66, preference accuracy 0.90 on seed 0) is the largest budget tried that fits the time without the collapse.
-(The VQA figures of this paragraph predate the suite's normalised references, 2026-12-02, which raised every VQA
-score by about 0.01: the base model's from 0.66 to 0.68.)
+VQA 0.66, preference accuracy 0.90 on seed 0, in that sweep) is the largest budget tried that fits the time without
+the collapse. The figures of this paragraph are the sweep's, on the code of 2026-11-30. The results file was
+regenerated on 2026-12-02, after the VQA suite began normalising the world's references (about +0.01 on every VQA
+score: the base model's 0.66 became 0.68) and on code whose round-off differs, which the 200 DPO steps amplify: its
+DPO runs moved further (seed 0: POPE 0.70, CHAIR_s 0.665, VQA 0.63, preference accuracy 0.90), the base and control
+arms only by the VQA change.
 """
 
 from __future__ import annotations

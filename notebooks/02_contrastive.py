@@ -55,7 +55,7 @@ from vlm_primer import get_scale, get_seed, seed_everything
 
 seed_everything(0)
 SCALE = get_scale()
-SEED = get_seed()  # the seed of the live CLIP run (VLM_PRIMER_SEED); the zoo's models are seed 0
+SEED = get_seed()  # the seed of the live CLIP run (VLM_PRIMER_SEED); the zoo's models were trained from seed 0
 T_START = time.time()
 print(f"VLM_PRIMER_SCALE = {SCALE!r}")
 
@@ -680,9 +680,12 @@ if live_clip is not clip:
 # training. The real zero-shot test is the held-out compositions — pairs such as *red triangle* that
 # never occurred in training — which §Compositionality reports beside this number.
 #
-# How much does that number depend on luck? The zoo model is seed 0. The runs of this chapter that do
-# not fit in its budget — the recipe at other seeds, and the comparisons further down — are in
-# `benchmarks/bench_contrastive_seeds.py`; its results file is read here, with the command that made it.
+# How much does that number depend on luck? The zoo model was trained from seed 0, but the benchmark's seed-0
+# run of the same recipe does not reproduce it bit for bit (its zero-shot top-1 is printed below beside the
+# card's; the two were made in different process set-ups, and 2,000 steps amplify round-off), so read the zoo
+# model as one more draw of the recipe. The runs of this chapter that do not fit in its budget — the recipe at
+# several seeds, and the comparisons further down — are in `benchmarks/bench_contrastive_seeds.py`; its results
+# file is read here, with the command that made it.
 
 # %%
 def spread(values: list[float]) -> float:
@@ -703,12 +706,13 @@ for rerun in bench.get("reruns", []):   # a later run of some parts (--only)
     print(f"  then `{rerun['command']}` ({rerun['date']}; {rerun['minutes']} min)")
 seed_accs = bench_values("zeroshot")
 print(f"clip-tiny's recipe, seeds {bench['seeds']}: zero-shot top-1 " + ", ".join(f"{a:.1%}" for a in seed_accs)
-      + f" on the zoo's 480 test scenes; spread {spread(seed_accs):.1%}")
+      + f" on the zoo's 480 test scenes; spread {spread(seed_accs):.1%}; the zoo file's card "
+      + f"{zoo.card('clip-tiny')['quality']['zero_shot_top1']:.1%}")
 assert len(seed_accs) >= 3 and min(seed_accs) >= 0.85
 
 # %% [markdown]
-# The confusion matrix shows which classes are mixed up: colour is nearly perfect, and the remaining
-# errors are between shapes of the same colour.
+# The confusion matrix shows which classes are mixed up: colour is nearly perfect, and most of the
+# remaining errors are between shapes of the same colour (both printed below the plot).
 
 # %%
 from vlm_primer.evaluation import zero_shot_classify
@@ -728,7 +732,11 @@ ax.set_ylabel("true")
 ax.set_title(f"zero-shot confusion: colour {color_acc:.1%}, shape {shape_acc:.1%}")
 plt.tight_layout()
 plt.show()
-assert color_acc > 0.98 and color_acc > shape_acc
+wrong = [(t, p) for t, p in zip(test_labels.tolist(), pred.tolist()) if t != p]
+same_colour = np.mean([classnames[p].split()[0] == classnames[t].split()[0] for t, p in wrong]) if wrong else 1.0
+print(f"colour right {color_acc:.1%}, shape right {shape_acc:.1%}; of the {len(wrong)} errors, "
+      f"{same_colour:.0%} are a wrong shape of the right colour")
+assert color_acc > 0.98 and color_acc > shape_acc and same_colour > 0.5
 
 # %% [markdown]
 # ## Retrieval
@@ -831,12 +839,16 @@ def noise_band(n: int, difference: bool = False) -> float:
 prompt_noise = noise_band(len(test), difference=True)
 assert prompt_results["ensemble"] - prompt_results["bare"] > prompt_noise, (
     f"ensemble - bare = {prompt_results['ensemble'] - prompt_results['bare']:+.1%}, noise {prompt_noise:.1%}")
+synonym_change = prompt_results["ensemble + most frequent synonym"] - prompt_results["ensemble"]
+print(f"most frequent synonym - ensemble: {synonym_change:+.1%}; the noise of a difference at n = {len(test)}: "
+      f"±{prompt_noise:.1%}")
+assert abs(synonym_change) <= prompt_noise
 
 # %% [markdown]
 # Whether the bare class name hurts depends on how different it is from the training captions: our
 # captions always start with an article or a phrase, so the text tower never saw a bare "red circle",
 # and the bare classifier loses the points printed above. Swapping in the most frequent synonym
-# changes the accuracy by less than the sampling noise of 500 test images (about ±1 point): the
+# changes the accuracy by less than the sampling noise of 500 test images (both printed above): the
 # caption grammar draws synonyms uniformly (the counts are printed), so no synonym is *the* word the
 # model knows best. The survey's gain comes from web text, where a dataset's class name is often not
 # the word people write. With web-scale data the template effect is what makes
@@ -918,11 +930,12 @@ er_verdict = ("zero-shot is more robust" if all(v > band for v in er.values()) e
               "the probe is more robust" if all(v < -band for v in er.values()) else "no consistent difference")
 print(f"verdict: {er_verdict}")
 assert all(robust[n][0] < in_zs - band and robust[n][1] < in_lp - band for n in SHIFTS[1:]), "every shift hurts both"
-assert er_verdict != "zero-shot is more robust"
+assert er_verdict != "zero-shot is more robust" and all(v <= band for v in er.values())  # never beyond it for zero-shot
 
 # %% [markdown]
-# Every shift hurts both classifiers, and by about the same amount: the difference of their drops is
-# small beside the drops themselves, and it never favours zero-shot consistently. In this toy the
+# Every shift hurts both classifiers, and by about the same amount under most of them: the difference of
+# their drops is small beside the drops themselves (where it passes the noise band, printed above, it
+# favours the probe), and it never favours zero-shot consistently. In this toy the
 # zero-shot classifier has no robustness of its own: both heads read the same features, and those
 # features come from a model that saw one rendering style — upright, solid objects on one dark
 # background — so that a lighter background alone breaks them. What the toy lacks is what CLIP's
@@ -1045,7 +1058,7 @@ noise_probe = noise_band(n_probe)  # a proportion near 50 %
 print(f"Binding swap: the true caption wins in {bind_win:.0%} of scenes (chance 50 % ± {noise_probe:.0%}), "
       f"but the swap moves the similarity only {ratio:.0%} as much as replacing one word.")
 print(f"Word shuffle: moves it {shuffle_ratio:.0%} as much as a replaced word.")
-assert bind_win > 0.5 + noise_probe and ratio < 0.25
+assert bind_win > 0.5 + noise_probe and ratio < 0.1
 bind_runs = [r for r in bench["runs"] if r["kind"] == "binding"]
 print(f"\nThe benchmark's {len(bind_runs)} seeds of the same recipe:")
 for kind in PROBE_KINDS:
@@ -1055,7 +1068,7 @@ for kind in PROBE_KINDS:
           " as much as a replaced word")
 assert len(bind_runs) >= 3 and all(r["probe"]["replace one word"]["prefers_true"] > 0.8 for r in bind_runs)
 assert all(0.5 + noise_probe < r["probe"]["binding swap"]["prefers_true"] for r in bind_runs)
-assert all(r["probe"]["binding swap"]["gap"] < 0.25 * r["probe"]["replace one word"]["gap"] for r in bind_runs)
+assert all(r["probe"]["binding swap"]["gap"] < 0.1 * r["probe"]["replace one word"]["gap"] for r in bind_runs)
 
 # %% [markdown]
 # With a control that works, the binding test can be read, and it says something finer than "a bag
@@ -1149,17 +1162,23 @@ for name in LOSS_NAMES:
     for b in BATCHES:
         final = np.mean([r["curve"][-1][1] for r in sweep_runs if r["loss_name"] == name and r["batch"] == b])
         learned[name, b] = final < 0.95 * chance_loss(name, b)
-winners = {}
-for b in BATCHES:
-    c_acc, s_acc = sweep_acc("CLIP", b), sweep_acc("SigLIP, b0 = -log B", b)
+def winner(siglip: str, b: int) -> tuple[str, float, float]:
+    """CLIP against one SigLIP bias at batch b: the verdict, the gap and the seed spread it must clear."""
+    c_acc, s_acc = sweep_acc("CLIP", b), sweep_acc(siglip, b)
     gap, band = np.mean(s_acc) - np.mean(c_acc), max(spread(c_acc), spread(s_acc))
-    if not (learned["CLIP", b] or learned["SigLIP, b0 = -log B", b]):
-        winners[b] = "no run learned"
-    else:
-        winners[b] = "SigLIP" if gap > band else "CLIP" if gap < -band else "within the seed spread"
-    print(f"batch {b:4d}: CLIP {np.mean(c_acc):.1%}, SigLIP {np.mean(s_acc):.1%} (b0 = -log B), "
-          f"{np.mean(sweep_acc('SigLIP, b0 = -10', b)):.1%} (b0 = -10); SigLIP - CLIP = {gap:+.1%}, "
-          f"seed spread (max − min) {band:.1%}: {winners[b]}")
+    if not (learned["CLIP", b] or learned[siglip, b]):
+        return "no run learned", gap, band
+    return ("SigLIP" if gap > band else "CLIP" if gap < -band else "within the seed spread"), gap, band
+
+
+winners, winners_paper = {}, {}
+for b in BATCHES:
+    (winners[b], gap, band), (winners_paper[b], gap10, band10) = winner("SigLIP, b0 = -log B", b), \
+        winner("SigLIP, b0 = -10", b)
+    print(f"batch {b:4d}: CLIP {np.mean(sweep_acc('CLIP', b)):.1%}; SigLIP b0 = -log B "
+          f"{np.mean(sweep_acc('SigLIP, b0 = -log B', b)):.1%} ({gap:+.1%}, spread {band:.1%}: {winners[b]}), "
+          f"b0 = -10 {np.mean(sweep_acc('SigLIP, b0 = -10', b)):.1%} ({gap10:+.1%}, spread {band10:.1%}: "
+          f"{winners_paper[b]})")
 stuck = [f"{n} at batch {b}" for (n, b), ok in learned.items() if not ok]
 print("still on the chance plateau at the end (final loss within 5 % of it): " + ("; ".join(stuck) or "none"))
 b_gaps = {b: abs(np.mean(sweep_acc("SigLIP, b0 = -10", b)) - np.mean(sweep_acc("SigLIP, b0 = -log B", b)))
@@ -1168,25 +1187,29 @@ b_gaps = {b: abs(np.mean(sweep_acc("SigLIP, b0 = -10", b)) - np.mean(sweep_acc("
 print("b0 = -10 vs -log B: " + ", ".join(f"batch {b}: {'within the seed spread' if w else 'different'}"
                                         for b, w in b_gaps.items()))
 assert winners[8] == winners[32] == "CLIP" and all(b_gaps.values())
-assert not learned["SigLIP, b0 = -log B", 128] and not learned["SigLIP, b0 = -10", 128]
+assert winners_paper[8] == "CLIP" and winners_paper[32] == "within the seed spread"
+assert not learned["SigLIP, b0 = -log B", 128] and not learned["SigLIP, b0 = -10", 128] and learned["CLIP", 128]
 cards = {n: zoo.card(n)["quality"]["zero_shot_top1"] for n in ("clip-tiny", "siglip-tiny")}
-print(f"the same 64,000-pair recipe (zoo cards): clip-tiny {cards['clip-tiny']:.1%}, "
+print(f"the same 64,000-pair recipe (zoo cards, one run each): clip-tiny {cards['clip-tiny']:.1%}, "
       f"siglip-tiny {cards['siglip-tiny']:.1%}")
 assert cards["clip-tiny"] - cards["siglip-tiny"] > 0.10, "the prose says: more than ten points"
 
 # %% [markdown]
-# In these runs **the survey's claim does not hold**: at batch 8 and 32, CLIP ends far above SigLIP,
-# by more than the seed spread. At batch 128 the 128 steps that 16,384 pairs allow are too few: both
-# SigLIP runs end on the plateau of a model that knows nothing (the dashed line, about $\log B + 1$
-# for SigLIP; $\log B$ for CLIP, exercise 4), CLIP barely leaves its own, and the difference is within
-# the seed spread. The bias changes how training starts (the loss curves), but the zero-shot
-# difference between $b_0 = -10$ and $b_0 = -\log B$ stays within the seed spread at every batch size.
+# In these runs **the survey's claim does not hold**: at batch 8 and 32, CLIP ends far above SigLIP with
+# $b_0 = -\log B$, by more than the seed spread; against the paper's $b_0 = -10$ it wins beyond the spread at
+# batch 8 only (at batch 32 the gap is inside CLIP's own spread, printed above). At batch 128 the 128 steps that
+# 16,384 pairs allow are too few: both SigLIP runs end on the plateau of a model that knows nothing (the dashed
+# line, about $\log B + 1$ for SigLIP; $\log B$ for CLIP, exercise 4); CLIP leaves its own (its final loss is
+# more than 5 % below it) but ends far less accurate than at smaller batches, and the difference is within the
+# seed spread. The bias changes how training starts (the loss curves), but the zero-shot difference between
+# $b_0 = -10$ and $b_0 = -\log B$ stays within the seed spread at every batch size.
 #
-# What the toy can and cannot show. The SigLIP paper's comparison is at batch sizes in the thousands,
-# where the sigmoid loss wins clearly and the gap closes around a batch of 32k; runs of 16,384 pairs
-# are a few hundred steps, and at this scale SigLIP also learns more slowly when nothing else differs:
+# What the toy can and cannot show. The SigLIP paper's comparison (ImageNet zero-shot of models trained
+# on WebLI) is at batch sizes in the thousands, where the sigmoid loss wins clearly and the gap closes around a batch of 32k; runs of 16,384 pairs
+# are a few hundred steps, and at this scale SigLIP may also learn more slowly when nothing else differs:
 # the zoo's `siglip-tiny` and `clip-tiny` are the same recipe of 64,000 pairs, and their cards (the
-# last line printed) differ by more than ten points. The sweep's batches are random at every size, so
+# last line printed) differ by more than ten points, but that is one run of each, with no seed spread for
+# SigLIP's recipe: an observation, not a finding. The sweep's batches are random at every size, so
 # they hold false negatives at every size: a batch of 32 several (§Training a tiny CLIP counts them),
 # a batch of 8 fewer, and past 42 pairs, the number of training compositions, every batch; the
 # sigmoid loss penalises each of them pair by pair. So this sweep says that at a laptop's scale the
@@ -1422,10 +1445,12 @@ assert cli_history and cli_history[-1]["step"] == 3 and math.isfinite(cli_histor
 #   replace-one-word control, so its binding result means nothing. A model that passes it prefers the
 #   true caption to a binding swap more often than chance, but the swap moves its score only a few
 #   percent as much as a replaced word: mostly, not purely, a bag of words.
-# * Claims measured, not assumed: at a laptop's scale CLIP beats SigLIP at small batches (the
-#   survey's claim does not transfer to runs this short), Llip's captions learn to attend differently
-#   without a gain in accuracy, and zero-shot is no more robust than a linear probe on the same narrow
-#   features. Each verdict is read against the seed spread, from `benchmarks/bench_contrastive_seeds.py`.
+# * Claims measured, not assumed: at a laptop's scale CLIP beats SigLIP at small batches (beyond the
+#   seed spread at batch 8 for both biases, at 32 for $b_0 = -\log B$; the survey's claim does not transfer to
+#   runs this short), and Llip's captions learn to attend differently without a gain in accuracy: these
+#   verdicts are read against the seed spread, from `benchmarks/bench_contrastive_seeds.py`. Zero-shot is no
+#   more robust than a linear probe on the same narrow features: one model, read against binomial sampling
+#   noise.
 #
 # ## Exercises
 #

@@ -31,7 +31,7 @@
 # * train BLIP's ITC, ITM and LM losses and read their curves;
 # * decode captions greedily, with beam search and with nucleus sampling, and score them with CIDEr-D against a
 #   blind control;
-# * show when a cross-attending matching head beats a contrastive similarity on hard negatives, across seeds;
+# * test whether a cross-attending matching head beats a contrastive similarity on hard negatives, across seeds;
 # * replicate CapFilt: plant noise, filter it, retrain, and say what held;
 # * compare CLIP, CoCa and BLIP on the tasks each can do.
 
@@ -259,11 +259,10 @@ assert last["lm"] < first["lm"] - 2.0, "the LM loss should fall fast: the captio
 #
 # Captions are scored against references with CIDEr-D {cite:p}`vedantam2015cider` (TF-IDF weighted n-gram
 # agreement, 0 to 10; our implementation equals `pycocoevalcap`'s), and METEOR where Java runs its reference
-# implementation. Shapes World captions are templated, so a
-# model that learned the templates but not the image scores well too. The control that tells: the same captions
-# scored against *another* image's references (each caption moved one image along), and a caption that names no
-# object at all. We also count how often a caption names every object of its scene, colour and shape, and nothing
-# else.
+# implementation. Shapes World captions are templated, so a model that learned the templates but not the image
+# would still score above zero. The control that tells: the same captions scored against *another* image's
+# references (each caption moved one image along), and a caption that names no object at all. We also count how
+# often a caption names every object of its scene, colour and shape, and nothing else.
 
 # %%
 images, refs, items = G.caption_set()
@@ -351,19 +350,26 @@ display(widgets.interactive(show_decoding, strategy=["greedy", "beam", "nucleus"
                             seed=widgets.IntSlider(0, 0, 9)))
 
 # %% [markdown]
-# Decoding at scale, measured on all 200 scenes: beam search changes CIDEr-D by little; nucleus sampling at
-# $p = 0.9$ costs some (it is meant for diversity, not accuracy), and a high temperature costs a lot.
+# Decoding at scale, measured on all 200 scenes: beam search changes CIDEr-D by little (less than 0.3); nucleus
+# sampling at $p = 0.9$ costs some at every one of three seeds (it is meant for diversity, not accuracy), and a high
+# temperature costs a lot.
 
 # %%
-rows = {}
+rows, draws = {}, {}
 for name, kw in [("greedy", {}), ("beam, 3", dict(strategy="beam", num_beams=3)),
                  ("nucleus, p = 0.9", dict(strategy="nucleus", top_p=0.9)),
                  ("nucleus, p = 0.9, T = 2", dict(strategy="nucleus", top_p=0.9, temperature=2.0))]:
-    caps = blip.captions(images, tok, generator=torch.Generator().manual_seed(0), **kw)
-    rows[name] = (caption_scores(refs, caps)["CIDEr-D"], np.mean([G.names_objects(c, it["scene"])
-                                                                 for c, it in zip(caps, items)]))
-    print(f"  {name:24s} CIDEr-D {rows[name][0]:.2f}   objects named {rows[name][1]:.1%}")
-assert rows["nucleus, p = 0.9, T = 2"][0] < rows["greedy"][0] - 1.0
+    runs = []
+    for s in (0, 1, 2) if name.startswith("nucleus") else (0,):  # sampling: three seeds of the draws
+        caps = blip.captions(images, tok, generator=torch.Generator().manual_seed(s), **kw)
+        runs.append((caption_scores(refs, caps)["CIDEr-D"], np.mean([G.names_objects(c, it["scene"])
+                                                                    for c, it in zip(caps, items)])))
+    draws[name] = [r[0] for r in runs]
+    rows[name] = tuple(np.mean(runs, axis=0))
+    spread_ = f" (seeds {min(draws[name]):.2f}-{max(draws[name]):.2f})" if len(runs) > 1 else ""
+    print(f"  {name:24s} CIDEr-D {rows[name][0]:.2f}{spread_}   objects named {rows[name][1]:.1%}")
+assert abs(rows["beam, 3"][0] - rows["greedy"][0]) < 0.3 and max(draws["nucleus, p = 0.9"]) < rows["greedy"][0]
+assert max(draws["nucleus, p = 0.9, T = 2"]) < rows["greedy"][0] - 1.0
 
 # %% [markdown]
 # ## ITM vs ITC on hard negatives
@@ -480,9 +486,11 @@ assert all(verdicts[m] == "within the seed spread" for m in metrics if m != "zer
 # CLIP, 4,000 steps of 32 for CoCa and BLIP). Each is measured where it applies: zero-shot classification of the
 # 48 colour-shape names, retrieval Recall@1 on 200 test scenes with 4 paraphrases each, captioning, and the
 # binding probe. Seed spreads for CoCa and BLIP come from the benchmark. This compares designs trained on one toy,
-# not the papers' systems: CoCa reports 86.3 % zero-shot ImageNet top-1 and CIDEr 143.6 on COCO with 2.1 B
-# parameters trained on billions of pairs {cite:p}`yu2022coca`; BLIP 136.7 CIDEr on COCO (ViT-L, 129 M images)
-# {cite:p}`li2022blip`.
+# not the papers' systems: CoCa reports 86.3 % zero-shot ImageNet top-1 and, fine-tuned on COCO captions, CIDEr
+# 143.6 on the Karpathy test split with 2.1 B parameters trained on billions of pairs {cite:p}`yu2022coca`; BLIP
+# 136.7 CIDEr on the same split after the same fine-tuning (ViT-L, 129 M images) {cite:p}`li2022blip`. Papers
+# report CIDEr × 100: 143.6 is 1.436 on this chapter's scale, and our 4.36 is against templated references, not
+# comparable.
 
 # %%
 retrieval_ds = G.caption_dataset("test", 200, num_paraphrases=4)

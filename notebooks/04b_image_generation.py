@@ -143,7 +143,8 @@ assert max(r["mse"] for r in live["EMA + dead-code restarts"].values()) < mean_i
 
 # %% [markdown]
 # Every seed of the cured codebook uses more codes than every seed of the plain one, and its reconstructions beat
-# the mean image. The zoo's `vqvae-tiny` is the cured recipe trained for 3,000 steps. Its card also reads its
+# the mean image (so do the plain codebook's: at 80 steps the two arms' reconstruction errors overlap, and the cure
+# shows in code usage, not yet in the error). The zoo's `vqvae-tiny` is the cured recipe trained for 3,000 steps. Its card also reads its
 # reconstructions back with this chapter's scene reader (below): does a decoded image still show the right colour and
 # shape?
 
@@ -163,7 +164,7 @@ fig.suptitle("vqvae-tiny: held-out scenes (top) and their 64-code reconstruction
 plt.show()
 codes = vq.tokenize(test_x[:1])
 print("the first scene as 64 codes:\n", codes.view(8, 8).numpy())
-assert vq_card["recon_ratio"] < 0.2 and vq_card["read_color"] > 0.95
+assert vq_card["recon_ratio"] < 0.2 and vq_card["read_color"] > 0.95 and vq_card["read_shape"] > 0.95
 
 # %% [markdown]
 # ## Early fusion: one transformer over text and image tokens
@@ -466,17 +467,21 @@ for seed in (0, 1, 2):
 for name in held:
     print(f"{name:18s} seen {np.mean(zs[name]):.0%}, held-out compositions "
           + ", ".join(f"{a:.0%}" for a in held[name]))
-drop = {name: np.mean(zs[name]) - np.mean(held[name]) for name in held}
-print("seen minus held-out, mean: " + ", ".join(f"{name} {d:+.0%}" for name, d in drop.items()))
+drop = {name: [np.mean(zs[name]) - h for h in held[name]] for name in held}  # seen minus each held-out set
+print("seen minus held-out, per set: " + "; ".join(f"{name} " + ", ".join(f"{d:+.0%}" for d in v)
+                                                   for name, v in drop.items()))
 comp_verdict = {name: seed_verdict(held[name], held["CLIP (chapter 02)"]) for name in ("autoregressive", "diffusion")}
-print("held-out compositions, generative vs CLIP:", comp_verdict)
-assert drop["CLIP (chapter 02)"] > max(drop["autoregressive"], drop["diffusion"])
-assert all(v == "within the seed spread" for v in comp_verdict.values()), "the prose reads this as a tendency only"
+drop_verdict = {name: seed_verdict(drop[name], drop["CLIP (chapter 02)"]) for name in ("autoregressive", "diffusion")}
+print("held-out accuracy, generative vs CLIP:", comp_verdict)
+print("the drop, generative vs CLIP:", drop_verdict)
+assert all(v == "within the seed spread" for v in comp_verdict.values())
+assert all(v == "lower" for v in drop_verdict.values()), "the prose: every set, CLIP drops more"
 
 # %% [markdown]
-# CLIP loses the most between seen and held-out compositions; the generative classifiers lose less, in the direction
-# the survey claims. But the held-out sets are small (16 scenes each) and the accuracies overlap across the three
-# sets, so at this size it is a tendency, not a verdict: `seed_verdict` says so above.
+# CLIP loses the most between seen and held-out compositions, in every one of the three sets; the generative
+# classifiers lose less (the drop's verdicts above), in the direction the survey claims. But they lose less from a
+# lower start: on the held-out scenes themselves their accuracies overlap CLIP's across the three small sets (16
+# scenes each; the first verdict line), so "better out of distribution" is not shown, only "less of a drop".
 
 # %% [markdown]
 # ### Winoground-style pairs
@@ -520,8 +525,9 @@ assert wino["CLIP (chapter 02)"]["binding swap"]["prefers_true"] > 0.6
 # %% [markdown]
 # All three pass the control, so their binding-swap numbers mean something. A swap keeps every word and changes
 # which colour sits on which shape; to prefer the true caption, a model of $p(x \mid c)$ must tie each colour to its
-# shape. Our two generative classifiers do not: they flip a coin, where `clip-tiny-pairs` beats it. The survey's
-# claim (generative classifiers do better on Winoground) does not show on our toy. One reason we can see: the
+# shape. Our two generative classifiers do not: they flip a coin, where `clip-tiny-pairs` beats it, on this one set
+# of scenes and one Monte Carlo seed (no spread across sets: an observation, not a verdict). The survey's claim
+# (generative classifiers do better on Winoground) does not show on our toy. A likely reason, not measured here: the
 # models learned each caption's colours and shapes, and the likelihood of an image barely changes when the same
 # colours and shapes are re-bound, because most of what it scores is background and the objects' colours.
 #
@@ -580,8 +586,8 @@ assert all(v == "lower" for v in shape_verdict.values())
 # %% [markdown]
 # The control holds (every classifier is right when the cues agree), and on conflict both generative classifiers
 # follow the **colour** far more often than CLIP does: lower shape bias at every set, the opposite of the survey's
-# claim. A likelihood explains it: $\log p(x \mid c)$ sums over every pixel (or code) of the object, and all of them
-# carry its colour, while a wrong shape changes only the pixels along its outline. A discriminative model has no such
+# claim. A likely explanation, not measured here: $\log p(x \mid c)$ sums over every pixel (or code) of the object,
+# and all of them carry its colour, while a wrong shape changes only the pixels along its outline. A discriminative model has no such
 # weighting; it uses whatever cue separates its training pairs.
 #
 # What the toy can show and what it cannot. Jaini et al. {cite:p}`jaini2024intriguing` report shape biases of
@@ -625,7 +631,8 @@ ax.set_xlabel("number of classes"), ax.set_ylabel("ms per image (CPU)")
 ax.set_title("Classifier cost per image as the classes grow")
 ax.legend()
 plt.show()
-print({k: f"{v[-1]:.1f} ms" for k, v in cost.items()}, "at 48 classes")
+for k, v in cost.items():
+    print(f"{k:20s} " + ", ".join(f"{n} classes {ms:.1f} ms" for n, ms in zip(n_classes, v)))
 assert cost["diffusion, 8 draws"][-1] > cost["diffusion, 1 draw"][-1] and cost["autoregressive"][-1] > cost["CLIP"][-1]
 
 # %% [markdown]
@@ -670,8 +677,9 @@ for recipe, extra in (("vqvae", []), ("ar_t2i", []), ("diffusion", []), ("diffus
 # * Both generators are zero-shot classifiers through Bayes' rule, far above chance, at a cost that grows with the
 #   number of classes (and Monte Carlo draws); the diffusion model classifies far better than it draws.
 # * The survey's claims, each with its control, for these tiny models only: on held-out compositions the generative
-#   classifiers lose less than CLIP (a tendency within the spread); on binding swaps they flip a coin where CLIP
-#   does not; on cue-conflict scenes they follow colour, not shape.
+#   classifiers drop less than CLIP at every set, from a lower start (their held-out accuracy is not higher); on
+#   binding swaps, on one set of scenes, they flip a coin where CLIP does not; on cue-conflict scenes they follow
+#   colour, not shape.
 #
 # ## Exercises
 #

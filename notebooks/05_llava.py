@@ -274,7 +274,8 @@ blind = accuracy_by_type(questions, [prior.predict(q) for q in questions])
 
 llava = zoo.load("llava-tiny")
 llava_card = zoo.card("llava-tiny")
-print(f"llava-tiny: `{llava_card['command']}`, {llava_card['train_seconds']:.0f} s of training on 2 CPU cores")
+print(f"llava-tiny: `{llava_card['command']}`, {llava_card['train_seconds']:.0f} s of training "
+      f"({llava_card['trained_on']})")
 assert zoo.preprocess("llava-tiny")(torch.ones(3, 1, 1)).allclose(transform(torch.ones(3, 1, 1)))
 live = vqa_eval(model, transform, test_qs)["accuracy"]
 full = vqa_eval(llava, transform, test_qs)
@@ -299,10 +300,13 @@ plt.show()
 gain = full["accuracy"]["all"] - blind["all"]
 assert gain >= 0.15, f"llava-tiny should beat the blind prior by a wide margin, got {gain:+.1%}"
 assert blank["all"] <= blind["all"] + 0.05, "without the image the model should know no more than the blind prior"
+print(f"the live run against the blind prior: {live['all']:.1%} vs {blind['all']:.1%}")
 
 # %% [markdown]
 # The image is doing the work: `llava-tiny` is far above the blind prior overall (the asserted margin is
-# 15 points), and with a blank image it falls to the prior's level or below. By question type the picture
+# 15 points), and with a blank image it falls to the prior's level or below. The live run is another matter: at
+# `tiny` its few steps leave it below the blind prior (the last line printed): it has learned the answer format, not
+# yet enough of the image; only the zoo model's 1,800 steps clear the prior. By question type the picture
 # is uneven. The `relation` row rests on the few two-object scenes with a clear, unique relation (see the
 # question counts), so it is noise. **Shape** questions stay hard: the zoo tower was trained on
 # colour-and-shape captions, but at 48 px and with features taken after the first of its two blocks, shape
@@ -380,13 +384,22 @@ assert widget_answer in ("yes", "no"), widget_answer
 
 # %%
 reference = examples["detail"][1]["content"]
-for label, answer in [("the reference itself", reference),
-                      ("same facts, other words", reference.replace("there is", "we see")),
-                      ("one colour wrong", reference.replace(demo_scene.objects[0].color, "white")
-                       if demo_scene.objects[0].color != "white" else reference.replace("white", "red")),
-                      ("nothing factual", "it is a nice picture.")]:
-    print(f"{judge_score(answer, reference):5.2f}  {label}")
+sentences = [s.strip() for s in reference.split(".") if s.strip()]
+extra = next(f"there is also a {c} {s}." for c in ("green", "white", "red") for s in ("star", "hexagon")
+             if f"{c} {s}" not in reference)
+demo = {"the reference itself": reference,
+        "same facts, other words": reference.replace("there is", "we see"),
+        "same sentences, other order": ". ".join(reversed(sentences)) + ".",
+        "one colour wrong": (reference.replace(demo_scene.objects[0].color, "white")
+                             if demo_scene.objects[0].color != "white" else reference.replace("white", "red")),
+        "one invented object": reference + " " + extra,
+        "nothing factual": "it is a nice picture."}
+judged = {label: judge_score(answer, reference) for label, answer in demo.items()}
+for label, score in judged.items():
+    print(f"{score:5.2f}  {label}")
 print("facts of the reference:", dict(answer_facts(reference)))
+assert judged["same facts, other words"] == judged["same sentences, other order"] == judged["the reference itself"] == 10
+assert max(judged["one colour wrong"], judged["one invented object"]) < 10 and judged["nothing factual"] < 2
 
 # %% [markdown]
 # **The control first.** Before reading the model's score, check that the judge can see a wrong
@@ -634,7 +647,8 @@ assert round(view_tokens["tiles"] / view_tokens["squeezed"], 1) == 2.5  # and it
 # %%
 llava_next = zoo.load("llava-next-tiny")
 next_card = zoo.card("llava-next-tiny")
-print(f"llava-next-tiny: `{next_card['command']}`, {next_card['train_seconds']:.0f} s of training on 2 CPU cores")
+print(f"llava-next-tiny: `{next_card['command']}`, {next_card['train_seconds']:.0f} s of training "
+      f"({next_card['trained_on']})")
 mosaic_qs, shape_qs = mosaic_set(300), mosaic_set(200, seed=1, qtypes=("shape",))
 mosaic_train = mosaic_set(3000, split="train")
 mosaic_prior = blind_prior([mosaic_train.question(i) for i in range(len(mosaic_train))])
@@ -790,8 +804,8 @@ assert h_s1[-1]["step"] == 2 and h_s2[-1]["step"] == 2 and math.isfinite(h_s2[-1
 # * Its instruction data were written by a text-only GPT-4 from captions and boxes; a scene graph and a
 #   deterministic teacher make the same three kinds here, all true by construction.
 # * Stage 1 aligns the connector on captions; stage 2 tunes connector and LM on instructions and VQA.
-#   The zoo's `llava-tiny` answers held-out questions well above the blind prior, and falls to it when
-#   the image is blanked — the control that shows the image is used.
+#   The zoo's `llava-tiny` answers held-out questions well above the blind prior, and falls to or below it
+#   when the image is blanked — the control that shows the image is used.
 # * The papers' ablations, run at equal budget over three seeds, are read against their spread; which
 #   survive at this scale is computed from the seeds (printed above), and the expected verdicts are asserted.
 # * A LLaVA-Bench-style score needs a judge that can see a wrong answer: ours does (the other-scene

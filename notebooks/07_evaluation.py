@@ -722,7 +722,7 @@ assert red_scores[1] == red_scores[0]  # the check changes nothing for llava-tin
 # 2. **A bootstrap interval** (`07.2`). Write `boot_ci(values, idx)`: the 2.5th and 97.5th percentiles of the
 #    means of `values[idx[r]]` over the rows `r` of the given resample indices `idx` `(R, N)`.
 # 3. **Winoground's scores** (`07.3`). Write `wino(s)`: text, image and group scores of `s` `(N, 2, 2)`, where
-#    `s[n, i, j]` scores image `i` with caption `j` of pair `n`.
+#    `s[n, i, j]` scores image `i` with caption `j` of pair `n` (a tie is a failure: the right one must score higher).
 # 4. **POPE** (`07.4`). Write `pope(pred, label)`: F1 and yes-ratio of boolean predictions (True = yes).
 # 5. **CHAIR** (`07.5`). Write `chair_i(mentions, present)`: hallucinated mentions over all mentions, given each
 #    caption's mentioned shapes and each scene's set of shapes.

@@ -115,6 +115,29 @@ WRONG = [
                            if s[a] and s[b]], "originally"),
     ("08.5", lambda x, m: x.reshape(x.shape[0], m, -1, x.shape[2]).transpose(1, 2).flatten(2), "adjacent"),
     ("08.6", lambda c, t, p, m: c // (p // m), "subtract text_tokens"),
+    # answers an earlier version of the checks accepted (the sixth audit)
+    ("05.5", lambda a, b: sum((a & b).values()) / sum(a.values()) if a else 1.0, "harmonic mean"),
+    ("05.5", lambda a, b: (lambda s: 1.0 if not a and not b else (s / max(sum(a.values()), 1)
+                                                                    + s / max(sum(b.values()), 1)) / 2)(
+        sum((a & b).values())), "harmonic mean"),
+    ("06b.1", lambda a, b: (lambda iw, ih: (lambda inter, c: inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0])
+                                                                        * (b[3] - b[1]) - inter)
+                                             - (c - ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+                                                     - inter)) / c)(
+        iw * ih, (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))))(
+        min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])), "at least 0"),
+    ("06.4", lambda x, c, eps: [any(float(x[i] @ x[j]) > 1 - eps for i in range(j)) for j in range(len(x))],
+     "rank from farthest"),
+    ("01.2", lambda a, b: sorted(a) == sorted(b), "felt of a square' should give False"),
+    ("07.3", lambda s: [((s[:, 0, 0] >= s[:, 0, 1]) & (s[:, 1, 1] >= s[:, 1, 0])).mean(),
+                        ((s[:, 0, 0] >= s[:, 1, 0]) & (s[:, 1, 1] >= s[:, 0, 1])).mean(),
+                        ((s[:, 0, 0] >= s[:, 0, 1]) & (s[:, 1, 1] >= s[:, 1, 0]) & (s[:, 0, 0] >= s[:, 1, 0])
+                         & (s[:, 1, 1] >= s[:, 0, 1])).mean()], "a tie is a failure"),
+    ("00.3", lambda cfg: SOLUTIONS["00.3"](cfg.replace(pre_norm=False)), "too few"),
+    ("08.6", lambda c, t, p, m: max(0, (c - t) / (p / m)), "whole number"),
+    ("03.5", lambda logits, labels: (logits.argmax(-1) == labels)[labels > 0].float().mean(), "label 0 included"),
+    ("03.1", lambda noise, ratio: noise.argsort(1)[:, : round(noise.shape[1] * (1 - ratio))], "int(N"),
+    ("02.4", lambda n: None, "forget `return`"),
 ]
 
 
@@ -122,6 +145,15 @@ WRONG = [
 def test_wrong_answers_get_a_hint(ex, answer, hint, capsys):
     out = verdict(ex, answer, capsys)
     assert hint in out, out
+
+
+def test_correct_answers_written_otherwise_pass(capsys):
+    """Right answers in another form: exact fractions, float64, log-space normalisation."""
+    assert check("02.6", lambda sim: sum(int(sim[i].argmax()) == i for i in range(len(sim))) / len(sim))
+    assert check("04b.5", lambda ll, lp: ((ll + lp) - (ll + lp).logsumexp(-1, keepdim=True)).exp())
+    nf4 = SOLUTIONS["06b.5"]
+    assert check("06b.5", lambda x, lv: nf4(x.double(), lv.double()))
+    assert check("06.5", lambda *a: SOLUTIONS["06.5"](*a)) and not check("06.5", lambda *a: 0, quiet=True)
 
 
 def test_unattempted_and_crashing_answers(capsys):

@@ -10,6 +10,8 @@ that typical wrong answers fail with the right hint. Explained in notebook 00, �
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -40,6 +42,19 @@ def exercise(id: str, title: str):
     return register
 
 
+def _returning(fn: Callable) -> Callable:
+    """``fn``, with a clear verdict when it returns nothing (a function without ``return``)."""
+
+    @functools.wraps(fn)
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        if out is None:
+            raise Wrong("your function returned None: did you forget `return`?")
+        return out
+
+    return answer
+
+
 def check(id: str, answer: Any, quiet: bool = False) -> bool:
     """Check ``answer`` to exercise ``id``; print a one-line verdict and return whether it passed."""
     if not isinstance(id, str):
@@ -49,7 +64,7 @@ def check(id: str, answer: Any, quiet: bool = False) -> bool:
         raise ValueError(f"no exercise {id!r}; the exercises are {known}")
     ex = EXERCISES[id]
     try:
-        note = ex.checker(answer)
+        note = ex.checker(_returning(answer) if inspect.isfunction(answer) else answer)
     except NotImplementedError:
         verdict, ok = "not attempted yet: write your answer, then run this check again", False
     except Wrong as e:
@@ -61,6 +76,17 @@ def check(id: str, answer: Any, quiet: bool = False) -> bool:
     if not quiet:
         print(f"{'✓' if ok else '✗'} {id} {ex.title}: {verdict}")
     return ok
+
+
+def whole(x: Any, what: str) -> int:
+    """``x`` as an ``int``, or :class:`Wrong` naming ``what`` when it is not a number or not a whole one."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise Wrong(f"{what} should be a number, got {type(x).__name__}") from None
+    if not value.is_integer():
+        raise Wrong(f"{what} is a whole number, got {x!r}")
+    return int(x) if isinstance(x, int) else int(value)
 
 
 def close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
@@ -77,4 +103,4 @@ def close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
 
 from vlm_primer.exercises import ch00, ch01, ch02, ch03, ch04, ch04b, ch05, ch05b, ch06, ch06b, ch07, ch08  # noqa: E402,F401  (registers the exercises)
 
-__all__ = ["EXERCISES", "Exercise", "Wrong", "check", "close", "exercise"]
+__all__ = ["EXERCISES", "Exercise", "Wrong", "check", "close", "exercise", "whole"]

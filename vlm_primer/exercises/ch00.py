@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlm_primer.exercises import Wrong, exercise
+from vlm_primer.exercises import Wrong, exercise, whole
 
 FAMILIES = {
     "CLIP": "contrastive", "SigLIP": "contrastive", "Llip": "contrastive",
@@ -44,15 +44,17 @@ def num_patches(fn) -> None:
 def vit_params(fn) -> str:
     from vlm_primer.nn import ViT, ViTConfig
 
-    for name in ("tiny", "small", "base"):
-        cfg = ViTConfig.from_preset(name)
+    for name, extra in (("tiny", {}), ("small", {}), ("base", {}), ("tiny", dict(pre_norm=True)),
+                        ("tiny", dict(pre_norm=True, final_norm=False))):
+        cfg = ViTConfig.from_preset(name, **extra)
+        name = f"{name}{', ' + ', '.join(f'{k}={v}' for k, v in extra.items()) if extra else ''}"
         want = sum(p.numel() for p in ViT(cfg).parameters())
-        got = int(fn(cfg))
+        got = whole(fn(cfg), "the parameter count")
         if got != want:
             hint = ("too few: did you count the biases, both LayerNorms of every block and the final LayerNorm?"
                     if got < want else "too many")
             raise Wrong(f"preset {name!r}: {hint} (off by {abs(got - want):,})")
-    return "your formula matches ViT(cfg) for tiny, small and base"
+    return "your formula matches ViT(cfg) for tiny, small and base, with and without pre_norm"
 
 
 @exercise("00.4", "The memory bill of training in fp32 with AdamW")
@@ -60,7 +62,7 @@ def adamw_memory(fn) -> str:
     hints = {4: "only the weights", 8: "weights and gradients, but AdamW keeps two moments per parameter too",
              12: "weights and the two AdamW moments: add the gradients"}
     for n in (1_000, 86_000_000):
-        got = int(fn(n))
+        got = whole(fn(n), "the byte count")
         for per, hint in hints.items():
             if got == per * n:
                 raise Wrong(f"{per} bytes per parameter counts {hint}")

@@ -35,6 +35,7 @@ def winoground(fn) -> None:
         ("a red circle left of a blue square", "a red circle left of a green square", False),
         ("a red circle and a red square", "a red circle and a square", False),
         ("a red red circle", "a red circle circle", False),
+        ("a circle left of a square", "a circle felt of a square", False),  # same letters, other words
     ]
     for a, b, want in cases:
         got = bool(fn(a, b))

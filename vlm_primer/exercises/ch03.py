@@ -13,7 +13,7 @@ from vlm_primer.exercises import Wrong, close, exercise
 def mae_keep(fn) -> None:
     g = torch.Generator().manual_seed(0)
     noise = torch.rand(3, 10, generator=g)
-    for ratio in (0.75, 0.5, 0.0):
+    for ratio in (0.75, 0.5, 0.0, 0.85):  # 0.85: 1.5 patches, int keeps 1 (round would keep 2)
         got = torch.as_tensor(fn(noise.clone(), ratio)).long()
         n_keep = int(10 * (1 - ratio))
         want = noise.argsort(1)[:, :n_keep]
@@ -92,4 +92,9 @@ def mlm_accuracy(fn) -> None:
     if abs(got - 0.25) < 1e-6:
         raise Wrong("score only the masked positions (labels != -100): the others are not predictions")
     if abs(got - 2 / 3) > 1e-6:
-        raise Wrong(f"2 of the 3 masked words are right: expected 0.667, got {got:.4f}")
+        raise Wrong(f"2 of the 3 masked words are right: the fraction is off (got {got:.4f})")
+    # a second case: a masked word whose id is 0 (a real token, not "unmasked"), 1 of 4 right
+    logits2, labels2 = torch.zeros(1, 5, 3), torch.tensor([[0, -100, 2, 1, 0]])
+    logits2[0, :, 1] = 5.0
+    if abs(float(fn(logits2, labels2)) - 0.25) > 1e-6:
+        raise Wrong("every position whose label is not -100 is scored, label 0 included")

@@ -74,11 +74,11 @@ def class_posterior(fn) -> None:
     log_lik = torch.tensor([[-10.0, -11.0, -12.0], [-300.0, -301.0, -299.0]])
     log_prior = torch.tensor([0.2, 0.3, 0.5]).log()
     got = torch.as_tensor(fn(log_lik.clone(), log_prior.clone()))
-    want = (log_lik + log_prior).softmax(-1)
+    want = (log_lik.double() + log_prior.double()).softmax(-1)  # float32 steps are ~3e-5 at |z| = 300
     if torch.isnan(got).any():
         raise Wrong("exp(-300) underflows: normalise in log space (softmax, or subtract the row's maximum)")
     if torch.allclose(got, log_lik.softmax(-1), atol=1e-6):
         raise Wrong("the prior is missing: p(c | x) is proportional to p(c) p(x | c)")
     if got.shape == want.shape and torch.allclose(got.sum(0), torch.ones(3), atol=1e-4):
         raise Wrong("normalise over the classes of each image (dim -1), not over the images")
-    close(got, want, "the posterior", rtol=1e-5, atol=1e-6)
+    close(got, want, "the posterior", rtol=1e-4, atol=1e-6)

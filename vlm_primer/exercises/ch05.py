@@ -6,7 +6,7 @@ import collections
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
+from vlm_primer.exercises import Wrong, close, exercise, whole
 
 
 @exercise("05.1", "Splice image features into the text embeddings")
@@ -33,7 +33,8 @@ def splice(fn) -> None:
 def image_tokens(fn) -> str:
     for size, patch in ((336, 14), (224, 14), (48, 6), (384, 16)):
         n = (size // patch) ** 2
-        got_drop, got_keep = int(fn(size, patch, False)), int(fn(size, patch, True))
+        got_drop = whole(fn(size, patch, False), "the token count")
+        got_keep = whole(fn(size, patch, True), "the token count")
         if got_drop == n + 1:
             raise Wrong("with keep_cls=False LLaVA drops the CLS token: only the patches remain")
         if got_drop != n or got_keep != n + 1:
@@ -44,7 +45,7 @@ def image_tokens(fn) -> str:
 @exercise("05.3", "The size of LLaVA-1.5's connector")
 def mlp_connector_params(fn) -> str:
     for v, t in ((64, 64), (1024, 4096), (768, 2048)):
-        got, want = int(fn(v, t)), v * t + t + t * t + t
+        got, want = whole(fn(v, t), "the parameter count"), v * t + t + t * t + t
         if got == v * t + t * t:
             raise Wrong("both linear layers have a bias vector")
         if got == v * t + t:
@@ -62,7 +63,7 @@ def anyres_tokens(fn) -> None:
     g = cfg.vision.grid
     for size in ((336, 336), (672, 672), (480, 640), (1000, 300), (300, 1000)):
         rows, cols, _, _ = cfg.layout(size)
-        got, want = int(fn(g, rows, cols, size)), cfg.num_image_tokens(size)
+        got, want = whole(fn(g, rows, cols, size), "the token count"), cfg.num_image_tokens(size)
         if got == want:
             continue
         if got == g * g + rows * g * (cols * g + 1):
@@ -88,6 +89,9 @@ def fact_f1(fn) -> None:
     p, r = 2 / 3, 2 / 3  # shared = min(2, 1) + 1 = 2 of 3 facts on each side
     if abs(got - 2 * p * r / (p + r)) > 1e-9:
         raise Wrong("precision = shared / facts of a, recall = shared / facts of b, F1 their harmonic mean")
+    one, three = C({"x": 1}), C({"x": 1, "y": 1, "z": 1})  # precision 1, recall 1/3: F1 = 0.5
+    if abs(float(fn(one, three)) - 0.5) > 1e-9 or abs(float(fn(three, one)) - 0.5) > 1e-9:
+        raise Wrong("when precision and recall differ, F1 is their harmonic mean 2PR / (P + R)")
 
 
 @exercise("05.6", "Pixel shuffle")

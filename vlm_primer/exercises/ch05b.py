@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
+from vlm_primer.exercises import Wrong, close, exercise, whole
 
 
 @exercise("05b.1", "The Q-Former's three attention masks")
@@ -97,7 +97,7 @@ def gated_layer_params(fn) -> str:
             return sum(p.numel() for p in GatedCrossAttentionLayer(cfg).parameters())
 
     for args in ((64, 64, 4, 16, 256, "float"), (64, 48, 4, 16, 128, "vector"), (96, 32, 2, 24, 200, "float")):
-        got, want = int(fn(*args)), layer(*args)
+        got, want = whole(fn(*args), "the parameter count"), layer(*args)
         dim, vision_dim, heads, dim_head, mlp_dim, alpha_type = args
         if got == want:
             continue

@@ -69,7 +69,8 @@ def keep_top(fn) -> None:
 
 @exercise("06.4", "SemDeDup's rule in one cluster")
 def semdedup(fn) -> None:
-    x = torch.tensor([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0], [0.6, 0.8], [0.1, 0.995]])
+    # the rows are not in centroid order: an answer that ranks by index instead is caught
+    x = torch.tensor([[0.995, 0.0998], [1.0, 0.0], [0.1, 0.995], [0.6, 0.8], [0.0, 1.0]])
     x = x / x.norm(dim=1, keepdim=True)
     centroid = torch.nn.functional.normalize(x.mean(0), dim=0)
     order = (x @ centroid).argsort()  # farthest from the centroid first
@@ -77,7 +78,7 @@ def semdedup(fn) -> None:
     for pos, j in enumerate(order.tolist()):
         want[j] = any(float(x[i] @ x[j]) > 1 - 0.01 for i in order[:pos].tolist())
     got = _bools(fn(x.clone(), centroid.clone(), 0.01), 5, "the removal mask")
-    if sum(got) == 2 and sum(want) == 1:
+    if sum(got) == 2 * sum(want):
         raise Wrong("a near pair loses one member, not both: compare each item only with those ranked before it")
     if got != want:
         raise Wrong("rank from farthest to nearest the centroid, then drop an item whose cosine with an earlier "
@@ -90,7 +91,7 @@ def train_flops(fn) -> None:
         batch = 32
         forward = 2 * params * tokens * batch + 4 * layers * tokens ** 2 * width * batch
         got = _number(fn(params, tokens, layers, width, batch), "the FLOPs")
-        if abs(got - 6 * params * tokens * batch) / got < 1e-9:
+        if abs(got - 6 * params * tokens * batch) / (6 * params * tokens * batch) < 1e-9:
             raise Wrong("6·N·D leaves attention out: add 2·2·layers·s²·width per sample for a forward pass, "
                         "then count the training step")
         if abs(got - forward) / forward < 1e-9:

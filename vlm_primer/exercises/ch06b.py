@@ -21,13 +21,15 @@ def _number(x, what: str) -> float:
 def giou(fn) -> None:
     # (A, B, IoU, GIoU): overlapping, disjoint (IoU 0, GIoU < 0), identical, nested (C = the outer box)
     cases = (((0, 0, 2, 2), (1, 1, 3, 3), 1 / 7, 1 / 7 - 2 / 9), ((0, 0, 1, 1), (2, 0, 3, 1), 0.0, -1 / 3),
-             ((0, 0, 1, 1), (0, 0, 1, 1), 1.0, 1.0), ((0, 0, 4, 4), (1, 1, 2, 2), 1 / 16, 1 / 16))
+             ((0, 0, 1, 1), (0, 0, 1, 1), 1.0, 1.0), ((0, 0, 4, 4), (1, 1, 2, 2), 1 / 16, 1 / 16),
+             ((0, 0, 1, 1), (2, 2, 3, 3), 0.0, -7 / 9), ((0, 0, 1, 1), (2, 0.5, 3, 2), 0.0, -7 / 12))  # apart on both axes
     for a, b, iou, want in cases:
         got = _number(fn(tuple(map(float, a)), tuple(map(float, b))), "GIoU")
         if abs(got - iou) < 1e-9 and abs(iou - want) > 1e-9:
             raise Wrong("that is the IoU: subtract (|C| - |A ∪ B|) / |C|, C the smallest box enclosing both")
         if abs(got - want) > 1e-6:
-            raise Wrong(f"GIoU of {a} and {b} is off: IoU - (|C| - |A ∪ B|) / |C|")
+            hint = " (an intersection's width and height are at least 0)" if iou == 0 else ""
+            raise Wrong(f"GIoU of {a} and {b} is off: IoU - (|C| - |A ∪ B|) / |C|{hint}")
 
 
 @exercise("06b.2", "Kosmos-2 location tokens")
@@ -95,8 +97,11 @@ def nf4(fn) -> None:
     absmax = x.abs().max()
     want = NF4[(x[:, None] / absmax - NF4).abs().argmin(dim=1)] * absmax
     got = fn(x.clone(), NF4.clone())
-    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+    if not isinstance(got, torch.Tensor):
+        raise Wrong(f"return a tensor, got {type(got).__name__}")
+    if got.shape != x.shape:
         raise Wrong("return the dequantised block: one value per input value")
+    got = got.to(x.dtype)
     if torch.allclose(got, NF4[(x[:, None] - NF4).abs().argmin(dim=1)], atol=1e-7):
         raise Wrong("divide the block by its absmax before rounding, and multiply back after")
     close(got, want, "NF4[nearest level of x / absmax] · absmax", atol=1e-7)

@@ -54,6 +54,7 @@ def wino(fn) -> None:
     s[0] = [[2, 1], [0, 3]]                     # every test passes
     s[1] = [[2, 3], [0, 1]]                     # both images prefer caption 1: text fails
     s[2:8] = [[3, 0], [4, 5]]                   # text passes, image fails (image 1 beats image 0 on caption 0)
+    s[8:12] = [[1, 1], [1, 1]]                  # a model that scores everything alike: ties are failures
     text = (s[:, 0, 0] > s[:, 0, 1]) & (s[:, 1, 1] > s[:, 1, 0])
     image = (s[:, 0, 0] > s[:, 1, 0]) & (s[:, 1, 1] > s[:, 0, 1])
     want = np.array([text.mean(), image.mean(), (text & image).mean()])
@@ -64,6 +65,8 @@ def wino(fn) -> None:
         raise Wrong("text and image are swapped: the text score compares the two captions for one image")
     if abs(got[2] - want[0] * want[1]) < 1e-9 and abs(want[2] - want[0] * want[1]) > 1e-9:
         raise Wrong("the group score counts pairs that pass both tests, not the product of the two rates")
+    if np.isclose(got[0], want[0] + 4 / len(s)):  # the four tied examples counted as passes
+        raise Wrong("a tie is a failure: the right caption (image) must score strictly higher")
     close(torch.tensor(got), torch.tensor(want), "the scores")
 
 

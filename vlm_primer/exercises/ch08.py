@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
+from vlm_primer.exercises import Wrong, close, exercise, whole
 
 
 @exercise("08.1", "Evenly spaced frames")
@@ -93,7 +93,7 @@ def merge_tokens(fn) -> None:
 def frames_that_fit(fn) -> None:
     cases = (((4096, 100, 256, 1), 15), ((4096, 100, 256, 4), 62), ((256, 40, 16, 1), 13), ((100, 120, 16, 1), 0))
     for (context, text, per_frame, merge), want in cases:
-        got = int(fn(context, text, per_frame, merge))
+        got = whole(fn(context, text, per_frame, merge), "the number of frames")
         if got == want:
             continue
         if got == context // (per_frame // merge):
