@@ -652,8 +652,8 @@ display(controls)
 #    hard threshold.
 # 5. **A blind baseline** (`01.5`). Write `blind_accuracy(train, test)`: `train` and `test` are lists of
 #    `(question, answer)` pairs. Predict for each test question the answer most often given to the same
-#    question text in `train` (the most frequent answer overall for a question never seen) and return
-#    the accuracy. Why does it beat chance on *count* questions but not on *exist* questions?
+#    question text in `train` (ties: the one seen first; the most frequent answer overall for a question never
+#    seen) and return the accuracy. Why does it beat chance on *count* questions but not on *exist* questions?
 
 # %%
 from vlm_primer.exercises import check

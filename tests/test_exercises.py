@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,6 +139,11 @@ WRONG = [
     ("03.5", lambda logits, labels: (logits.argmax(-1) == labels)[labels > 0].float().mean(), "label 0 included"),
     ("03.1", lambda noise, ratio: noise.argsort(1)[:, : round(noise.shape[1] * (1 - ratio))], "int(N"),
     ("02.4", lambda n: None, "forget `return`"),
+    ("04.3", lambda s, lp, k: [(t, b) for b, t in SOLUTIONS["04.3"](s, lp, k)], "yours are (token, beam)"),
+    ("08.6", lambda c, t, p, m: round(max(0, c - t) / (p / m)), "round down"),
+    ("01.5", lambda train, test: (lambda by, ov: sum((max(by[q], key=by[q].count) if q in by else "yes") == a
+                                                     for q, a in test) / len(test))(
+        {q: [a for t, a in train if t == q] for q, _ in train}, None), "the accuracy is off"),
 ]
 
 
@@ -154,6 +160,8 @@ def test_correct_answers_written_otherwise_pass(capsys):
     nf4 = SOLUTIONS["06b.5"]
     assert check("06b.5", lambda x, lv: nf4(x.double(), lv.double()))
     assert check("06.5", lambda *a: SOLUTIONS["06.5"](*a)) and not check("06.5", lambda *a: 0, quiet=True)
+    for method in ("lower", "higher", "nearest", "midpoint", "hazen", "weibull"):  # any percentile definition
+        assert check("07.2", lambda v, idx: np.percentile(v[idx].mean(1), [2.5, 97.5], method=method))
 
 
 def test_unattempted_and_crashing_answers(capsys):

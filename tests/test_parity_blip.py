@@ -59,6 +59,10 @@ def test_captioner_logits_and_loss_match_transformers():
     torch.testing.assert_close(logits, want.logits, atol=1e-5, rtol=1e-5)
     from vlm_primer.nn import causal_lm_loss
     torch.testing.assert_close(causal_lm_loss(logits, labels), want.loss, atol=1e-5, rtol=1e-5)
+    # the checkpoint's label smoothing reaches our captioning loss (transformers' default is 0)
+    assert ours.cfg.label_smoothing == hf.config.text_config.label_smoothing
+    smoothed = causal_lm_loss(logits, labels, label_smoothing=ours.cfg.label_smoothing)  # what lm_loss applies
+    torch.testing.assert_close(smoothed, want.loss, atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()

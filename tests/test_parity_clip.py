@@ -117,4 +117,8 @@ def test_paper_presets_convert_to_transformers_configs():
     for name in ("base", "b32"):
         hf = clip_config_to_hf(CLIPConfig.from_preset(name))
         assert hf.text_config.eos_token_id == 49407 and hf.vision_config.hidden_size == 768
+        # the towers' own configs size CLIP{Vision,Text}ModelWithProjection's projection
+        assert hf.vision_config.projection_dim == hf.text_config.projection_dim == hf.projection_dim == 512
         assert hf.vision_config.patch_size == (16 if name == "base" else 32)
+    wide = clip_config_to_hf(CLIPConfig.from_preset("base", embed_dim=768))
+    assert wide.vision_config.projection_dim == wide.text_config.projection_dim == 768

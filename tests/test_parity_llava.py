@@ -100,6 +100,11 @@ def test_connectors_and_stages(kind, tokens):
 
 
 def test_bad_inputs_name_the_problem():
+    from transformers import LlavaConfig as HFLlavaConfig, SiglipVisionConfig
+
+    from vlm_primer.interop.llava import llava_config_from_hf
+    with pytest.raises(ValueError, match="only a CLIP vision tower is supported.*'siglip_vision_model'"):
+        llava_config_from_hf(HFLlavaConfig(vision_config=SiglipVisionConfig().to_dict()))
     cfg = LlavaConfig.from_preset("tiny")
     model = Llava(cfg)
     one = model.expand_image_tokens([2, 7, cfg.image_token_id, 8])

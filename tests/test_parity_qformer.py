@@ -38,6 +38,9 @@ def _inputs(batch=3, length=7):
 @torch.no_grad()
 def test_itc_and_itm_match_transformers(hf):
     ours = qformer_from_hf(hf)
+    from vlm_primer.interop.blip2 import qformer_config_from_hf
+    from transformers import Blip2Config
+    assert qformer_config_from_hf(Blip2Config()).dropout == Blip2Config().qformer_config.hidden_dropout_prob == 0.1
     pixels, ids, mask = _inputs()
     image = hf.vision_model(pixel_values=pixels)[0]
     # ITC: queries alone and text alone; the image-text score is the best query's similarity

@@ -126,8 +126,10 @@ def ensemble(fn) -> None:
     prompts = torch.randn(5, 3, 8, generator=g) * torch.tensor([1.0, 5.0, 0.2]).view(1, 3, 1)
     want = F.normalize(F.normalize(prompts, dim=-1).mean(1), dim=-1)
     got = fn(prompts)
-    if not isinstance(got, torch.Tensor) or got.shape != (5, 8):
-        raise Wrong(f"expected a (classes, dim) = (5, 8) tensor, got {getattr(got, 'shape', type(got).__name__)}")
+    if not isinstance(got, torch.Tensor):
+        raise Wrong(f"return a torch tensor, got {type(got).__name__}")
+    if got.shape != (5, 8):
+        raise Wrong(f"expected a (classes, dim) = (5, 8) tensor, got shape {tuple(got.shape)}")
     if torch.allclose(got, F.normalize(prompts.mean(1), dim=-1), atol=1e-5):
         raise Wrong("normalise each prompt embedding before averaging, or long prompts outvote short ones")
     if torch.allclose(got, F.normalize(prompts, dim=-1).mean(1), atol=1e-5):

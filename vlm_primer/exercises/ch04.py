@@ -49,7 +49,9 @@ def beam_step(fn) -> None:
         if got3 == [(0, 1), (1, 0), (0, 2)]:
             return
         raise Wrong("with 3 beams the third best continuation is beam 0's token 2")
-    if got == [(1, 0), (0, 1)]:
+    if got == [(1, 0), (0, 1)]:  # (token, beam) pairs, or a ranking without the running scores: 3 beams tell
+        if [tuple(int(v) for v in pair) for pair in fn(scores.clone(), logp.clone(), 3)] == [(1, 0), (0, 1), (2, 0)]:
+            raise Wrong("return (beam, token) pairs: yours are (token, beam)")
         raise Wrong("add each beam's running score before ranking: beam 1 is already behind")
     if got == [(0, 1), (0, 2)]:
         raise Wrong("rank the continuations of every beam together, not of the best beam alone")

@@ -92,12 +92,18 @@ def merge_tokens(fn) -> None:
 @exercise("08.6", "The frames that fit a context")
 def frames_that_fit(fn) -> None:
     cases = (((4096, 100, 256, 1), 15), ((4096, 100, 256, 4), 62), ((256, 40, 16, 1), 13), ((100, 120, 16, 1), 0))
+    wrong = None
     for (context, text, per_frame, merge), want in cases:
         got = whole(fn(context, text, per_frame, merge), "the number of frames")
         if got == want:
             continue
-        if got == context // (per_frame // merge):
+        rounded, no_text = round(max(0, context - text) / (per_frame / merge)), context // (per_frame // merge)
+        if got == no_text and got != rounded:
             raise Wrong("the prompt and the answer need their tokens too: subtract text_tokens first")
+        if got == rounded and got != no_text:
+            raise Wrong("only whole frames fit: round down, not to the nearest")
         if got < 0:
             raise Wrong("no room for even one frame is zero frames")
-        raise Wrong("each frame costs tokens_per_frame / merge tokens; how many whole frames fit in what is left?")
+        wrong = wrong or "each frame costs tokens_per_frame / merge tokens; how many whole frames fit in what is left?"
+    if wrong:
+        raise Wrong(wrong)

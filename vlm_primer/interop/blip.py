@@ -78,7 +78,8 @@ def blip_from_hf(hf_model: nn.Module) -> Blip:
     vision = vit_from_hf_blip2_vision(hf_model.vision_model)
     text_cfg = med_config_from_hf(hf_config.text_config, lm_head=captioner)
     cfg = BlipConfig(vision=vision.cfg, text=text_cfg, heads=not captioner,
-                     embed_dim=getattr(hf_config, "image_text_hidden_size", BlipConfig.embed_dim))
+                     embed_dim=getattr(hf_config, "image_text_hidden_size", BlipConfig.embed_dim),
+                     label_smoothing=getattr(hf_config.text_config, "label_smoothing", 0.0))  # the captioning loss
     src = StrictSource({k: v for k, v in state_dict_of(hf_model).items() if not k.startswith("vision_model.")}, kind)
     text = convert_pairs(src, _med_pairs(text_cfg, prefix))
     heads = {}

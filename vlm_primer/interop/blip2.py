@@ -75,7 +75,8 @@ def qformer_config_from_hf(hf_config: Any) -> QFormerConfig:
                          vocab_size=q.vocab_size, max_positions=q.max_position_embeddings,
                          embed_dim=getattr(hf_config, "image_text_hidden_size", QFormerConfig.embed_dim),
                          act=hf_act_to_ours(q.hidden_act), eps=q.layer_norm_eps, text_input=text_input,
-                         stage1_heads=text_input and not instruct)
+                         stage1_heads=text_input and not instruct,
+                         dropout=q.hidden_dropout_prob)  # one rate for ours: attention dropout takes the same
 
 
 def qformer_from_hf(hf_model: nn.Module) -> QFormer:

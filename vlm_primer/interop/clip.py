@@ -238,8 +238,9 @@ def clip_config_to_hf(cfg: Any, **extra: Any):
     from transformers import CLIPConfig as HFCLIPConfig
 
     return HFCLIPConfig(
-        text_config=clip_text_config_from_text(cfg.text, bos_token_id=None).to_dict(),  # we have no <bos>
-        vision_config=clip_vision_config_from_vit(cfg.vision).to_dict(),
+        # the sub-configs carry projection_dim too: CLIP{Vision,Text}ModelWithProjection size their projection by it
+        text_config=clip_text_config_from_text(cfg.text, bos_token_id=None, projection_dim=cfg.embed_dim).to_dict(),
+        vision_config=clip_vision_config_from_vit(cfg.vision, projection_dim=cfg.embed_dim).to_dict(),
         projection_dim=cfg.embed_dim, logit_scale_init_value=cfg.init_logit_scale, **extra,
     )
 

@@ -32,6 +32,10 @@ def _part(sd: dict[str, torch.Tensor], prefix: str, new_prefix: str = "") -> dic
 def llava_config_from_hf(hf_config: Any) -> LlavaConfig:
     """``transformers.LlavaConfig`` -> :class:`LlavaConfig` (CLIP vision tower, Llama text, MLP projector);
     a ``LlavaNextConfig`` (it has ``image_grid_pinpoints``) -> :class:`LlavaNextConfig`."""
+    tower = getattr(hf_config.vision_config, "model_type", None)
+    if tower != "clip_vision_model":
+        raise ValueError(f"only a CLIP vision tower is supported (vision_config.model_type 'clip_vision_model'), "
+                         f"got {tower!r}")
     layer = hf_config.vision_feature_layer
     if not isinstance(layer, int):
         raise ValueError(f"only a single vision_feature_layer is supported, got {layer!r}")
