@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(leaderboard(records))
     if args.out is not None:
-        print(f"wrote {_write(args.out, json.dumps(records, indent=1) + chr(10), args.overwrite)}")
+        written = _write(args.out, json.dumps(records, indent=1) + "\n", args.overwrite)
+        print(f"wrote {written}")
     return records
 
 

@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             trainer.start()  # resume, or refuse a folder that already holds a run
         except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
             hint = f" (the --set values: {options})" if "invalid literal" in str(e) or "could not convert" in str(e) else ""
-            build_parser().error(f"{e}{hint}".replace("Pass resume=True (or 'auto')", "Pass --resume auto"))
+            build_parser().error(f"{e}{hint}")
         history = trainer.fit()
         if D.is_main_process() and history:
             last = history[-1]

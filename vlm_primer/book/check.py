@@ -59,9 +59,8 @@ def check_book(book: Book | None = None) -> list[str]:
         elif ipynb.is_file():
             problems.append(f"chapter {ch.id} has {ch.notebook} but book.toml marks it planned")
         if ipynb.is_file():
-            pair = pair_problems(ipynb)
-            problems.extend(pair)
-            if ch.written and not any("cannot be read" in p for p in pair):
+            problems.extend(pair_problems(ipynb))
+            if ch.written:
                 problems.extend(output_problems(ipynb, book.root))
     return problems
 
@@ -72,7 +71,11 @@ def output_problems(ipynb: Path, root: Path) -> list[str]:
 
     from vlm_primer.book.execute import stale_reasons
 
-    why = stale_reasons(nbformat.read(ipynb, as_version=4), root)
+    try:
+        nb = nbformat.read(ipynb, as_version=4)
+    except Exception:  # noqa: BLE001 - unreadable: pair_problems has named it already
+        return []
+    why = stale_reasons(nb, root)
     if not why:
         return []
     more = f" and {len(why) - 3} more" if len(why) > 3 else ""

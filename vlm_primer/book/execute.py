@@ -392,8 +392,10 @@ def sync(py: Path, root: Path, force: bool = False) -> float:
     from vlm_primer.book.static import make_static
 
     ipynb = py.with_suffix(".ipynb")
-    if not force and ipynb.is_file() and ipynb.stat().st_mtime > py.stat().st_mtime and pair_problems(ipynb):
-        raise FileExistsError(f"{ipynb} is newer than {py.name} and differs from it ({pair_problems(ipynb)[0]}): "
+    differs = pair_problems(ipynb) if not force and ipynb.is_file() and ipynb.stat().st_mtime > py.stat().st_mtime \
+        else []
+    if differs:
+        raise FileExistsError(f"{ipynb} is newer than {py.name} and differs from it ({differs[0]}): "
                               f"syncing would overwrite its edits. Bring them into {py.name} (`jupytext --sync "
                               f"{ipynb}` does), or pass --force to discard them")
 

@@ -507,8 +507,8 @@ class Trainer:
         if resume is False and existing:
             raise FileExistsError(
                 f"{cfg.ckpt_dir} already holds {len(existing)} checkpoint(s) (latest: step {existing[-1][0]}); "
-                "nothing was overwritten. Pass resume=True (or 'auto') to continue that run, or use "
-                "another ckpt_dir."
+                "nothing was overwritten. Resume it (resume=True or 'auto'; `--resume auto` on the command line) "
+                "to continue that run, or use another ckpt_dir."
             )
         if resume in (True, "auto"):
             if cfg.ckpt_dir is None:
