@@ -82,7 +82,7 @@ def test_cli_refuses_bad_flags_before_training(tmp_path, capsys):
     cases = [
         (["--ckpt-dir", str(notes)], "cannot be a checkpoint folder"),
         (["--set", "foo=1"], "unknown --set option"),
-        (["--set", "train_size=abc"], "the --set values: {'train_size': 'abc'"),
+        (["--set", "train_size=abc"], "--set train_size=abc: expected a whole number (default 50000)"),
         (["--peft", "lora", "--peft-r", "0"], "--peft-r must be an int >= 1"),
         (["--resume"], "give --ckpt-dir"),
         (["--grad-clip", "-1"], "--grad-clip must be a max norm >= 0"),
@@ -99,3 +99,13 @@ def test_cli_refuses_bad_flags_before_training(tmp_path, capsys):
         main(["--list", "--recipe-module", "no_such_module"])
     assert "cannot be imported" in capsys.readouterr().err
     assert notes.read_text() == "mine" and sorted(p.name for p in run.iterdir()) == ["step_00000001"]
+
+
+def test_recipe_options_parse_to_their_defaults_type_and_name_a_bad_value():
+    args = RecipeArgs(options={"n": "12", "lr": "3e-4", "on": "Yes", "off": "0", "name": "x", "bad": "1.5"})
+    assert args.option("n", 5) == 12 and args.option("lr", 0.1) == 3e-4 and args.option("name", "y") == "x"
+    assert args.option("on", False) is True and args.option("off", True) is False and args.option("gone", 7) == 7
+    with pytest.raises(ValueError, match=r"--set bad=1.5: expected a whole number \(default 5\)"):
+        args.option("bad", 5)
+    with pytest.raises(ValueError, match="--set name=x: expected 1/0, true/false or yes/no"):
+        args.option("name", False)

@@ -167,6 +167,14 @@ def test_correct_answers_written_otherwise_pass(capsys):
 def test_unattempted_and_crashing_answers(capsys):
     assert "not attempted yet" in verdict("02.4", not_yet, capsys)
     assert "raised ZeroDivisionError" in verdict("02.4", lambda n: 1 / 0, capsys)
+    def helper(n):
+        return [1 / 0 for _ in range(n)]  # the learner's code, one call below the answer
+    assert "your answer raised ZeroDivisionError" in verdict("02.4", lambda n: helper(n), capsys)
+    out = verdict("03.1", lambda *a: "abc", capsys)  # the answer ran; the check failed on what it gave
+    assert "could not use what your answer gave (TypeError" in out and "your answer raised" not in out, out
+    assert "the loss should be one number, got str" in verdict("02.4", lambda n: "abc", capsys)
+    assert "one number, got Tensor of shape (3,)" in verdict("02.4", lambda n: torch.ones(3), capsys)
+    assert check("08.2", lambda a, b: torch.tensor(0.75) if len(a) == 2 else SOLUTIONS["08.2"](a, b))
     with pytest.raises(ValueError, match="no exercise '99.1'"):
         check("99.1", None)
     with pytest.raises(TypeError, match="id must be an exercise id"):
@@ -187,3 +195,20 @@ def test_families_answer_is_checked_per_model(capsys):
     answer = dict(SOLUTIONS["00.1"], CoCa="contrastive")
     assert "1 of 14 misplaced, e.g. CoCa" in verdict("00.1", answer, capsys)
     assert Counter(SOLUTIONS["00.1"].values())["pretrained backbones"] == 5
+
+
+def test_learner_code_covers_closures_and_own_classes_not_libraries():
+    from vlm_primer.exercises import _learner_code
+
+    def outer():
+        return lambda: 1 / 0
+
+    assert outer().__code__ in _learner_code(outer)  # a closure the answer returns is the learner's
+
+    class Mine(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    codes = _learner_code(Mine())
+    assert Mine.forward.__code__ in codes and torch.nn.Module.__call__.__code__ not in codes
+    assert _learner_code(torch.zeros(2)) == set()

@@ -122,6 +122,8 @@ def test_mae_loss_is_on_hidden_patches_only_and_bad_input_is_named():
         MAEConfig.from_preset("tiny", encoder=dict(MAEConfig.PRESETS["tiny"]["encoder"], pos_emb="learned"))
     with pytest.raises(ValueError, match="mask_ratio=0 hides no patch"):  # the loss would be 0 / 0
         MAEConfig.from_preset("tiny", mask_ratio=0.0)
+    with pytest.raises(ValueError, match="MAE rebuilds every pixel from patches: image_size=50 must be"):
+        MAEConfig.from_preset("tiny", encoder=dict(MAEConfig.PRESETS["tiny"]["encoder"], image_size=50))
 
 
 def test_mae_learns_to_reconstruct():

@@ -83,3 +83,5 @@ def test_bad_input_is_named():
         model(pixels, ids + 1000)
     with pytest.raises(ValueError, match="bidirectional"):
         MaskVLMConfig.from_preset("tiny", text=dict(MaskVLMConfig.PRESETS["tiny"]["text"], causal=True))
+    with pytest.raises(ValueError, match="MaskVLM rebuilds every pixel.*image_size=50 must be a multiple of patch_size"):
+        MaskVLMConfig.from_preset("tiny", image=dict(MaskVLMConfig.PRESETS["tiny"]["image"], image_size=50))

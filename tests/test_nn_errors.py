@@ -86,8 +86,9 @@ def test_unknown_presets_and_bad_configs():
             cls.from_preset("huge")
     with pytest.raises(TypeError, match="no field"):
         ViTConfig.from_preset("tiny", dimm=3)
-    with pytest.raises(ValueError, match="image_size=60 is not a multiple of patch_size=8"):
-        ViTConfig(image_size=60)
+    assert ViTConfig(image_size=60).grid == 7  # the last 4 px are not patched, as in transformers
+    with pytest.raises(ValueError, match="patch_size=80 is larger than image_size=64"):
+        ViTConfig(patch_size=80)
     with pytest.raises(ValueError, match="pool must be one of.*'avg'"):
         ViTConfig(pool="avg")
     with pytest.raises(ValueError, match="pool='cls' needs cls_token=True"):

@@ -63,6 +63,19 @@ def test_round_trip_to_transformers(hf_llava):
                                    hf_llava(input_ids=ids, pixel_values=pixels).logits, atol=1e-5, rtol=1e-5)
 
 
+def test_a_head_tied_at_the_top_level_stays_tied():
+    """transformers ties the head by the composite config's flag; the Llama text config may still say False."""
+    hf = _tiny_hf("Llava", image_seq_length=16, tie_word_embeddings=True)
+    assert hf.config.tie_word_embeddings and not hf.config.text_config.tie_word_embeddings
+    assert hf.lm_head.weight.data_ptr() == hf.model.language_model.embed_tokens.weight.data_ptr()
+    lm = llava_from_hf(hf).language_model
+    assert lm.cfg.tie_embeddings and lm.lm_head.weight is lm.tok_emb.weight  # tied, not two equal copies
+    ids, pixels, _ = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(llava_from_hf(hf).eval()(ids, pixels).logits,
+                                   hf(input_ids=ids, pixel_values=pixels).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_greedy_generation_matches_transformers(hf_llava):
     ours = llava_from_hf(hf_llava).eval()
     ids, pixels, _ = _batch()

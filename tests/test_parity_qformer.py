@@ -144,6 +144,21 @@ def test_blip2_logits_loss_and_generation_match_transformers(hf_blip2):
         torch.testing.assert_close(back[k], v, msg=k)
 
 
+def test_an_opt_language_model_is_refused_before_the_tower_converts(hf_blip2, monkeypatch):
+    from transformers import Blip2Config as HFBlip2Config, Blip2ForConditionalGeneration, OPTConfig
+
+    import vlm_primer.interop.blip2 as interop
+
+    c = hf_blip2.config
+    opt = OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                    word_embed_proj_dim=16)
+    hf = Blip2ForConditionalGeneration(HFBlip2Config(vision_config=c.vision_config.to_dict(), text_config=opt.to_dict(),
+                                                     qformer_config=c.qformer_config.to_dict()))
+    monkeypatch.setattr(interop, "vit_from_hf_blip2_vision", lambda *a: pytest.fail("the tower was converted"))
+    with pytest.raises(ValueError, match="only a Llama language model is supported .* got 'opt'"):
+        interop.blip2_from_hf(hf)
+
+
 @pytest.fixture(scope="module")
 def hf_instructblip():
     from vlm_primer.backbones.blip2 import InstructBlip, InstructBlipConfig

@@ -155,9 +155,11 @@ def test_converters_are_strict():
 # --------------------------------------------------------------------------- SigLIP vision
 
 
-def test_siglip_vision_parity_and_roundtrip():
-    hf = perturb(SiglipVisionModel(SiglipVisionConfig(image_size=32, patch_size=8, **TOWER)))
-    x = torch.randn(2, 3, 32, 32)
+@pytest.mark.parametrize("size, patch", [(32, 8), (30, 8)], ids=["tiled", "remainder"])
+def test_siglip_vision_parity_and_roundtrip(size, patch):
+    """``remainder``: a patch size that does not divide the image (SigLIP so400m: 384 px, 14 px patches)."""
+    hf = perturb(SiglipVisionModel(SiglipVisionConfig(image_size=size, patch_size=patch, **TOWER)))
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         ref = hf(pixel_values=x)
         ours = vit_from_hf_siglip_vision(hf).eval()

@@ -161,8 +161,10 @@ def test_losses_refuse_non_finite_scale_and_bias():
     (dict(on_nonfinite="ignore"), ValueError, "TrainConfig.on_nonfinite must be one of ('raise', 'skip')"),
     (dict(compile="fast"), ValueError, "TrainConfig.compile must be True, False or a torch.compile mode"),
     (dict(compile=1), TypeError, "TrainConfig.compile must be"),
-    (dict(num_workers="many"), ValueError, "TrainConfig.num_workers must be an int >= 0 or 'auto', got 'many'"),
+    (dict(num_workers="many"), ValueError, "TrainConfig.num_workers must be a non-negative int or 'auto', got 'many'"),
     (dict(num_workers=-1), ValueError, "TrainConfig.num_workers must be"),
+    (dict(max_steps=10**400), ValueError, "TrainConfig.max_steps must be a positive int"),  # beyond any float
+    (dict(num_workers=1.5), TypeError, "TrainConfig.num_workers must be a non-negative int or 'auto', got 1.5"),
 ])
 def test_train_config_names_the_field_and_the_type(kw, error, message):
     with pytest.raises(error) as info:

@@ -171,6 +171,14 @@ def test_datasets_are_deterministic_and_honour_held_out_pairs(tmp_path):
     with pytest.raises(FileExistsError):
         export_webdataset(ShapesVQADataset("val", 5), tmp_path / "vqa")
 
+    class Counted(ShapesVQADataset):
+        def __getitem__(self, i):
+            calls.append(i)
+            return super().__getitem__(i)
+
+    calls = []
+    export_webdataset(Counted("val", 3), tmp_path / "counted")
+    assert calls == [0, 1, 2]  # each scene rendered once, the first one included
 
 
 

@@ -176,8 +176,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             trainer = Trainer(job.model, job.train_data, config, eval_fn=job.eval_fn, collate_fn=job.collate_fn)
             trainer.start()  # resume, or refuse a folder that already holds a run
         except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
-            hint = f" (the --set values: {options})" if "invalid literal" in str(e) or "could not convert" in str(e) else ""
-            build_parser().error(f"{e}{hint}")
+            build_parser().error(str(e))
         history = trainer.fit()
         if D.is_main_process() and history:
             last = history[-1]

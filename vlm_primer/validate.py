@@ -28,6 +28,7 @@ import dataclasses
 import math
 import numbers
 import os
+import sys
 import types
 import typing
 from typing import Any, Iterator, Sequence
@@ -294,6 +295,8 @@ def _describe(hint: Any, bound: str | None) -> str:
         return " or ".join(_describe(h, bound) for h in typing.get_args(hint))
     if hint is type(None):
         return "None"
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
     if hint is bool:
         return "True or False"
     if hint in (int, float):
@@ -331,6 +334,9 @@ def _coerce(value: Any, hint: Any, bound: str | None, values: bool = True) -> tu
         return False, None
     if hint is type(None):
         return value is None, None
+    if origin is typing.Literal:  # the right type with another value is a ValueError, not a TypeError
+        args = typing.get_args(hint)
+        return any(type(value) is type(a) and (not values or value == a) for a in args), value
     if hint is bool:
         return isinstance(value, (bool, np.bool_)), bool(value) if isinstance(value, (bool, np.bool_)) else None
     if hint in (int, float):
@@ -342,7 +348,9 @@ def _coerce(value: Any, hint: Any, bound: str | None, values: bool = True) -> tu
             return False, None
         if not values:
             return True, value
-        if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # an int is finite, if huge
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+            return False, None
+        if isinstance(value, numbers.Integral) and abs(value) > sys.float_info.max:  # schedules and bars use floats
             return False, None
         value = hint(value)
         return (bound is None or _in_bound(value, bound)), value

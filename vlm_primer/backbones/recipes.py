@@ -58,16 +58,16 @@ def _model(args: RecipeArgs) -> tuple[Llava, object]:
 @register_recipe("llava", help="LLaVA stage 1 (connector on captions) or 2 (instruction tuning) (chapter 05)")
 def llava_recipe(args: RecipeArgs) -> TrainJob:
     _check_options(args, OPTIONS)
-    stage = int(args.options.get("stage", 1))
+    stage = args.option("stage", 1)
     model, transform = _model(args)
     _init(model, args.options.get("init"))
-    model.set_stage(stage, train_vision=args.options.get("train_vision", "0") in ("1", "true", "yes"))
+    model.set_stage(stage, train_vision=args.option("train_vision", False))
     kind = args.options.get("data", "caption" if stage == 1 else "mix")
     from vlm_primer.world import WorldConfig
 
     world = TINY_WORLD if args.preset == "tiny" else WorldConfig.from_preset(
         args.preset, image_size=model.cfg.vision.image_size).to_dict()
-    data = stage_data(kind, model, transform, size=int(args.options.get("train_size", 50_000)), seed=args.seed,
+    data = stage_data(kind, model, transform, size=args.option("train_size", 50_000), seed=args.seed,
                       world=world)
     train = TrainConfig.from_preset(args.preset, lr=LR.get(stage, 1e-3), weight_decay=0.0)
     if args.batch_size is not None:
@@ -90,7 +90,7 @@ def blip2_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
     _check_options(args, BLIP2_OPTIONS)
-    stage = int(args.options.get("stage", 1))
+    stage = args.option("stage", 1)
     if stage not in (1, 2):
         raise ValueError(f"BLIP-2 has stages 1 and 2, got --stage {stage}")
     if args.preset == "tiny":
@@ -106,7 +106,7 @@ def blip2_recipe(args: RecipeArgs) -> TrainJob:
     _init(stage1 if stage == 1 else model, args.options.get("init"))
     world = WorldConfig(**TINY_WORLD) if args.preset == "tiny" else WorldConfig.from_preset(
         args.preset, image_size=model.cfg.vision.image_size)
-    size = int(args.options.get("train_size", 50_000))
+    size = args.option("train_size", 50_000)
     train = TrainConfig.from_preset(args.preset, lr=1e-4 if stage == 1 else LR[1], weight_decay=0.05 * (stage == 1))
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)
@@ -114,7 +114,7 @@ def blip2_recipe(args: RecipeArgs) -> TrainJob:
         data = ShapesCaptionDataset("train", size, world, seed=args.seed, num_objects=TINY_OBJECTS, statements=False,
                                     num_paraphrases=1, transform=transform)
         return TrainJob(stage1, data, train, collate_fn=caption_pairs_collate())
-    model.set_stage(2, train_qformer=bool(int(args.options.get("train_qformer", 1))))
+    model.set_stage(2, train_qformer=args.option("train_qformer", True))
     data = stage_data(args.options.get("data", "caption"), model, transform, size=size, seed=args.seed,
                       world=world.to_dict())
     return TrainJob(model, data, train, collate_fn=llava_collate(model.cfg.text.pad_token_id))
@@ -143,7 +143,7 @@ def flamingo_recipe(args: RecipeArgs) -> TrainJob:
     world = TINY_WORLD if args.preset == "tiny" else WorldConfig.from_preset(
         args.preset, image_size=model.cfg.vision.image_size).to_dict()
     data = stage_data(args.options.get("data", "vqa"), model, transform,
-                      size=int(args.options.get("train_size", 50_000)), seed=args.seed, world=world)
+                      size=args.option("train_size", 50_000), seed=args.seed, world=world)
     train = TrainConfig.from_preset(args.preset, lr=LR[1], weight_decay=0.0)
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)

@@ -102,16 +102,16 @@ def _job(args: RecipeArgs, model: nn.Module, max_lr: float = 1.0, known: tuple[s
         train = train.replace(batch_size=args.batch_size)
     world = WorldConfig.from_preset(args.preset, image_size=cfg.vision.image_size)
     kind = args.options.get("caption_kind", "objects")
-    eval_items = [ShapesCaptionDataset("val", int(args.options.get("eval_size", 256)), world, seed=args.seed,
+    eval_items = [ShapesCaptionDataset("val", args.option("eval_size", 256), world, seed=args.seed,
                                        caption_kind=kind, statements=False)[i]
-                  for i in range(int(args.options.get("eval_size", 256)))]
+                  for i in range(args.option("eval_size", 256))]
     eval_fn = retrieval_eval(collate(eval_items))
     if args.shards:
         from vlm_primer.training.shards import shard_loader
 
         data = shard_loader(args.shards, train.batch_size, collate, seed=args.seed, num_workers=args.num_workers)
         return TrainJob(model, data, train, eval_fn=eval_fn)
-    data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)), world, seed=args.seed,
+    data = ShapesCaptionDataset("train", args.option("train_size", 50_000), world, seed=args.seed,
                                 caption_kind=kind, statements=False)
     return TrainJob(model, data, train, collate_fn=collate, eval_fn=eval_fn)
 

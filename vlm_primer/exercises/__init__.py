@@ -55,6 +55,44 @@ def _returning(fn: Callable) -> Callable:
     return answer
 
 
+def _learner_code(answer: Any, depth: int = 0) -> set:
+    """The code objects the learner wrote in ``answer``: a function's, or the methods of their own class."""
+    if isinstance(answer, functools.partial) and depth < 3:
+        return _learner_code(answer.func, depth + 1)
+    if inspect.isfunction(answer) or inspect.ismethod(answer):
+        return _nested({inspect.unwrap(getattr(answer, "__func__", answer)).__code__})
+    codes = set()
+    for cls in (answer if isinstance(answer, type) else type(answer)).__mro__:
+        if cls.__module__.split(".")[0] in ("builtins", "torch", "numpy", "vlm_primer"):
+            continue  # a library's class: not what the learner wrote
+        for attr in vars(cls).values():
+            fn = getattr(attr, "__func__", getattr(attr, "fget", attr))
+            if inspect.isfunction(fn):
+                codes.add(fn.__code__)
+    return _nested(codes)
+
+
+def _nested(codes: set) -> set:
+    """``codes`` and every function or lambda defined inside them (a closure the answer returns)."""
+    todo, seen = list(codes), set()
+    while todo:
+        code = todo.pop()
+        if code not in seen:
+            seen.add(code)
+            todo.extend(c for c in code.co_consts if inspect.iscode(c))
+    return seen
+
+
+def _raised_in(error: BaseException, codes: set) -> bool:
+    """Whether ``error`` passed through one of ``codes`` (the learner's own code) on its way up."""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def check(id: str, answer: Any, quiet: bool = False) -> bool:
     """Check ``answer`` to exercise ``id``; print a one-line verdict and return whether it passed."""
     if not isinstance(id, str):
@@ -69,8 +107,12 @@ def check(id: str, answer: Any, quiet: bool = False) -> bool:
         verdict, ok = "not attempted yet: write your answer, then run this check again", False
     except Wrong as e:
         verdict, ok = f"not yet: {e}", False
-    except Exception as e:  # noqa: BLE001 - the learner's code failed: say how, briefly
-        verdict, ok = f"your answer raised {type(e).__name__}: {e}", False
+    except Exception as e:  # noqa: BLE001 - say how, briefly, and whose code it was
+        if _raised_in(e, _learner_code(answer)):
+            verdict, ok = f"your answer raised {type(e).__name__}: {e}", False
+        else:
+            verdict, ok = (f"the check could not use what your answer gave ({type(e).__name__}: {e}); "
+                           "look at its type and shape"), False
     else:
         verdict, ok = "correct" + (f" ({note})" if note else ""), True
     if not quiet:
@@ -78,12 +120,18 @@ def check(id: str, answer: Any, quiet: bool = False) -> bool:
     return ok
 
 
+def number(x: Any, what: str) -> float:
+    """``x`` as a ``float``, or :class:`Wrong` naming ``what`` when it is not one number (a string, a list, ...)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError, RuntimeError):
+        shape = f" of shape {tuple(x.shape)}" if hasattr(x, "shape") else ""
+        raise Wrong(f"{what} should be one number, got {type(x).__name__}{shape}") from None
+
+
 def whole(x: Any, what: str) -> int:
     """``x`` as an ``int``, or :class:`Wrong` naming ``what`` when it is not a number or not a whole one."""
-    try:
-        value = float(x)
-    except (TypeError, ValueError, RuntimeError):
-        raise Wrong(f"{what} should be a number, got {type(x).__name__}") from None
+    value = number(x, what)
     if not value.is_integer():
         raise Wrong(f"{what} is a whole number, got {x!r}")
     return int(x) if isinstance(x, int) else int(value)
@@ -103,4 +151,4 @@ def close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
 
 from vlm_primer.exercises import ch00, ch01, ch02, ch03, ch04, ch04b, ch05, ch05b, ch06, ch06b, ch07, ch08  # noqa: E402,F401  (registers the exercises)
 
-__all__ = ["EXERCISES", "Exercise", "Wrong", "check", "close", "exercise", "whole"]
+__all__ = ["EXERCISES", "Exercise", "Wrong", "check", "close", "exercise", "number", "whole"]

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vlm_primer.exercises import Wrong, close, exercise
+from vlm_primer.exercises import Wrong, close, exercise, number
 
 
 def _pairs(n: int = 6, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,18 +73,18 @@ def siglip(fn) -> None:
 @exercise("02.3", "Where SigLIP's bias -10 comes from")
 def siglip_bias(fn) -> str:
     for n in (2, 16, 512, 32768):
-        b = float(fn(n))
+        b = number(fn(n), "b₀")
         p = 1 / (1 + math.exp(-b))
         if abs(p - 1 / n) > 2 / n**2:
             raise Wrong(f"for a batch of {n} the initial P(match) = σ(b) should be about 1/{n}, got {p:.3g}")
-    return (f"for the paper's batch of 32,768 your b₀ = {float(fn(32768)):.2f}, close to the -10 the paper "
+    return (f"for the paper's batch of 32,768 your b₀ = {number(fn(32768), 'b₀'):.2f}, close to the -10 the paper "
             "initialises with")
 
 
 @exercise("02.4", "The CLIP loss of a model that knows nothing")
 def chance_loss(fn) -> None:
     for n in (2, 8, 100):
-        got = float(fn(n))
+        got = number(fn(n), "the loss")
         if abs(got - math.log2(n)) < 1e-9 and n != 1:
             raise Wrong("that is log base 2: cross-entropy uses the natural log")
         if abs(got - math.log(n)) > 1e-6:
@@ -94,13 +94,13 @@ def chance_loss(fn) -> None:
 @exercise("02.5", "How many false negatives does a random batch hold?")
 def expected_repeats(fn) -> str:
     for b, k in ((32, 42), (8, 42), (128, 42), (5, 1000)):
-        got = float(fn(b, k))
+        got = number(fn(b, k), "the expected repeats")
         distinct = k * (1 - (1 - 1 / k) ** b)
         if abs(got - distinct) < 1e-6:
             raise Wrong("that is the expected number of *distinct* compositions; the question asks for the repeats")
         if abs(got - (b - distinct)) > 1e-6:
             raise Wrong(f"batch {b} from {k} equally likely compositions: the expectation is off")
-    return f"batch 32 from 42 compositions: {float(fn(32, 42)):.1f} repeats on average"
+    return f"batch 32 from 42 compositions: {number(fn(32, 42), 'the expected repeats'):.1f} repeats on average"
 
 
 @exercise("02.6", "Recall@1, image to text")
@@ -111,7 +111,7 @@ def recall_at_1(fn) -> None:
     sim = 0.1 * torch.randn(7, 7, generator=g) + 2 * torch.eye(7)
     sim[1, 4], sim[4, 4] = 9.0, 10.0  # image 1's best caption is 4 (an image->text miss); caption 4 still finds image 4
     want = round(recall_at_k(sim, ks=1)["i2t_R@1"] * 7) / 7  # 6/7 exactly; a float32 answer is within 1e-7
-    got = float(fn(sim))
+    got = number(fn(sim), "Recall@1")
     if abs(got - recall_at_k(sim, ks=1)["t2i_R@1"]) < 1e-9 and abs(got - want) > 1e-9:
         raise Wrong("that is text→image: rank the captions (columns) of each image (row)")
     if abs(got - 7 * want) < 1e-9:

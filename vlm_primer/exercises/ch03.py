@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
+from vlm_primer.exercises import Wrong, close, exercise, number
 
 
 @exercise("03.1", "MAE's kept patches")
@@ -71,7 +71,7 @@ def code_entropy(fn) -> None:
     cases = [(torch.tensor([0, 0, 1, 1]), 2, 1.0), (torch.tensor([3, 3, 3, 3]), 4, 0.0),
              (torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), 4, 2.0), (torch.tensor([0, 0, 0, 1]), 2, None)]
     for ids, k, want in cases:
-        got = float(fn(ids.clone(), k))
+        got = number(fn(ids.clone(), k), "the rate")
         if want is None:
             want = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
         if abs(got - want * math.log(2)) < 1e-6 and want:
@@ -88,7 +88,7 @@ def mlm_accuracy(fn) -> None:
     labels = torch.tensor([[-100, 2, -100, 4], [1, -100, -100, -100]])
     for b, t, c in ((0, 1, 2), (0, 3, 0), (1, 0, 1), (0, 0, 3), (1, 2, 3)):
         logits[b, t, c] = 5.0
-    got = float(fn(logits.clone(), labels.clone()))
+    got = number(fn(logits.clone(), labels.clone()), "the accuracy")
     if abs(got - 0.25) < 1e-6:
         raise Wrong("score only the masked positions (labels != -100): the others are not predictions")
     if abs(got - 2 / 3) > 1e-6:
@@ -96,5 +96,5 @@ def mlm_accuracy(fn) -> None:
     # a second case: a masked word whose id is 0 (a real token, not "unmasked"), 1 of 4 right
     logits2, labels2 = torch.zeros(1, 5, 3), torch.tensor([[0, -100, 2, 1, 0]])
     logits2[0, :, 1] = 5.0
-    if abs(float(fn(logits2, labels2)) - 0.25) > 1e-6:
+    if abs(number(fn(logits2, labels2), "the accuracy") - 0.25) > 1e-6:
         raise Wrong("every position whose label is not -100 is scored, label 0 included")

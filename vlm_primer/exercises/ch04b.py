@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
+from vlm_primer.exercises import Wrong, close, exercise, number
 
 
 @exercise("04b.1", "Codebook perplexity")
@@ -15,7 +15,7 @@ def perplexity(fn) -> None:
     cases = [(torch.tensor([0, 1, 2, 3]), 4, 4.0), (torch.tensor([5, 5, 5]), 8, 1.0),
              (torch.tensor([0, 0, 0, 1]), 2, math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))]
     for ids, k, want in cases:
-        got = float(fn(ids.clone(), k))
+        got = number(fn(ids.clone(), k), "the perplexity")
         if math.isnan(got):
             raise Wrong("codes that are never used have p = 0 and contribute nothing (0 log 0 = 0)")
         ent = math.log(want)

@@ -6,7 +6,7 @@ import collections
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise, whole
+from vlm_primer.exercises import Wrong, close, exercise, number, whole
 
 
 @exercise("05.1", "Splice image features into the text embeddings")
@@ -79,18 +79,18 @@ def fact_f1(fn) -> None:
     C = collections.Counter
     a = C({("object", "red", "circle"): 2, ("number", "two"): 1})
     b = C({("object", "red", "circle"): 1, ("number", "two"): 1, ("place", "top"): 1})
-    if abs(float(fn(C(), C())) - 1.0) > 1e-9:
+    if abs(number(fn(C(), C()), "F1") - 1.0) > 1e-9:
         raise Wrong("two answers that state no fact agree: F1 = 1")
-    if abs(float(fn(a, C()))) > 1e-9:
+    if abs(number(fn(a, C()), "F1")) > 1e-9:
         raise Wrong("nothing in common: F1 = 0")
-    got = float(fn(a, b))
+    got = number(fn(a, b), "F1")
     if abs(got - 0.8) < 1e-9:  # sets: precision 2/2, recall 2/3
         raise Wrong("a fact stated twice counts twice: count the multiset intersection (min of the counts)")
     p, r = 2 / 3, 2 / 3  # shared = min(2, 1) + 1 = 2 of 3 facts on each side
     if abs(got - 2 * p * r / (p + r)) > 1e-9:
         raise Wrong("precision = shared / facts of a, recall = shared / facts of b, F1 their harmonic mean")
     one, three = C({"x": 1}), C({"x": 1, "y": 1, "z": 1})  # precision 1, recall 1/3: F1 = 0.5
-    if abs(float(fn(one, three)) - 0.5) > 1e-9 or abs(float(fn(three, one)) - 0.5) > 1e-9:
+    if abs(number(fn(one, three), "F1") - 0.5) > 1e-9 or abs(number(fn(three, one), "F1") - 0.5) > 1e-9:
         raise Wrong("when precision and recall differ, F1 is their harmonic mean 2PR / (P + R)")
 
 

@@ -7,14 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
-
-
-def _number(x, what: str) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise Wrong(f"{what} should be a number, got {type(x).__name__}") from None
+from vlm_primer.exercises import Wrong, close, exercise, number
 
 
 def _bools(x, n: int, what: str) -> list[bool]:
@@ -90,7 +83,7 @@ def train_flops(fn) -> None:
     for params, tokens, layers, width in ((1e6, 64, 2, 64), (8.6e7, 197, 12, 768)):
         batch = 32
         forward = 2 * params * tokens * batch + 4 * layers * tokens ** 2 * width * batch
-        got = _number(fn(params, tokens, layers, width, batch), "the FLOPs")
+        got = number(fn(params, tokens, layers, width, batch), "the FLOPs")
         if abs(got - 6 * params * tokens * batch) / (6 * params * tokens * batch) < 1e-9:
             raise Wrong("6·N·D leaves attention out: add 2·2·layers·s²·width per sample for a forward pass, "
                         "then count the training step")
@@ -102,7 +95,7 @@ def train_flops(fn) -> None:
 
 @exercise("06.6", "GPU-hours")
 def gpu_hours(fn) -> None:
-    got = _number(fn(3.6e21, 312.0, 0.4), "the GPU-hours")
+    got = number(fn(3.6e21, 312.0, 0.4), "the GPU-hours")
     want = 3.6e21 / (312e12 * 0.4) / 3600
     if abs(got - want * 0.4 * 0.4) / want < 1e-6 or abs(got - 3.6e21 / (312e12 / 0.4) / 3600) / want < 1e-6:
         raise Wrong("the GPU delivers peak × MFU FLOP/s: divide the FLOPs by that")

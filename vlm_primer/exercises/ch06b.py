@@ -7,14 +7,7 @@ import math
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
-
-
-def _number(x, what: str) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise Wrong(f"{what} should be a number, got {type(x).__name__}") from None
+from vlm_primer.exercises import Wrong, close, exercise, number
 
 
 @exercise("06b.1", "Generalized IoU of two boxes")
@@ -24,7 +17,7 @@ def giou(fn) -> None:
              ((0, 0, 1, 1), (0, 0, 1, 1), 1.0, 1.0), ((0, 0, 4, 4), (1, 1, 2, 2), 1 / 16, 1 / 16),
              ((0, 0, 1, 1), (2, 2, 3, 3), 0.0, -7 / 9), ((0, 0, 1, 1), (2, 0.5, 3, 2), 0.0, -7 / 12))  # apart on both axes
     for a, b, iou, want in cases:
-        got = _number(fn(tuple(map(float, a)), tuple(map(float, b))), "GIoU")
+        got = number(fn(tuple(map(float, a)), tuple(map(float, b))), "GIoU")
         if abs(got - iou) < 1e-9 and abs(iou - want) > 1e-9:
             raise Wrong("that is the IoU: subtract (|C| - |A ∪ B|) / |C|, C the smallest box enclosing both")
         if abs(got - want) > 1e-6:
@@ -61,14 +54,14 @@ def dpo(fn) -> None:
         margin = beta * ((pc - rc) - (pr - rr))
         want = -torch.nn.functional.logsigmoid(margin).mean()
         got = fn(pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
-        got = _number(got.mean() if isinstance(got, torch.Tensor) else got, "the loss")
+        got = number(got.mean() if isinstance(got, torch.Tensor) else got, "the loss")
         if abs(got - float(-torch.nn.functional.logsigmoid(-margin).mean())) < 1e-9:
             raise Wrong("the sign is flipped: the loss should fall as the chosen answer gains on the rejected one")
         if abs(got - float(-torch.nn.functional.logsigmoid(margin / beta).mean())) < 1e-9:
             raise Wrong("multiply the log-ratio difference by beta")
         if abs(got - float(want)) > 1e-6:
             raise Wrong("-log σ(β [(log π(y_c) - log π_ref(y_c)) - (log π(y_r) - log π_ref(y_r))]), averaged")
-    if abs(_number(fn(pc, pr, pc, pr, 0.1), "the loss") - math.log(2)) > 1e-6:
+    if abs(number(fn(pc, pr, pc, pr, 0.1), "the loss") - math.log(2)) > 1e-6:
         raise Wrong("with policy = reference every reward is zero and the loss is log 2")
 
 

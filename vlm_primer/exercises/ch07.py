@@ -6,14 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise
-
-
-def _number(x, what: str) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise Wrong(f"{what} should be a number, got {type(x).__name__}") from None
+from vlm_primer.exercises import Wrong, close, exercise, number
 
 
 @exercise("07.1", "VQA accuracy")
@@ -21,7 +14,7 @@ def vqa_acc(fn) -> None:
     cases = [("red", ["red"] * 10, 1.0), ("red", ["red"] * 2 + ["blue"] * 8, 0.6), ("red", ["red"] * 3 + ["blue"] * 7,
              0.9), ("red", ["blue"] * 10, 0.0), ("red", ["red"] + ["blue"] * 9, 0.3)]
     for pred, answers, want in cases:
-        got = _number(fn(pred, list(answers)), "the accuracy")
+        got = number(fn(pred, list(answers)), "the accuracy")
         k = answers.count(pred)
         if abs(got - min(k / 3, 1)) < 1e-9 and abs(want - min(k / 3, 1)) > 1e-9:
             raise Wrong("min(#matches / 3, 1) over all ten is not the official score: average it over the ten "
@@ -97,14 +90,14 @@ def pope(fn) -> None:
 def chair_i(fn) -> None:
     mentions = [["circle", "square"], ["star"], ["circle"], ["circle", "circle", "hexagon"]]
     present = [{"circle"}, {"star", "square"}, {"circle"}, {"hexagon"}]
-    got = _number(fn([list(m) for m in mentions], [set(p) for p in present]), "CHAIR_i")
+    got = number(fn([list(m) for m in mentions], [set(p) for p in present]), "CHAIR_i")
     if abs(got - 2 / 4) < 1e-9:
         raise Wrong("that is CHAIR_s (captions with a hallucination): CHAIR_i counts mentions")
     if abs(got - 2 / 6) < 1e-9:
         raise Wrong("a caption that names a missing circle twice hallucinates twice: count every mention")
     if abs(got - 3 / 7) > 1e-9:
         raise Wrong("hallucinated mentions / all mentions over the whole corpus")
-    if _number(fn([[]], [{"circle"}]), "CHAIR_i") != 0:
+    if number(fn([[]], [{"circle"}]), "CHAIR_i") != 0:
         raise Wrong("with no mention at all, CHAIR_i is 0")
 
 
@@ -115,7 +108,7 @@ def weat_d(fn) -> None:
     g = np.random.default_rng(2)
     X, Y, A, B = (g.normal(size=(n, 5)) + shift for n, shift in ((6, 0.5), (6, -0.5), (4, 1.0), (4, -1.0)))
     want = weat_effect_size(X, Y, A, B)
-    got = _number(fn(X.copy(), Y.copy(), A.copy(), B.copy()), "the effect size")
+    got = number(fn(X.copy(), Y.copy(), A.copy(), B.copy()), "the effect size")
     if abs(got + want) < 1e-6:
         raise Wrong("the sign is flipped: s(w) = mean cos(w, A) - mean cos(w, B), and X comes first")
     if abs(got - want) > 1e-6:

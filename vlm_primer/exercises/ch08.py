@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from vlm_primer.exercises import Wrong, close, exercise, whole
+from vlm_primer.exercises import Wrong, close, exercise, number, whole
 
 
 @exercise("08.1", "Evenly spaced frames")
@@ -32,12 +32,10 @@ def single_frame_ceiling(fn) -> None:
     cases = ((["left", "up"], ["right", "up"], 0.75), (["a", "b", "c"], ["a", "b", "c"], 1.0),
              (["left"], ["right"], 0.5), (["x", "y", "x", "x"], ["z", "y", "w", "x"], 0.75))
     for answers, reversed_answers, want in cases:
-        got = fn(answers, reversed_answers)
-        if isinstance(got, torch.Tensor):
-            got = got.item()
-        if abs(float(got) - 0.5) < 1e-9 and want == 1.0:
+        got = number(fn(answers, reversed_answers), "the ceiling")
+        if abs(got - 0.5) < 1e-9 and want == 1.0:
             raise Wrong("when a clip and its reversal have the same answer, one frame can get both right")
-        if abs(float(got) - want) > 1e-9:
+        if abs(got - want) > 1e-9:
             raise Wrong("per pair: both right when the two answers agree, at most one of two when they differ; "
                         "average over the pairs")
 

@@ -63,7 +63,7 @@ def _job(args: RecipeArgs, model: nn.Module, lr: float) -> TrainJob:
         data = shard_loader(args.shards, train.batch_size, shard_collate, seed=args.seed, num_workers=args.num_workers)
         return TrainJob(model, data, train)
     world = WorldConfig.from_preset(args.preset, image_size=image_size)
-    data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)), world, seed=args.seed,
+    data = ShapesCaptionDataset("train", args.option("train_size", 50_000), world, seed=args.seed,
                                 caption_kind=args.options.get("caption_kind", "objects"), statements=False)
     return TrainJob(model, data, train, collate_fn=collate)
 
@@ -71,8 +71,7 @@ def _job(args: RecipeArgs, model: nn.Module, lr: float) -> TrainJob:
 @register_recipe("blip", help="BLIP (ViT + MED: ITC, ITM with hard negatives, LM) on Shapes World (chapter 04)")
 def blip_recipe(args: RecipeArgs) -> TrainJob:
     cfg = shapes_vocab(BlipConfig.from_preset(args.preset))
-    if "distill" in args.options:
-        cfg = cfg.replace(distill=bool(int(args.options["distill"])))
+    cfg = cfg.replace(distill=args.option("distill", cfg.distill))
     return _job(args, Blip(cfg), lr=5e-4 if args.preset == "tiny" else 3e-4)
 
 

@@ -127,7 +127,7 @@ def _job(args: RecipeArgs, model: nn.Module, image_size: int, lr: float, collate
     train = TrainConfig.from_preset(args.preset, lr=lr, weight_decay=weight_decay)
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)
-    data = shapes_t2i("train", int(args.options.get("train_size", 50_000)), image_size, seed=args.seed)
+    data = shapes_t2i("train", args.option("train_size", 50_000), image_size, seed=args.seed)
     return TrainJob(model, data, train, collate_fn=collate)
 
 

@@ -204,6 +204,10 @@ def blip2_from_hf(hf_model: nn.Module) -> Blip2:
     """Our :class:`Blip2` with the weights of a ``transformers`` ``Blip2ForConditionalGeneration`` whose LM is
     a Llama (``LlamaForCausalLM``); from an ``InstructBlipForConditionalGeneration``, our :class:`InstructBlip`."""
     hf_config = hf_model.config
+    lm = getattr(hf_config.text_config, "model_type", None)
+    if lm != "llama":  # refused before the (large) vision tower is converted
+        raise ValueError(f"only a Llama language model is supported (text_config.model_type 'llama'), got {lm!r}: "
+                         "the OPT and Flan-T5 checkpoints of BLIP-2 / InstructBLIP do not convert")
     instruct = _is_instruct(hf_config)
     sd = state_dict_of(hf_model)
     stray = sorted(k for k in sd if not k.startswith(_PARTS))

@@ -8,6 +8,7 @@ our MLP connector's ``fc1``/``fc2``. A real checkpoint (``llava-hf/llava-1.5-7b-
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -29,6 +30,14 @@ def _part(sd: dict[str, torch.Tensor], prefix: str, new_prefix: str = "") -> dic
     return {new_prefix + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
+def _text_config(hf_config: Any) -> Any:
+    """The Llama config as the composite model uses it: the head is tied by the top-level
+    ``tie_word_embeddings`` (``transformers`` copies a tied text config's flag up, never down)."""
+    text = copy.copy(hf_config.text_config)
+    text.tie_word_embeddings = bool(getattr(hf_config, "tie_word_embeddings", text.tie_word_embeddings))
+    return text
+
+
 def llava_config_from_hf(hf_config: Any) -> LlavaConfig:
     """``transformers.LlavaConfig`` -> :class:`LlavaConfig` (CLIP vision tower, Llama text, MLP projector);
     a ``LlavaNextConfig`` (it has ``image_grid_pinpoints``) -> :class:`LlavaNextConfig`."""
@@ -46,7 +55,7 @@ def llava_config_from_hf(hf_config: Any) -> LlavaConfig:
     pinpoints = getattr(hf_config, "image_grid_pinpoints", None)
     cls, extra = (LlavaConfig, {}) if pinpoints is None else (LlavaNextConfig, {"grid_pinpoints": pinpoints})
     return cls(vision=vit_config_from_hf_clip_vision(hf_config.vision_config),
-                       text=decoder_config_from_hf_llama(hf_config.text_config), connector="mlp",
+                       text=decoder_config_from_hf_llama(_text_config(hf_config)), connector="mlp",
                        connector_act=hf_act_to_ours(hf_config.projector_hidden_act), select_layer=layer,
                        select_feature=_STRATEGY[hf_config.vision_feature_select_strategy],
                        image_token_id=hf_config.image_token_index, **extra)
@@ -61,7 +70,7 @@ def llava_from_hf(hf_model: nn.Module) -> Llava:
     text_sd = _part(sd, LANGUAGE, "model.")
     if "lm_head.weight" in sd:
         text_sd["lm_head.weight"] = sd["lm_head.weight"]
-    text = decoder_from_hf_llama(text_sd, hf_model.config.text_config)
+    text = decoder_from_hf_llama(text_sd, _text_config(hf_model.config))
     src = StrictSource(_part(sd, PROJECTOR), "LLaVA projector")
     connector = {f"{ours}.{p}": src[f"{theirs}.{p}"] for ours, theirs in (("fc1", "linear_1"), ("fc2", "linear_2"))
                  for p in ("weight", "bias")}

@@ -60,6 +60,7 @@ class MAEConfig(PresetConfig):
     def validate(self) -> None:
         self.coerce_parts(encoder=ViTConfig)
         enc = self.encoder
+        enc.check_whole_patches("MAE")
         if not enc.cls_token or enc.pos_emb != "sincos" or enc.pool != "none" or enc.final_norm_on != "tokens":
             raise ValueError(f"MAE's encoder is a ViT with {MAE_VIT}; got cls_token={enc.cls_token}, "
                              f"pos_emb={enc.pos_emb!r}, pool={enc.pool!r}, final_norm_on={enc.final_norm_on!r}")

@@ -74,6 +74,7 @@ class MaskVLMConfig(PresetConfig):
 
     def validate(self) -> None:
         self.coerce_parts(image=ViTConfig, text=TextConfig)
+        self.image.check_whole_patches("MaskVLM")
         if not self.image.cls_token or self.text.causal or self.text.pool != "cls":
             raise ValueError("MaskVLM reads [CLS] tokens: the ViT needs cls_token=True and the text encoder must be "
                              "bidirectional with pool='cls'")

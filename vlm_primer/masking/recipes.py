@@ -67,8 +67,7 @@ def mae_recipe(args: RecipeArgs) -> TrainJob:
 
     _options(args, ("train_size", "mask_ratio"))
     cfg = MAEConfig.from_preset(args.preset)
-    if "mask_ratio" in args.options:
-        cfg = cfg.replace(mask_ratio=float(args.options["mask_ratio"]))
+    cfg = cfg.replace(mask_ratio=args.option("mask_ratio", cfg.mask_ratio))
     train = TrainConfig.from_preset(args.preset, betas=(0.9, 0.95), weight_decay=0.05, grad_clip=None)
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)
@@ -86,7 +85,7 @@ def mae_recipe(args: RecipeArgs) -> TrainJob:
         data = shard_loader(args.shards, train.batch_size, collate, seed=args.seed, num_workers=args.num_workers)
         return TrainJob(MAE(cfg), data, train)
     world = WorldConfig.from_preset(args.preset, image_size=cfg.encoder.image_size)
-    data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)), world, seed=args.seed,
+    data = ShapesCaptionDataset("train", args.option("train_size", 50_000), world, seed=args.seed,
                                 statements=False)
     return TrainJob(MAE(cfg), data, train, collate_fn=collate)
 
@@ -225,7 +224,7 @@ def flava_recipe(args: RecipeArgs) -> TrainJob:
     codebook = shapes_codebook(world, cfg.image.patch_size, min(cfg.codebook_size, 512), seed=args.seed)
     if codebook.k < cfg.codebook_size:
         cfg = cfg.replace(codebook_size=codebook.k)
-    data = ShapesCaptionDataset("train", int(args.options.get("train_size", 50_000)), world, seed=args.seed,
+    data = ShapesCaptionDataset("train", args.option("train_size", 50_000), world, seed=args.seed,
                                 statements=False, negatives=negatives == "hard")
     collate = flava_collate(cfg, codebook, max_length=cfg.text.context_length, seed=args.seed)
     if negatives == "hard":

@@ -63,8 +63,8 @@ class ViTConfig(PresetConfig):
         check_choice(self.pos_emb, ("learned", "sincos"), "pos_emb")
         check_choice(self.pool, ("cls", "mean", "map", "none"), "pool")
         check_choice(self.final_norm_on, ("tokens", "pooled"), "final_norm_on")
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if self.patch_size > self.image_size:
+            raise ValueError(f"patch_size={self.patch_size} is larger than image_size={self.image_size}")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
         if self.pool == "cls" and not self.cls_token:
@@ -74,7 +74,17 @@ class ViTConfig(PresetConfig):
 
     @property
     def grid(self) -> int:
+        """Patches per side. When ``patch_size`` does not divide ``image_size`` the patch convolution drops the
+        last ``image_size % patch_size`` rows and columns, as ``transformers`` does (SigLIP so400m: 384 px in
+        14 px patches, a 27 x 27 grid over the first 378 px); models that rebuild pixels refuse it
+        (:meth:`check_whole_patches`)."""
         return self.image_size // self.patch_size
+
+    def check_whole_patches(self, who: str) -> None:
+        """Raise unless the patches tile the image exactly (what MAE's and MaskVLM's pixel targets need)."""
+        if self.image_size % self.patch_size:
+            raise ValueError(f"{who} rebuilds every pixel from patches: image_size={self.image_size} must be a "
+                             f"multiple of patch_size={self.patch_size}")
 
     @property
     def num_patches(self) -> int:

@@ -48,10 +48,10 @@ def dpo_recipe(args: RecipeArgs) -> TrainJob:
     except CheckpointError:
         dpo_run = True  # a DPO run's checkpoint: its policy and the reference it was trained against
     policy.set_stage(2)
-    model = DPOModel(policy, float(args.options.get("beta", 0.1)), loss_type=args.options.get("loss", "sigmoid"))
+    model = DPOModel(policy, args.option("beta", 0.1), loss_type=args.options.get("loss", "sigmoid"))
     if dpo_run:
         _init(model, init)
-    pairs = preference_pairs(int(args.options.get("train_size", 10_000)), world, seed=args.seed)
+    pairs = preference_pairs(args.option("train_size", 10_000), world, seed=args.seed)
     collate = dpo_collate(policy.tokens_per_image, transform=transform, image_id=policy.cfg.image_token_id)
     train = TrainConfig.from_preset(args.preset, lr=TINY_LR if args.preset == "tiny" else BASE_LR, weight_decay=0.0)
     if args.batch_size is not None:

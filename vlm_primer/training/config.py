@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -63,7 +63,7 @@ class TrainConfig(PresetConfig):
     compile: bool | str = False
     find_unused_parameters: bool = False
     device: str | torch.device = "auto"
-    num_workers: int | str = "auto"
+    num_workers: int | Literal["auto"] = "auto"
     log_every: int = 10
     eval_every: int | None = None
     ckpt_dir: str | os.PathLike | None = None
@@ -96,8 +96,6 @@ class TrainConfig(PresetConfig):
         if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
             raise ValueError(f"TrainConfig.compile must be True, False or a torch.compile mode {COMPILE_MODES}, "
                              f"got {self.compile!r}")
-        if isinstance(self.num_workers, str) and self.num_workers != "auto":
-            raise ValueError(f"TrainConfig.num_workers must be an int >= 0 or 'auto', got {self.num_workers!r}")
         self.device = str(check_device(self.device, "TrainConfig.device"))
         if self.ckpt_dir is not None:
             self.ckpt_dir = os.fspath(self.ckpt_dir)

@@ -63,6 +63,25 @@ class RecipeArgs:
     options: dict[str, str] = dataclasses.field(default_factory=dict)
     grad_accum: int | None = None   # micro-batches per optimizer step (a recipe that scales its lr reads it)
 
+    def option(self, key: str, default: Any) -> Any:
+        """``--set key=value`` as the type of ``default`` (``int``, ``float``, ``bool`` or ``str``), or ``default``
+        when not given; a value that does not parse is a ``ValueError`` naming the option."""
+        if key not in self.options:
+            return default
+        text = self.options[key]
+        if isinstance(default, bool):
+            words = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+            if text.lower() not in words:
+                raise ValueError(f"--set {key}={text}: expected 1/0, true/false or yes/no")
+            return words[text.lower()]
+        if isinstance(default, (int, float)):
+            try:
+                return type(default)(text)
+            except ValueError:
+                kind = "a whole number" if isinstance(default, int) else "a number"
+                raise ValueError(f"--set {key}={text}: expected {kind} (default {default})") from None
+        return text
+
 
 @dataclasses.dataclass
 class TrainJob:

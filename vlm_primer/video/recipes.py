@@ -143,11 +143,15 @@ def video_llava_recipe(args: RecipeArgs) -> TrainJob:
         model, transform = LlavaNextVideo(LlavaNextVideoConfig.from_preset(args.preset)), None
         world = WorldConfig.from_preset(args.preset, image_size=model.cfg.vision.image_size).to_dict()
     _init(model, args.options.get("init"))
-    counts = tuple(int(k) for k in args.options.get("frames", ",".join(map(str, FRAME_COUNTS))).split(","))
+    frames = args.options.get("frames", ",".join(map(str, FRAME_COUNTS)))
+    try:
+        counts = tuple(int(k) for k in frames.split(","))
+    except ValueError:
+        raise ValueError(f"--set frames={frames}: expected whole numbers separated by commas, e.g. 1,2,4") from None
     if max(counts) > model.cfg.num_frames or min(counts) < 1:
         raise ValueError(f"--set frames={counts}: each count must be in [1, num_frames={model.cfg.num_frames}]")
-    model.set_stage(2, train_vision=args.options.get("train_vision", "0") in ("1", "true", "yes"))
-    data = video_chat_data(int(args.options.get("train_size", 30_000)), transform, seed=args.seed,
+    model.set_stage(2, train_vision=args.option("train_vision", False))
+    data = video_chat_data(args.option("train_size", 30_000), transform, seed=args.seed,
                            num_frames=max(model.cfg.num_frames, 2), world=world)
     train = TrainConfig.from_preset(args.preset, lr=1e-3, weight_decay=0.0)
     if args.batch_size is not None:

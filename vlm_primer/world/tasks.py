@@ -141,13 +141,14 @@ def export_webdataset(dataset: SceneDataset, out_dir: str | os.PathLike, *, maxc
 
     if not isinstance(dataset, SceneDataset):
         raise TypeError(f"dataset must be a Shapes World dataset, got {type(dataset).__name__}")
-    if len(dataset) and "image" not in dataset[0]:  # checked before a shard is written
+    first = dataset[0] if len(dataset) else None  # rendered once: checked here, written below
+    if first is not None and "image" not in first:  # checked before a shard is written
         raise TypeError(f"export_webdataset writes one image per sample; {type(dataset).__name__}'s items have "
-                        f"{sorted(dataset[0])}")
+                        f"{sorted(first)}")
 
     def samples():
         for i in range(len(dataset)):
-            item = dataset[i]
+            item = first if i == 0 else dataset[i]
             text = item.get("text") or item.get("question") or item["caption"]
             meta = {k: v for k, v in item.items() if k not in ("image", "scene", "meaning", "boxes") and
                     isinstance(v, (str, int, float, list, dict))}

@@ -88,6 +88,11 @@ def recipe_hash(name: str) -> str:
     return hashlib.sha256("".join(parts).encode()).hexdigest()[:16] + ":" + name
 
 
+def _rebuild(name: str) -> str:
+    """The hint every missing, damaged or stale zoo file ends with."""
+    return f"rebuild it with `python -m vlm_primer.zoo build {name} --overwrite`"
+
+
 CARD_KEYS = frozenset({"name", "model", "config", "recipe", "command", "quality", "preprocess", "sha256", "params"})
 
 
@@ -95,13 +100,11 @@ def card(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
     """The card of a zoo model (a dict, from ``NAME.json``)."""
     path = Path(root or ZOO_DIR) / f"{_check_name(name)}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: rebuild it with "
-                                f"`python -m vlm_primer.zoo build {name} --overwrite`")
+        raise FileNotFoundError(f"{path} is missing: {_rebuild(name)}")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); rebuild it with "
-                         f"`python -m vlm_primer.zoo build {name} --overwrite`")
+        raise ValueError(f"{path} is not valid JSON ({e}); {_rebuild(name)}")
     if not isinstance(meta, dict):
         problem = "not a JSON object"
     elif CARD_KEYS - meta.keys():
@@ -110,8 +113,7 @@ def card(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
         problem = "its config or sha256 is of the wrong type"
     else:
         return meta
-    raise ValueError(f"{path} is not a complete zoo card ({problem}); rebuild it with "
-                     f"`python -m vlm_primer.zoo build {name} --overwrite`")
+    raise ValueError(f"{path} is not a complete zoo card ({problem}); {_rebuild(name)}")
 
 
 def _model_from_config(name: str, config: dict[str, Any]) -> nn.Module:
@@ -178,11 +180,9 @@ def load(name: str, root: str | os.PathLike | None = None, verify: bool = True) 
         _loaded[name] = meta["sha256"]
     path = Path(root or ZOO_DIR) / f"{name}.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: rebuild it with "
-                                f"`python -m vlm_primer.zoo build {name} --overwrite`")
+        raise FileNotFoundError(f"{path} is missing: {_rebuild(name)}")
     if verify and file_sha256(path) != meta["sha256"]:
-        raise ValueError(f"{path} does not match the SHA-256 on its card: the file is corrupt or stale; rebuild it "
-                         f"with `python -m vlm_primer.zoo build {name} --overwrite`")
+        raise ValueError(f"{path} does not match the SHA-256 on its card: the file is corrupt or stale; {_rebuild(name)}")
     # Names and shapes are checked (tied weights are stored once); the fp16 values are copied into fp32.
     return load_weights(_model_from_config(name, meta["config"]), path).float().eval()
 
