@@ -175,14 +175,15 @@ for seed in rho:
     null_rho[seed] = spearmanr(zipf_counts, [u["shape_accuracy"][s] for s in shapes]).statistic
     adjusted_rho[seed] = spearmanr(zipf_counts, [z["shape_accuracy"][s] - u["shape_accuracy"][s]
                                                  for s in shapes]).statistic
+print("Spearman with the seed's Zipf training counts, of each shape's accuracy in")
+print(f"{'seed':>6}{'Zipf run':>10}{'null':>8}{'Zipf - uniform':>16}   (null: the uniform run of the same seed)")
 for seed in rho:
-    print(f"seed {seed}: Spearman {rho[seed]:+.2f} (Zipf runs) vs {null_rho[seed]:+.2f} (null: the uniform run's "
-          f"accuracies against the same counts); Zipf minus uniform against the counts {adjusted_rho[seed]:+.2f}")
+    print(f"{seed:>6}{rho[seed]:>+10.2f}{null_rho[seed]:>+8.2f}{adjusted_rho[seed]:>+16.2f}")
 assert all(rho[s] > null_rho[s] and adjusted_rho[s] > 0 for s in rho)
 
 # %% [markdown]
-# The control can see what it needs to: the null correlations scatter on both sides of zero, as a Zipf ranking drawn
-# without regard to difficulty should make them. The Zipf runs' correlation is above the null in every seed, and
+# The null behaves as a null should: its correlations scatter on both sides of zero, as a Zipf ranking drawn
+# without regard to difficulty makes them. The Zipf runs' correlation is above the null in every seed, and
 # the accuracy a shape loses or gains against the balanced run rises with its training count in every seed. Three
 # seeds of three agree, which chance alone would give one time in eight: consistent with frequency mattering beyond
 # the shapes' nature, at the strength three seeds of six concepts allow, not a measurement of the paper's slope.
