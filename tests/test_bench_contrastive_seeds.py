@@ -18,7 +18,7 @@ def test_contrastive_seeds_results_cover_every_part_at_three_seeds():
     got = json.loads(bench.OUT.read_text())
     assert got["command"].startswith("python benchmarks/bench_contrastive_seeds.py --seeds")
     assert got["sweep_pairs"] == bench.SWEEP_PAIRS
-    for kind in ("zeroshot", "binding", "llip"):
+    for kind in ("zeroshot", "siglip", "binding", "llip"):
         assert len({r["seed"] for r in got["runs"] if r["kind"] == kind}) >= 3, kind
     for name in bench.SWEEP_LOSSES:
         for batch in bench.SWEEP_BATCHES:
