@@ -519,13 +519,13 @@ for set_seed in PROBE_SETS:
                 dit, codec.encode(images), *T.encode(captions), samples=SAMPLES, seed=set_seed)))
         wino["CLIP (chapter 02)"].append(probe_scores(clip_pairs, tok, probe48, R.CONTEXT))
 assert probe_pair(0)[1].true == R.binding_probe(150).true  # set 0 is chapter 02's probe
-print(f"{len(PROBE_SETS)} sets of {', '.join(map(str, set_sizes))} scenes (of 150 each, those that admit every kind "
-      "of negative); how often the true caption wins, set by set:")
+print(f"how often the true caption wins, on {len(PROBE_SETS)} sets of {', '.join(map(str, set_sizes))} scenes\n"
+      "(of 150 each: those that admit every kind of negative)")
 swap = {name: [r["binding swap"]["prefers_true"] for r in rows] for name, rows in wino.items()}
+print(f"{'':18s}{'replace one word':>20s}{'binding swap':>20s}")
 for name, rows in wino.items():
-    print(f"{name:18s} replace one word (control) "
-          + ", ".join(f"{r['replace one word']['prefers_true']:.0%}" for r in rows)
-          + "; binding swap " + ", ".join(f"{v:.0%}" for v in swap[name]))
+    control = "  ".join(f"{r['replace one word']['prefers_true']:4.0%}" for r in rows)
+    print(f"{name:18s}{control:>20s}{'  '.join(f'{v:4.0%}' for v in swap[name]):>20s}")
 for name, rows in wino.items():
     assert all(r["replace one word"]["prefers_true"] >= 0.8 for r in rows), f"{name} fails the control"
 for name in ("autoregressive", "diffusion"):
