@@ -109,3 +109,6 @@ def test_recipe_options_parse_to_their_defaults_type_and_name_a_bad_value():
         args.option("bad", 5)
     with pytest.raises(ValueError, match="--set name=x: expected 1/0, true/false or yes/no"):
         args.option("name", False)
+    args.check_options(("n", "lr", "on", "off", "name", "bad"))
+    with pytest.raises(ValueError, match=r"unknown --set option\(s\) \['bad', 'name'\]; this recipe knows \('n',"):
+        args.check_options(("n", "lr", "on", "off"))

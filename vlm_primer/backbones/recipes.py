@@ -34,12 +34,6 @@ def _tiny_parts():
     return zoo.load("clip-tiny-pairs").vision, zoo.load("lm-tiny"), zoo.preprocess("clip-tiny-pairs")
 
 
-def _check_options(args: RecipeArgs, known: tuple[str, ...]) -> None:
-    unknown = sorted(set(args.options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {known}")
-
-
 def _init(model, path: str | None) -> None:
     """Load a run's weights (its --ckpt-dir, a checkpoint or a .safetensors file) into ``model``, strictly."""
     if path:
@@ -57,7 +51,7 @@ def _model(args: RecipeArgs) -> tuple[Llava, object]:
 
 @register_recipe("llava", help="LLaVA stage 1 (connector on captions) or 2 (instruction tuning) (chapter 05)")
 def llava_recipe(args: RecipeArgs) -> TrainJob:
-    _check_options(args, OPTIONS)
+    args.check_options(OPTIONS)
     stage = args.option("stage", 1)
     model, transform = _model(args)
     _init(model, args.options.get("init"))
@@ -89,7 +83,7 @@ def blip2_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.backbones.qformer import QFormerConfig
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
-    _check_options(args, BLIP2_OPTIONS)
+    args.check_options(BLIP2_OPTIONS)
     stage = args.option("stage", 1)
     if stage not in (1, 2):
         raise ValueError(f"BLIP-2 has stages 1 and 2, got --stage {stage}")
@@ -129,7 +123,7 @@ def flamingo_recipe(args: RecipeArgs) -> TrainJob:
     data=caption|vqa|mix`` (default vqa); each image is one ``<image>`` marker in the text."""
     from vlm_primer.backbones.flamingo import Flamingo, FlamingoConfig
 
-    _check_options(args, FLAMINGO_OPTIONS)
+    args.check_options(FLAMINGO_OPTIONS)
     if args.preset == "tiny":
         tower, lm, transform = _tiny_parts()
         model = Flamingo.from_parts(tower, lm, context_length=256, **{

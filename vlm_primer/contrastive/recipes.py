@@ -88,9 +88,7 @@ LR = {"tiny": 1e-3, "small": 1e-3, "base": 5e-4}
 
 def _job(args: RecipeArgs, model: nn.Module, max_lr: float = 1.0, known: tuple[str, ...] = OPTIONS
          ) -> TrainJob:
-    unknown = sorted(set(args.options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {known}")
+    args.check_options(known)
     from vlm_primer.text import Tokenizer
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
@@ -102,9 +100,9 @@ def _job(args: RecipeArgs, model: nn.Module, max_lr: float = 1.0, known: tuple[s
         train = train.replace(batch_size=args.batch_size)
     world = WorldConfig.from_preset(args.preset, image_size=cfg.vision.image_size)
     kind = args.options.get("caption_kind", "objects")
-    eval_items = [ShapesCaptionDataset("val", args.option("eval_size", 256), world, seed=args.seed,
-                                       caption_kind=kind, statements=False)[i]
-                  for i in range(args.option("eval_size", 256))]
+    eval_size = args.option("eval_size", 256)
+    eval_set = ShapesCaptionDataset("val", eval_size, world, seed=args.seed, caption_kind=kind, statements=False)
+    eval_items = [eval_set[i] for i in range(eval_size)]
     eval_fn = retrieval_eval(collate(eval_items))
     if args.shards:
         from vlm_primer.training.shards import shard_loader

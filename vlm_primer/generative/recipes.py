@@ -41,9 +41,7 @@ def _job(args: RecipeArgs, model: nn.Module, lr: float) -> TrainJob:
     from vlm_primer.backbones.data import caption_pairs_collate
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
-    unknown = sorted(set(args.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {OPTIONS}")
+    args.check_options(OPTIONS)
     train = TrainConfig.from_preset(args.preset, lr=lr, weight_decay=0.05)
     if args.batch_size is not None:
         train = train.replace(batch_size=args.batch_size)

@@ -115,12 +115,6 @@ def _images_only(items: list[dict]) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.stack([it["image"] for it in items])}
 
 
-def _check_options(args: RecipeArgs, allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(args.options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {allowed}")
-
-
 def _job(args: RecipeArgs, model: nn.Module, image_size: int, lr: float, collate, weight_decay: float = 0.05
          ) -> TrainJob:
     """The job every recipe here builds (its options already checked): Shapes World scenes at ``image_size``."""
@@ -135,7 +129,7 @@ def _job(args: RecipeArgs, model: nn.Module, image_size: int, lr: float, collate
 def vqvae_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.generative.vqvae import VQVAE, VQVAEConfig
 
-    _check_options(args, ("train_size",))
+    args.check_options(("train_size",))
     model = VQVAE(VQVAEConfig.from_preset(args.preset))
     return _job(args, model, model.cfg.image_size, 2e-3 if args.preset == "tiny" else 3e-4, _images_only,
                 weight_decay=0.0)
@@ -162,7 +156,7 @@ def image_tokenizer(spec: str, preset: str) -> nn.Module:
 def ar_t2i_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.generative.early_fusion import EarlyFusion, EarlyFusionConfig
 
-    _check_options(args, OPTIONS)
+    args.check_options(OPTIONS)
     vq = image_tokenizer(args.options.get("vqvae", "zoo"), args.preset)
     cfg = EarlyFusionConfig.from_preset(args.preset)
     cfg = cfg.replace(codebook_size=vq.cfg.codebook_size, image_tokens=vq.cfg.num_tokens)
@@ -176,7 +170,7 @@ def ar_t2i_recipe(args: RecipeArgs) -> TrainJob:
 def diffusion_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.generative.dit import DiT, DiTConfig
 
-    _check_options(args, OPTIONS)
+    args.check_options(OPTIONS)
     cfg = DiTConfig.from_preset(args.preset)
     if "vqvae" not in args.options:
         model = DiT(cfg)

@@ -40,12 +40,6 @@ from vlm_primer.training.recipes import RecipeArgs, TrainJob, register_recipe
 __all__ = ["FlavaJointStep", "flava_collate", "flava_recipe", "image_collate", "mae_recipe", "with_hard_negatives"]
 
 
-def _options(args: RecipeArgs, known: tuple[str, ...]) -> None:
-    unknown = sorted(set(args.options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {known}")
-
-
 def image_collate(image_size: int):
     """Samples with an ``image`` -> ``{pixel_values}`` (resized when the sample is another size)."""
     import torch.nn.functional as F
@@ -65,7 +59,7 @@ def image_collate(image_size: int):
 def mae_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
-    _options(args, ("train_size", "mask_ratio"))
+    args.check_options(("train_size", "mask_ratio"))
     cfg = MAEConfig.from_preset(args.preset)
     cfg = cfg.replace(mask_ratio=args.option("mask_ratio", cfg.mask_ratio))
     train = TrainConfig.from_preset(args.preset, betas=(0.9, 0.95), weight_decay=0.05, grad_clip=None)
@@ -205,7 +199,7 @@ def shapes_codebook(world: Any, patch_size: int, k: int, transform=None, n: int 
 def flava_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
-    _options(args, ("train_size", "negatives"))
+    args.check_options(("train_size", "negatives"))
     negatives = args.options.get("negatives", "random")
     if negatives not in ("random", "hard"):
         raise ValueError(f"negatives must be 'random' or 'hard', got {negatives!r}")

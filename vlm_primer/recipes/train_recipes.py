@@ -30,12 +30,12 @@ TINY_LR, BASE_LR = 1e-4, 5e-7  # the tiny benchmark's rate; a DPO-scale rate for
 def dpo_recipe(args: RecipeArgs) -> TrainJob:
     from vlm_primer import zoo
     from vlm_primer.backbones.llava import Llava, LlavaConfig
-    from vlm_primer.backbones.recipes import _check_options, _init
+    from vlm_primer.backbones.recipes import _init
     from vlm_primer.recipes.alignment import DPOModel, dpo_collate, preference_pairs
     from vlm_primer.training.checkpoint import CheckpointError
     from vlm_primer.world import WorldConfig
 
-    _check_options(args, OPTIONS)
+    args.check_options(OPTIONS)
     if args.preset == "tiny":
         policy, transform = zoo.load("llava-tiny"), zoo.preprocess("llava-tiny")
         world = WorldConfig(**zoo.card("llava-tiny")["preprocess"]["world"])

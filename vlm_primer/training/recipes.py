@@ -25,7 +25,7 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -62,6 +62,12 @@ class RecipeArgs:
     num_workers: int = 0
     options: dict[str, str] = dataclasses.field(default_factory=dict)
     grad_accum: int | None = None   # micro-batches per optimizer step (a recipe that scales its lr reads it)
+
+    def check_options(self, known: Sequence[str]) -> None:
+        """Refuse any ``--set`` key outside ``known`` (a typo would otherwise be ignored silently)."""
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            raise ValueError(f"unknown --set option(s) {unknown}; this recipe knows {known}")
 
     def option(self, key: str, default: Any) -> Any:
         """``--set key=value`` as the type of ``default`` (``int``, ``float``, ``bool`` or ``str``), or ``default``

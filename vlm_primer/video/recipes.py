@@ -131,9 +131,9 @@ def video_llava_recipe(args: RecipeArgs) -> TrainJob:
     and captions, every batch at one of ``--set frames=1,2,3,5,9`` evenly spaced frames. ``--preset tiny`` starts
     from the zoo's ``llava-next-tiny`` (:func:`tiny_video_llava`); ``base`` builds LLaVA-NeXT-Video-7B's shapes with
     random weights (load real ones with ``--set init=PATH``, e.g. a converted checkpoint's safetensors)."""
-    from vlm_primer.backbones.recipes import _check_options, _init
+    from vlm_primer.backbones.recipes import _init
 
-    _check_options(args, OPTIONS)
+    args.check_options(OPTIONS)
     if args.preset == "tiny":
         model, transform = tiny_video_llava()
         world = VIDEO_WORLD
