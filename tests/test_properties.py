@@ -1195,3 +1195,14 @@ def test_chapter08_video_llama_arguments(frames_shape):
                       "frames", "clips", "input_ids")
     if out is not None:
         finite(out.logits)
+
+
+@given(st.text(max_size=12), st.sampled_from([5, 0.1, False, "x"]))
+def test_recipe_options_parse_or_name_the_option(text, default):
+    """Any ``--set size=TEXT`` either parses to the default's type or is a ValueError naming ``--set size``."""
+    from vlm_primer.training.recipes import RecipeArgs
+
+    got = clear_or_ok(lambda: RecipeArgs(options={"size": text}).option("size", default), "--set size=")
+    if got is not None:
+        assert type(got) is type(default)
+    assert RecipeArgs(options={"size": text}).option("other", default) is default
