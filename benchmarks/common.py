@@ -86,14 +86,39 @@ def print_step_and_memory(seconds: dict[str, float], script: str, child_args: li
           f"{mem['ours'] / max(mem['theirs'], 1e-9):5.2f}")
 
 
+def environment() -> dict[str, str]:
+    """What a quality run's last digits depend on besides the code: the CPU (its model and the vector extensions
+    torch dispatches to) and the versions of torch and numpy. Another CPU's kernels round differently, and
+    training turns a last-digit difference into a different model (``benchmarks/verify.py``)."""
+    import platform
+
+    import numpy
+    import torch
+
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    if "model" in info:
+        cpu += f" (family {info.get('cpu family', '?')}, model {info['model']})"
+    return {"cpu": cpu, "torch": f"{torch.__version__}, {torch.backends.cpu.get_cpu_capability()} kernels",
+            "numpy": numpy.__version__}
+
+
 def seed_run_record(script: str, seeds: list[int], jobs: int, start: float) -> dict[str, Any]:
     """What a quality benchmark's results file says of its run: the command (``script --seeds ...``), the seeds,
-    the machine, the date and the minutes since ``start`` (``time.perf_counter()``)."""
+    the machine and its :func:`environment`, the date and the minutes since ``start`` (``time.perf_counter()``)."""
     import platform
 
     return {"command": f"python benchmarks/{script} --seeds " + " ".join(map(str, seeds)), "seeds": seeds,
             "machine": f"{platform.machine()}, {jobs} run{'s' * (jobs != 1)} in parallel on one thread each",
-            "date": time.strftime("%Y-%m-%d"), "minutes": round((time.perf_counter() - start) / 60, 1)}
+            "environment": environment(), "date": time.strftime("%Y-%m-%d"),
+            "minutes": round((time.perf_counter() - start) / 60, 1)}
 
 
 def seed_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -123,7 +148,7 @@ def write_seed_runs(out: Path, script: str, seeds: list[int], jobs: int, start: 
     if some:
         record["command"] += " --only " + " ".join(only)
     if (some or kept) and "command" in old:
-        record, reruns = {k: old[k] for k in record}, old.get("reruns", []) + [record]
+        record, reruns = {k: old[k] for k in record if k in old}, old.get("reruns", []) + [record]
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({**record, **({"reruns": reruns} if reruns else {}), **fields, "runs": runs}, indent=1)
                    + "\n")
