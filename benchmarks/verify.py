@@ -9,7 +9,7 @@ the stored runs to redo: a cheap one that trains, and (marked quick) one that ta
 one (a run that only evaluates, or trains a few steps). Each is run again with today's code, one thread, in a
 worker process like the benchmark's own, and every number is compared with the stored one (timings aside):
 
-* **reproduced**: the stored numbers to the last digit;
+* **reproduced**: the stored numbers to the last digit (an unrounded float to float32 round-off);
 * otherwise the same run is redone with the code of the commit that wrote those numbers (from ``git archive``,
   on this machine). Equal to today's run: **current**; the code has not changed the result, this machine
   computes it differently (another CPU's kernels round differently, and training turns a last-digit difference
@@ -39,6 +39,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 OUT = RESULTS / "verified.json"
 TIMING = ("seconds", "minutes", "step_ms")  # how long a run took: not a result
+ROUNDOFF = 1e-6  # float32 round-off, relative: a stored unrounded float32 measured by reordered arithmetic
 
 
 def _bench(name: str) -> Any:
@@ -92,7 +93,9 @@ def stored_run(results: dict, pick: dict) -> dict:
 
 def differences(stored: Any, fresh: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     """Every place where ``fresh`` differs from ``stored`` (nested dicts and lists; timings skipped), as
-    ``(path, stored value, fresh value)``; JSON round-trips ``fresh`` first, so tuples compare as the stored lists."""
+    ``(path, stored value, fresh value)``; JSON round-trips ``fresh`` first, so tuples compare as the stored lists.
+    Floats within :data:`ROUNDOFF` of each other (relative) are equal: code that only reorders the arithmetic of a
+    measurement has not changed its result (in training it has, and the trained model's numbers show it)."""
     fresh = json.loads(json.dumps(fresh)) if path == "" else fresh
     if isinstance(stored, dict) and isinstance(fresh, dict):
         out = [(f"{path}.{k}".lstrip("."), stored.get(k), fresh.get(k)) for k in sorted(set(stored) ^ set(fresh))
@@ -103,6 +106,8 @@ def differences(stored: Any, fresh: Any, path: str = "") -> list[tuple[str, Any,
         return out
     if isinstance(stored, list) and isinstance(fresh, list) and len(stored) == len(fresh):
         return [d for i, (a, b) in enumerate(zip(stored, fresh)) for d in differences(a, b, f"{path}[{i}]")]
+    if isinstance(stored, float) and isinstance(fresh, float):
+        return [] if abs(stored - fresh) <= ROUNDOFF * max(abs(stored), abs(fresh)) else [(path, stored, fresh)]
     return [] if type(stored) is type(fresh) and stored == fresh else [(path, stored, fresh)]
 
 
@@ -204,7 +209,7 @@ def verdict(r: dict) -> str:
     shown = ", ".join(f"{p} {a} -> {b}" for p, a, b in r["differences"][:2])
     if r["current"]:
         return (f"{r['run']}: current; the code that wrote it ({r['written_at']}) gives today's numbers here, "
-                f"{r['n_differences']} differ from the stored run (another machine's round-off), e.g. {shown}")
+                f"{r['n_differences']} differ from the stored run (made where the arithmetic rounds differently), e.g. {shown}")
     if r["written_at"] is None:
         return (f"{r['run']}: STALE; {r['n_differences']} numbers differ, e.g. {shown}, and there is no commit to "
                 "compare with (the run is not committed as it stands, or the git history is not here)")

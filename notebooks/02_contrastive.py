@@ -558,7 +558,10 @@ plt.show()
 # CLIP's, unchanged; only the batches are curated (the cell below counts what random batches repeat).
 #
 # The project's `Trainer` runs AdamW with a cosine schedule, clamps the temperature after each step
-# (`CLIP.post_step`) and draws a live loss curve. At `tiny` the chapter's two-minute budget leaves
+# (`CLIP.post_step`) and draws a live loss curve. It takes its data in three forms: a dataset of samples, which
+# it batches itself; a `ResumableLoader`, as below (batches in an order a checkpoint can resume); or any
+# iterable of ready-made batches (a list of them wrapped in `Batches`: a plain list is read as a dataset of
+# samples and batched again). At `tiny` the chapter's two-minute budget leaves
 # room for a short run (500 steps) of the recipe; the full run, 2,000 steps, is the zoo's `clip-tiny`
 # (chapter 00, §The zoo), loaded right after it. At `small` and `base` the live run is the full run.
 

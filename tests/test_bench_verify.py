@@ -29,6 +29,15 @@ def test_every_quality_results_file_has_runs_to_redo():
             verify.stored_run(results, pick)  # exactly one
 
 
+def test_the_last_full_check_found_every_file_current():
+    record = json.loads(verify.OUT.read_text())
+    assert sorted(record) == QUALITY
+    for name, r in record.items():
+        assert r["current"], f"{name}.json was found stale on {r['date']}: rerun {verify._file(name)['command']}"
+        redone = sorted(json.dumps(run["run"], sort_keys=True) for run in r["runs"])
+        assert redone == sorted(json.dumps(pick, sort_keys=True) for pick, _ in verify.SPOTS[name][1]), name
+
+
 def test_a_pick_that_is_not_exactly_one_run_is_refused():
     results = {"runs": [{"arm": "a", "seed": 0}, {"arm": "a", "seed": 1}]}
     with pytest.raises(LookupError, match="2 stored runs match"):
@@ -47,6 +56,8 @@ def test_differences_finds_every_change_and_skips_timings():
     assert verify.differences(stored, {**fresh, "curve": [[1, 2.5], [2, 2.0]]}) == [
         ("curve", [[1, 2.5]], [[1, 2.5], [2, 2.0]])]
     assert verify.differences(stored, {**fresh, "seed": 1e-12}) == [("seed", 0, 1e-12)]
+    assert verify.differences({"gap": 0.015519141}, {"gap": 0.015519133}) == []  # float32 round-off
+    assert verify.differences({"gap": 0.0155191}, {"gap": 0.0155192}) == [("gap", 0.0155191, 0.0155192)]
     assert verify.differences({"ok": True}, {"ok": 1}) == [("ok", True, 1)]
 
 

@@ -235,3 +235,37 @@ def test_throughput_counts_training_time_and_steps_only(monkeypatch, tmp_path):
     for h in history:  # 2 steps of 4 samples in 2 s per record
         assert h["samples_per_s"] == 4.0 and h["data_wait"] == 0.0
         assert h["mfu"] == pytest.approx(t._flops_per_step * 2 / 2 / 1e6)
+
+
+def _ready_batches(n: int = 64, size: int = 8) -> list[dict[str, torch.Tensor]]:
+    data = ToyDataset(n)
+    return [{"x": data.x[i:i + size], "y": data.y[i:i + size]} for i in range(0, n, size)]
+
+
+def test_ready_made_batches_train_as_they_are_in_order_epoch_after_epoch():
+    from vlm_primer.training import Batches
+
+    batches = _ready_batches()
+    seen = []
+    model = ToyClassifier(dropout=0.0)
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["x"].clone()), with_kwargs=True)
+    Trainer(model, Batches(batches), cfg(max_steps=10)).fit()
+    order = [next(i for i, b in enumerate(batches) if torch.equal(b["x"], x)) for x in seen]
+    assert order == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]  # as given, the second epoch after the eighth batch
+    with pytest.raises(ValueError, match="at least one batch"):
+        Batches([])
+    with pytest.raises(TypeError, match="a batch must be a dict of tensors.*got list"):
+        Batches([[torch.zeros(2)]])
+
+
+def test_a_plain_list_of_ready_batches_fails_with_a_hint_to_wrap_it():
+    model = ToyClassifier(dropout=0.0)
+    with pytest.raises(Exception) as caught:  # the model's own error on a batch of batches
+        Trainer(model, _ready_batches(), cfg(max_steps=2)).fit()
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "item 0 of train_data looks like a whole batch" in notes and "Batches(" in notes
+    # samples (whose tensors do not share one first dimension) failing for another reason get no such note
+    data = [{"x": torch.randn(8), "y": torch.tensor(9)}] * 16  # label 9 of 4 classes
+    with pytest.raises(Exception) as caught:
+        Trainer(ToyClassifier(), data, cfg(max_steps=1, batch_size=4)).fit()
+    assert not getattr(caught.value, "__notes__", [])

@@ -4,7 +4,7 @@
   accumulation and clipping, DDP under ``torchrun``, safetensors checkpoints with exact resume,
   a progress bar and a live loss plot in notebooks.
 - :mod:`~vlm_primer.training.distributed`: ``init_distributed``, ``rank``, ``world_size``, ...
-- :mod:`~vlm_primer.training.data`: :class:`ResumableSampler`, :class:`ResumableLoader`.
+- :mod:`~vlm_primer.training.data`: :class:`ResumableSampler`, :class:`ResumableLoader`, :class:`Batches`.
 - :mod:`~vlm_primer.training.shards`: WebDataset shards (:func:`write_shards`, :func:`shard_loader`).
 - :mod:`~vlm_primer.training.recipes`: recipes for ``python -m vlm_primer.train``.
 """
@@ -12,7 +12,7 @@
 from vlm_primer.training.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                            load_weights, save_checkpoint, verify_checkpoint)
 from vlm_primer.training.config import TrainConfig
-from vlm_primer.training.data import ResumableLoader, ResumableSampler
+from vlm_primer.training.data import Batches, ResumableLoader, ResumableSampler
 from vlm_primer.training.distributed import (
     cleanup,
     init_distributed,
@@ -27,7 +27,7 @@ from vlm_primer.training.shards import ShardLoader, shard_loader, write_shards
 from vlm_primer.training.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
-    "CheckpointError", "CosineWarmup", "NonFiniteLossError", "RecipeArgs", "ResumableLoader", "ResumableSampler", "ShardLoader", "TrainConfig",
+    "Batches", "CheckpointError", "CosineWarmup", "NonFiniteLossError", "RecipeArgs", "ResumableLoader", "ResumableSampler", "ShardLoader", "TrainConfig",
     "TrainJob", "Trainer", "build_optimizer", "cleanup", "init_distributed", "is_distributed",
     "is_main_process", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_weights",
     "param_groups", "rank", "register_recipe", "save_checkpoint", "shard_loader", "verify_checkpoint", "world_size",

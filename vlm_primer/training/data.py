@@ -12,7 +12,7 @@ Explained in notebook 02, §Training a tiny CLIP and §Scaling up.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -110,6 +110,27 @@ def auto_num_workers(device: torch.device | str, cpu_count: int | None = None, p
                                                       else os.cpu_count() or 1)
     procs = procs_per_node if procs_per_node is not None else int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return max(0, min(8, cpus // max(1, procs) - 1))
+
+
+class Batches:
+    """Ready-made batches (dicts of batched tensors) as a :class:`~vlm_primer.training.Trainer`'s training data, used
+    as they are: each pass over them is an epoch, in their order. A plain list of them would be read as a dataset
+    of samples and batched again (a list of batches and a list of samples look alike to the Trainer). Explained in
+    notebook 02, §Training a tiny CLIP."""
+
+    def __init__(self, batches: Iterable[dict[str, Any]]) -> None:
+        self.batches = list(batches)
+        if not self.batches:
+            raise ValueError("Batches needs at least one batch")
+        for batch in self.batches:
+            if not isinstance(batch, dict):
+                raise TypeError(f"a batch must be a dict of tensors (passed as model(**batch)), got {type(batch).__name__}")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class ResumableLoader:

@@ -11,7 +11,8 @@ Training data is either
 - a map-style dataset (``__len__`` + ``__getitem__``): the trainer batches it with a
   :class:`~vlm_primer.training.data.ResumableLoader` (shuffled by ``(seed, epoch)``, sharded over
   ranks, full batches only). Resumption is exact: the loader restarts at the saved batch.
-- any other iterable of batches (a ``DataLoader``, :func:`~vlm_primer.training.shards.shard_loader`):
+- any other iterable of batches (a ``DataLoader``, :func:`~vlm_primer.training.shards.shard_loader`, a list of
+  ready-made batches wrapped in :class:`~vlm_primer.training.data.Batches`; a plain list is a dataset):
   each pass over it is an epoch (``set_epoch`` is called if it has one) and resumption skips the
   batches already consumed in the current epoch. That is exact when the iterable's order is a
   function of its epoch (``shard_loader`` is; a ``DataLoader(shuffle=True)`` without a generator
@@ -85,6 +86,19 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
+
+
+def _looks_like_a_batch(data: Any) -> int | None:
+    """The first dimension that all of item 0's tensors share, when it has two or more and they do (a ready-made
+    batch, not a sample); None otherwise. For a hint only: a sample can look like that too."""
+    try:
+        item = data[0]
+    except Exception:  # a dataset that cannot give item 0 has its own error to raise
+        return None
+    tensors = [v for v in item.values() if torch.is_tensor(v)] if isinstance(item, dict) else []
+    sizes = {v.shape[0] if v.ndim else None for v in tensors}
+    size = sizes.pop() if len(tensors) >= 2 and len(sizes) == 1 else None
+    return size if size is not None and size > 1 else None
 
 
 def _is_map_style(data: Any) -> bool:
@@ -189,6 +203,7 @@ class Trainer:
         self.train_model = torch.compile(train_model, mode=mode) if config.compile else train_model
         self.num_workers = (auto_num_workers(self.device) if config.num_workers == "auto" else config.num_workers)
 
+        self._samples = train_data if _is_map_style(train_data) else None  # for the hint of _note_batches
         if _is_map_style(train_data):
             self.source: Any = ResumableLoader(
                 train_data, config.batch_size, collate_fn=collate_fn, seed=config.seed,
@@ -292,8 +307,13 @@ class Trainer:
                 last = micro == cfg.grad_accum_steps - 1
                 sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
                 with sync:
-                    with self._autocast():
-                        loss = _loss_of(self.train_model(**batch))
+                    try:
+                        with self._autocast():
+                            loss = _loss_of(self.train_model(**batch))
+                    except Exception as e:
+                        if self.step == 0:
+                            self._note_batches(e)
+                        raise
                     self.scaler.scale(loss.float() / cfg.grad_accum_steps).backward()
                 total += loss.detach().float()
         self._inputs_checked = True
@@ -321,6 +341,15 @@ class Trainer:
         self.step += 1
         self._window_steps += 1
         return mean, grad_norm
+
+    def _note_batches(self, error: Exception) -> None:
+        """Add a hint to the first step's ``error`` when the map-style ``train_data`` seems to hold whole batches."""
+        size = _looks_like_a_batch(self._samples) if self._samples is not None else None
+        if size is not None:
+            error.add_note(f"item 0 of train_data looks like a whole batch (all its tensors start with {size}): a "
+                           "list of ready-made batches is read as a dataset of samples and batched again. To train on "
+                           "them as they are, wrap them: Trainer(model, Batches(batches), config), with "
+                           "`from vlm_primer.training import Batches`.")
 
     # ------------------------------------------------------------------ non-finite guard
 
