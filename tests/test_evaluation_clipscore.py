@@ -13,7 +13,7 @@ from torch import nn
 
 from vlm_primer import zoo
 from vlm_primer.contrastive import Llip, LlipConfig
-from vlm_primer.evaluation.clipscore import clip_score, ref_clip_score
+from vlm_primer.evaluation.clipscore import clip_score, pair_cosines, ref_clip_score
 from vlm_primer.text import Tokenizer
 from vlm_primer.world import ShapesCaptionDataset, WorldConfig
 
@@ -101,6 +101,20 @@ def test_negative_cosines_clip_to_zero():
     got = clip_score(model, WordTokenizer(), images, captions)
     assert torch.equal(got[cos <= 0], torch.zeros(int((cos <= 0).sum())))
     torch.testing.assert_close(got[cos > 0], 2.5 * cos[cos > 0].detach())
+
+
+def test_pair_cosines_are_clip_score_before_its_weight_and_clipping_and_what_the_probes_read():
+    from vlm_primer.evaluation.probes import pair_similarity
+
+    images, captions, _ = _hand()
+    cos = pair_cosines(TableModel(), WordTokenizer(), images, captions, batch_size=2)
+    torch.testing.assert_close(cos, torch.tensor([0.6, 0.0, -1.0, 0.8, 1.0]))  # worked out by hand in HAND
+    torch.testing.assert_close(clip_score(TableModel(), WordTokenizer(), images, captions), 2.5 * cos.clamp(min=0))
+    assert torch.equal(pair_similarity(TableModel(), WordTokenizer(), images, captions, max_length=1), cos)
+    with pytest.raises(ValueError, match="5 images but 4 captions"):
+        pair_cosines(TableModel(), WordTokenizer(), images, captions[:4])
+    with pytest.raises((TypeError, ValueError), match="batch_size"):
+        pair_cosines(TableModel(), WordTokenizer(), images, captions, batch_size=0)
 
 
 @pytest.mark.parametrize("w", [1.0, 2.5, 100])

@@ -7,7 +7,7 @@ Winoground, bootstrap intervals; a planted bias (``bias``), déjà vu memorizati
 
 from vlm_primer.evaluation.bias import SpuriousCaptionDataset, tint_association, tint_disparity
 from vlm_primer.evaluation.captioning import bleu, caption_scores, cider_d, meteor, rouge_l, simple_tokenize
-from vlm_primer.evaluation.clipscore import clip_score, ref_clip_score
+from vlm_primer.evaluation.clipscore import clip_score, pair_cosines, ref_clip_score
 from vlm_primer.evaluation.hallucination import chair, mentioned_objects, parse_yes_no, pope_metrics
 from vlm_primer.evaluation.harness import (CAPABILITIES, EvalModel, MissingCapability, evaluate, leaderboard,
                                            plot_leaderboard, wrap)
@@ -26,7 +26,7 @@ __all__ = [
     "SpuriousCaptionDataset", "tint_association", "tint_disparity", "dejavu_gap", "dejavu_sets", "recovery_rates",
     "text_randomization", "verify_premises",
     "bleu", "caption_scores", "cider_d", "meteor", "rouge_l", "simple_tokenize",
-    "clip_score", "ref_clip_score", "chair", "mentioned_objects", "parse_yes_no", "pope_metrics",
+    "clip_score", "pair_cosines", "ref_clip_score", "chair", "mentioned_objects", "parse_yes_no", "pope_metrics",
     "CAPABILITIES", "EvalModel", "MissingCapability", "evaluate", "leaderboard", "plot_leaderboard", "wrap",
     "LinearProbe", "linear_probe", "PROBE_KINDS", "CaptionProbe", "caption_probe", "pair_similarity", "probe_scores",
     "build_classifier", "first_hit_rank", "recall_at_k", "retrieval_metrics", "seed_verdict",

@@ -39,7 +39,7 @@ import torch
 from vlm_primer.evaluation.zeroshot import build_classifier, zero_shot_classify
 from vlm_primer.validate import check_int
 
-__all__ = ["clip_score", "ref_clip_score"]
+__all__ = ["clip_score", "pair_cosines", "ref_clip_score"]
 
 
 def _check_texts(texts: object, name: str) -> list[str]:
@@ -111,6 +111,24 @@ def _harmonic_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * a * b / torch.where(total > 0, total, torch.ones_like(total)), 0.0)
 
 
+def pair_cosines(
+    model: torch.nn.Module,
+    tokenizer: Callable[..., dict],
+    images: torch.Tensor,
+    captions: Sequence[str],
+    *,
+    max_length: int | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Cosine of image ``i`` with caption ``i``, ``(N,)``: CLIPScore's cosine before its weight and its clipping at
+    0 (:func:`clip_score`; the caption probes of notebook 02 compare these). A model whose image embedding depends
+    on the caption (Llip) scores each pair with its own ``similarity``. Explained in notebook 07, §CLIPScore."""
+    captions = _check_pairs(images, captions)
+    check_int(batch_size, "batch_size")
+    text = _text_embeddings(model, tokenizer, captions, max_length, batch_size)
+    return _image_text_cosines(model, images, text, batch_size)
+
+
 def clip_score(
     model: torch.nn.Module,
     tokenizer: Callable[..., dict],
@@ -126,10 +144,9 @@ def clip_score(
     ``images`` ``(N, C, H, W)`` are already normalised for the model (e.g. ``zoo.preprocess(name)``), with
     ``captions`` one str per image; the corpus CLIPScore is the mean. Explained in notebook 07, §CLIPScore.
     """
-    captions = _check_pairs(images, captions)
     w = _check_options(w, batch_size)
-    text = _text_embeddings(model, tokenizer, captions, max_length, batch_size)
-    return w * _image_text_cosines(model, images, text, batch_size).float().clamp(min=0)
+    return w * pair_cosines(model, tokenizer, images, captions, max_length=max_length,
+                            batch_size=batch_size).float().clamp(min=0)
 
 
 def ref_clip_score(

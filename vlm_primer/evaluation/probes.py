@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vlm_primer.evaluation.clipscore import _image_text_cosines, _text_embeddings
+from vlm_primer.evaluation.clipscore import pair_cosines
 from vlm_primer.world.language import caption_scene
 from vlm_primer.world.negatives import hard_negative
 
@@ -76,12 +76,10 @@ def pair_similarity(model: torch.nn.Module, tokenizer: Callable[..., dict], imag
                     captions: list[str], max_length: int) -> torch.Tensor:
     """Cosine similarity of image ``i`` with caption ``i``: ``(N,)`` on the CPU. A model whose image embedding
     depends on the caption (Llip) scores each pair with its own ``similarity``: CLIPScore's cosine
-    (:mod:`~vlm_primer.evaluation.clipscore`) without its weight and clipping."""
+    (:func:`~vlm_primer.evaluation.clipscore.pair_cosines`), all pairs in one batch."""
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    batch = max(len(captions), 1)
-    text = _text_embeddings(model, tokenizer, list(captions), max_length, batch)
-    return _image_text_cosines(model, images, text, batch)
+    return pair_cosines(model, tokenizer, images, list(captions), max_length=max_length, batch_size=max(len(captions), 1))
 
 
 def probe_scores(model: torch.nn.Module, tokenizer: Callable[..., dict], probe: CaptionProbe,
