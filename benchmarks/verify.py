@@ -123,10 +123,11 @@ def _git(*args: str) -> str:
 
 
 def fresh_run(name: str, pick: dict) -> dict:
-    """The stored run ``pick`` of ``name``'s file run again, by the code this module finds on ``sys.path``."""
+    """The stored run ``pick`` of ``name``'s file run again, by the code this module finds on ``sys.path`` (compare
+    it with :func:`differences`, which reads tuples as the lists JSON stores)."""
     results = _file(name)
     rerun, _ = SPOTS[name]
-    return json.loads(json.dumps(rerun(_bench(name), results, stored_run(results, pick))))
+    return rerun(_bench(name), results, stored_run(results, pick))
 
 
 def has_history() -> bool:
@@ -209,7 +210,8 @@ def verdict(r: dict) -> str:
     shown = ", ".join(f"{p} {a} -> {b}" for p, a, b in r["differences"][:2])
     if r["current"]:
         return (f"{r['run']}: current; the code that wrote it ({r['written_at']}) gives today's numbers here, "
-                f"{r['n_differences']} differ from the stored run (made where the arithmetic rounds differently), e.g. {shown}")
+                f"{r['n_differences']} differ from the stored run (made where the arithmetic rounds differently), "
+                f"e.g. {shown}")
     if r["written_at"] is None:
         return (f"{r['run']}: STALE; {r['n_differences']} numbers differ, e.g. {shown}, and there is no commit to "
                 "compare with (the run is not committed as it stands, or the git history is not here)")
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     from common import environment
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("files", nargs="*", metavar="FILE", help=f"results files to check (default all): {', '.join(SPOTS)}")
+    ap.add_argument("files", nargs="*", metavar="FILE",
+                    help=f"results files to check (default all): {', '.join(SPOTS)}")
     ap.add_argument("--quick", action="store_true", help="only the quick runs (seconds each)")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one core each")
     args = ap.parse_args(argv)
@@ -233,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"no results file named {', '.join(unknown)}; choose from {', '.join(SPOTS)}")
     names = args.files or list(SPOTS)
+    try:
+        head = _git("rev-parse", "--short", "HEAD").strip()
+    except (OSError, subprocess.CalledProcessError):
+        head = "unknown (not a git checkout)"
+    env = environment()
     with ProcessPoolExecutor(args.jobs) as pool:  # the longest first, so the workers finish together
         done = list(pool.map(check, sorted(jobs(names, args.quick), key=lambda j: -_cost(*j))))
     record = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -242,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             continue
         ok = all(d["current"] for d in runs)
-        record[name] = {"date": time.strftime("%Y-%m-%d"), "commit": _git("rev-parse", "--short", "HEAD").strip(),
-                        "environment": environment(), "current": ok, "runs": runs}
+        record[name] = {"date": time.strftime("%Y-%m-%d"), "commit": head, "environment": env, "current": ok,
+                        "runs": runs}
         print(f"{name:18s} {'current' if ok else 'STALE'}\n" + "\n".join(f"    {verdict(d)}" for d in runs))
         if not ok:
             stale.append(f"  {_file(name)['command']}")

@@ -23,10 +23,9 @@ QUALITY = sorted(p.stem for p in verify.RESULTS.glob("*.json")
 def test_every_quality_results_file_has_runs_to_redo():
     assert sorted(verify.SPOTS) == QUALITY
     for name, (_, spots) in verify.SPOTS.items():
-        results = json.loads((verify.RESULTS / f"{name}.json").read_text())
         assert spots, name
         for pick, _ in spots:
-            verify.stored_run(results, pick)  # exactly one
+            verify.stored_run(verify._file(name), pick)  # exactly one
 
 
 def test_the_last_full_check_found_every_file_current():

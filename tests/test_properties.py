@@ -614,24 +614,43 @@ def test_evaluate_any_request(suite, n, seed, can_match):
         assert out["ci95"][0] <= out["score"] <= out["ci95"][1] and math.isfinite(out["blind"]["score"])
 
 
+class _TableCLIP(torch.nn.Module):
+    """A CLIP-like model for the CLIPScore properties: the image's first 4 values, a constant text embedding."""
+
+    def encode_image(self, x):
+        return x.flatten(1)[:, :4]
+
+    def encode_text(self, ids, attention_mask=None):
+        return torch.ones(len(ids), 4)
+
+
+def _one_token(texts, max_length=None):
+    return {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long),
+            "attention_mask": torch.ones(len(texts), 1, dtype=torch.long)}
+
+
 @given(st.integers(0, 3), st.integers(0, 3), st.sampled_from([2.5, 0.0, -1.0]), st.booleans())
 def test_clip_score_any_batch(n_img, n_txt, w, three_d):
     from vlm_primer.evaluation import clip_score
 
-    class Table(torch.nn.Module):
-        def encode_image(self, x):
-            return x.flatten(1)[:, :4]
-
-        def encode_text(self, ids, attention_mask=None):
-            return torch.ones(len(ids), 4)
-
     images = torch.rand(n_img, 3, 2, 2) if not three_d else torch.rand(n_img, 2, 2)
-    tok = lambda texts, max_length=None: {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long),  # noqa: E731
-                                          "attention_mask": torch.ones(len(texts), 1, dtype=torch.long)}
-    out = clear_or_ok(lambda: clip_score(Table(), tok, images, ["a"] * n_txt, w=w), "images", "captions", "w")
+    out = clear_or_ok(lambda: clip_score(_TableCLIP(), _one_token, images, ["a"] * n_txt, w=w),
+                      "images", "captions", "w")
     if out is not None:
         finite(out)
         assert out.shape == (n_img,) and (out >= 0).all()
+
+
+@given(st.integers(0, 3), st.integers(0, 3), st.sampled_from([2, 256, 0, -1, 1.5, True]), st.booleans())
+def test_pair_cosines_any_batch(n_img, n_txt, batch_size, three_d):
+    from vlm_primer.evaluation import pair_cosines
+
+    images = torch.rand(n_img, 3, 2, 2) if not three_d else torch.rand(n_img, 2, 2)
+    out = clear_or_ok(lambda: pair_cosines(_TableCLIP(), _one_token, images, ["a"] * n_txt, batch_size=batch_size),
+                      "images", "captions", "batch_size")
+    if out is not None:
+        finite(out)
+        assert out.shape == (n_img,) and (out.abs() <= 1 + 1e-5).all()
 
 
 @given(st.sampled_from([0.0, 0.3, 0.99, 1.0, -0.5, "0.3", True]), st.sampled_from([0.5, 0.95, 2.0, -1, "x"]),
@@ -1206,3 +1225,14 @@ def test_recipe_options_parse_or_name_the_option(text, default):
     if got is not None:
         assert type(got) is type(default)
     assert RecipeArgs(options={"size": text}).option("other", default) is default
+
+
+@given(st.lists(st.sampled_from([{"x": torch.zeros(2)}, {}, [torch.zeros(2)], torch.zeros(2), None, "x"]),
+                max_size=3))
+def test_ready_batches_any_list(batches):
+    """``Batches`` keeps a non-empty list of dicts as it is, or refuses it naming what a batch must be."""
+    from vlm_primer.training import Batches
+
+    got = clear_or_ok(lambda: Batches(batches), "a batch must be a dict", "at least one batch")
+    if got is not None:
+        assert list(got) == batches and len(got) == len(batches) > 0

@@ -264,6 +264,11 @@ def test_a_plain_list_of_ready_batches_fails_with_a_hint_to_wrap_it():
         Trainer(model, _ready_batches(), cfg(max_steps=2)).fit()
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "item 0 of train_data looks like a whole batch" in notes and "Batches(" in notes
+    from vlm_primer.training import ResumableLoader  # the same data in a loader built by hand: the same hint
+
+    with pytest.raises(Exception) as caught:
+        Trainer(ToyClassifier(), ResumableLoader(_ready_batches(), 8), cfg(max_steps=2)).fit()
+    assert "Batches(" in "\n".join(getattr(caught.value, "__notes__", []))
     # samples (whose tensors do not share one first dimension) failing for another reason get no such note
     data = [{"x": torch.randn(8), "y": torch.tensor(9)}] * 16  # label 9 of 4 classes
     with pytest.raises(Exception) as caught:

@@ -77,9 +77,7 @@ def pair_similarity(model: torch.nn.Module, tokenizer: Callable[..., dict], imag
     """Cosine similarity of image ``i`` with caption ``i``: ``(N,)`` on the CPU. A model whose image embedding
     depends on the caption (Llip) scores each pair with its own ``similarity``: CLIPScore's cosine
     (:func:`~vlm_primer.evaluation.clipscore.pair_cosines`), all pairs in one batch."""
-    if len(captions) != len(images):
-        raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    return pair_cosines(model, tokenizer, images, list(captions), max_length=max_length, batch_size=max(len(captions), 1))
+    return pair_cosines(model, tokenizer, images, captions, max_length=max_length, batch_size=max(len(captions), 1))
 
 
 def probe_scores(model: torch.nn.Module, tokenizer: Callable[..., dict], probe: CaptionProbe,

@@ -112,6 +112,13 @@ def auto_num_workers(device: torch.device | str, cpu_count: int | None = None, p
     return max(0, min(8, cpus // max(1, procs) - 1))
 
 
+def check_batch(batch: Any) -> dict[str, Any]:
+    """``batch`` if it is a dict (what the Trainer passes as ``model(**batch)``); a TypeError otherwise."""
+    if not isinstance(batch, dict):
+        raise TypeError(f"a batch must be a dict of tensors (passed as model(**batch)), got {type(batch).__name__}")
+    return batch
+
+
 class Batches:
     """Ready-made batches (dicts of batched tensors) as a :class:`~vlm_primer.training.Trainer`'s training data, used
     as they are: each pass over them is an epoch, in their order. A plain list of them would be read as a dataset
@@ -119,12 +126,9 @@ class Batches:
     notebook 02, §Training a tiny CLIP."""
 
     def __init__(self, batches: Iterable[dict[str, Any]]) -> None:
-        self.batches = list(batches)
+        self.batches = [check_batch(batch) for batch in batches]
         if not self.batches:
             raise ValueError("Batches needs at least one batch")
-        for batch in self.batches:
-            if not isinstance(batch, dict):
-                raise TypeError(f"a batch must be a dict of tensors (passed as model(**batch)), got {type(batch).__name__}")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.batches)

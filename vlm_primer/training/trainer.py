@@ -57,7 +57,7 @@ from vlm_primer.training.checkpoint import (
     set_rng_state,
 )
 from vlm_primer.training.config import TrainConfig
-from vlm_primer.training.data import ResumableLoader, auto_num_workers
+from vlm_primer.training.data import ResumableLoader, auto_num_workers, check_batch
 from vlm_primer.training.optim import build_optimizer, cosine_warmup_scheduler
 from vlm_primer.training.plot import LivePlot, in_jupyter_kernel
 from vlm_primer.utils import seed_everything
@@ -203,7 +203,6 @@ class Trainer:
         self.train_model = torch.compile(train_model, mode=mode) if config.compile else train_model
         self.num_workers = (auto_num_workers(self.device) if config.num_workers == "auto" else config.num_workers)
 
-        self._samples = train_data if _is_map_style(train_data) else None  # for the hint of _note_batches
         if _is_map_style(train_data):
             self.source: Any = ResumableLoader(
                 train_data, config.batch_size, collate_fn=collate_fn, seed=config.seed,
@@ -276,9 +275,7 @@ class Trainer:
                 self.epoch, self.batch_in_epoch, self._iter = self.epoch + 1, 0, None
                 continue
             self.batch_in_epoch += 1
-            if not isinstance(batch, dict):
-                raise TypeError(f"a batch must be a dict of tensors (passed as model(**batch)), got {type(batch).__name__}")
-            return batch
+            return check_batch(batch)
 
     # ------------------------------------------------------------------ one optimizer step
 
@@ -343,8 +340,9 @@ class Trainer:
         return mean, grad_norm
 
     def _note_batches(self, error: Exception) -> None:
-        """Add a hint to the first step's ``error`` when the map-style ``train_data`` seems to hold whole batches."""
-        size = _looks_like_a_batch(self._samples) if self._samples is not None else None
+        """Add a hint to the first step's ``error`` when the dataset batched by the ``ResumableLoader`` seems to hold
+        whole batches."""
+        size = _looks_like_a_batch(self.source.dataset) if isinstance(self.source, ResumableLoader) else None
         if size is not None:
             error.add_note(f"item 0 of train_data looks like a whole batch (all its tensors start with {size}): a "
                            "list of ready-made batches is read as a dataset of samples and batched again. To train on "
