@@ -35,7 +35,9 @@
 # * adapt a CLIP to a new domain with {term}`LoRA`, DoRA, VeRA, {term}`QLoRA`'s 4-bit weights,
 #   {term}`prompt tuning` (CoOp, VPT) and CLIP-Adapter, and compare them at equal budget;
 # * put {term}`adapters <adapter>` in a LLaVA's language model and measure what sharing one set across two tasks
-#   costs.
+#   costs;
+# * accumulate micro-batches' gradients into exactly the big batch's, answers of every length weighed by their
+#   tokens.
 #
 # The long runs live in `benchmarks/` (`bench_kosmos.py`, `bench_negatives.py`, `bench_dpo.py`,
 # `bench_text_reading.py`, `bench_peft.py`, `bench_vl_adapter.py`, three seeds each); this
@@ -914,6 +916,98 @@ assert overlap("full_shared", "full_per_task", "vqa") and overlap("full_shared",
 # refutation of theirs.
 
 # %% [markdown]
+# ## Gradient accumulation
+#
+# LLaVA trained its projection with batches of 128 and fine-tuned with batches of 32 on eight A100s
+# {cite:p}`liu2023llava`; one smaller GPU holds fewer sequences. {term}`Gradient accumulation <gradient accumulation>` runs one optimizer
+# step as `grad_accum_steps` micro-batches (`TrainConfig.grad_accum_steps`, `--grad-accum` in the CLI) and adds
+# their gradients before the update. That equals the big batch only if each micro-batch's loss is weighed by its
+# share of what the loss averages. A language model's loss is the mean over the batch's $N$ answer tokens; split into
+# $k$ micro-batches $B_j$ of $N_j$ tokens with mean losses $\bar\ell_j$,
+#
+# $$\mathcal{L} = \frac{1}{N}\sum_{t=1}^{N}\ell_t = \sum_{j=1}^{k} \frac{N_j}{N}\,\bar\ell_j
+#   \;\neq\; \frac{1}{k}\sum_{j=1}^{k}\bar\ell_j \quad\text{unless every } N_j = N/k.$$
+#
+# The plain average of the micro-batches' means, which many training loops computed (`transformers`' `Trainer` until
+# October 2024, its pull request #34191), gives a token in a micro-batch of short answers more weight than one in a
+# micro-batch of long answers, and chapter 05's data mixes one-word VQA answers with caption sentences. Our `Trainer`
+# asks the model what its loss averages, `model.loss_items(batch)` (the language models count their predicted tokens
+# with `vlm_primer.nn.causal_lm_items`; a model without it is counted in samples), and weighs each micro-batch by its
+# share. Under DDP, which averages the processes' gradients, the share is of the tokens of every process (one
+# all-reduce per step).
+#
+# The gradient of `llava-tiny`'s trained parameters (stage 2: connector and language model) on 8 sequences, 4 short
+# VQA answers and 4 captions, as one batch and as two micro-batches of 4 rows, once split by task and once mixed
+# (the control, where the two micro-batches hold about as many tokens):
+
+# %%
+from vlm_primer.backbones.data import LlavaChatDataset, llava_collate  # noqa: E402
+from vlm_primer.backbones.stages import TINY_WORLD  # noqa: E402
+from vlm_primer.training import Batches, TrainConfig, Trainer  # noqa: E402
+
+acc_model = zoo.load("llava-tiny").eval()
+acc_model.set_stage(2)
+chats = [LlavaChatDataset(task, size=4, seed=1, image_tokens=acc_model.tokens_per_image,
+                          transform=zoo.preprocess("llava-tiny"), config=WorldConfig(**TINY_WORLD))
+         for task in ("vqa", "caption")]
+whole = llava_collate(acc_model.cfg.text.pad_token_id)([c[i] for c in chats for i in range(4)])
+rows = lambda idx: {k: v[idx] for k, v in whole.items()}  # noqa: E731
+trained = [p for p in acc_model.parameters() if p.requires_grad]
+
+
+def gradient(batch):
+    return torch.cat([g.flatten() for g in torch.autograd.grad(acc_model(**batch).loss, trained)])
+
+
+g_whole = gradient(whole)
+rel_err = lambda g: float((g - g_whole).norm() / g_whole.norm())  # noqa: E731
+splits = {"by task": ([0, 1, 2, 3], [4, 5, 6, 7]), "mixed (control)": ([0, 1, 4, 5], [2, 3, 6, 7])}
+accumulation = {}
+for name, (first, second) in splits.items():
+    micro = [rows(first), rows(second)]
+    n = [acc_model.loss_items(b) for b in micro]
+    g = [gradient(b) for b in micro]
+    accumulation[name] = dict(tokens=n, plain=rel_err((g[0] + g[1]) / 2),
+                              weighted=rel_err((n[0] * g[0] + n[1] * g[1]) / sum(n)))
+    print(f"{name:16} answer tokens {n[0]:3d} + {n[1]:3d}: relative error of the plain average "
+          f"{accumulation[name]['plain']:.3f}, of the token-weighted sum {accumulation[name]['weighted']:.1e}")
+short_n, long_n = accumulation["by task"]["tokens"]
+fig, ax = plt.subplots(figsize=(6.5, 2.6))
+ax.bar([0, 1], [1 / (2 * short_n), 1 / (2 * long_n)], width=0.35, label="plain average: 1 / (k N_j)")
+ax.bar([0.35, 1.35], [1 / (short_n + long_n)] * 2, width=0.35, label="token-weighted: 1 / N (the big batch)")
+ax.set_xticks([0.175, 1.175], [f"a VQA answer token ({short_n} in its micro-batch)",
+                               f"a caption token ({long_n} in its micro-batch)"], fontsize=8)
+ax.set_ylabel("weight in the step's loss")
+ax.set_title("What one token counts for, accumulated over two micro-batches", fontsize=9)
+ax.legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+trainer_model = zoo.load("llava-tiny")
+trainer_model.set_stage(2)
+before = torch.cat([p.detach().flatten().clone() for p in trainer_model.parameters() if p.requires_grad])
+one_step = TrainConfig(max_steps=1, batch_size=4, grad_accum_steps=2, grad_clip=None, warmup_steps=0, device="cpu",
+                       precision="fp32", progress=False, live_plot=False)
+Trainer(trainer_model, Batches([rows([0, 1, 2, 3]), rows([4, 5, 6, 7])]), one_step,
+        optimizer=torch.optim.SGD([p for p in trainer_model.parameters() if p.requires_grad], lr=1.0)).fit()
+after = torch.cat([p.detach().flatten() for p in trainer_model.parameters() if p.requires_grad])
+trainer_err = rel_err(before - after)  # plain SGD at lr 1: the update is minus the accumulated gradient
+print(f"the Trainer's accumulated step (SGD, lr 1) against the big batch's gradient: relative error {trainer_err:.1e}")
+mixed_n = accumulation["mixed (control)"]["tokens"]
+assert long_n > 3 * short_n and abs(mixed_n[0] - mixed_n[1]) <= 0.2 * sum(mixed_n)
+assert accumulation["by task"]["plain"] > 0.1 > 10 * accumulation["mixed (control)"]["plain"]
+assert max(a["weighted"] for a in accumulation.values()) < 1e-5 and trainer_err < 1e-5
+
+# %% [markdown]
+# Split by task, the plain average is far from the big batch's gradient: each VQA token counts several times as
+# much as a caption token. Mixed, the two micro-batches hold as many tokens, or nearly, and the plain average is
+# right or close: the error goes unnoticed on data of even lengths. Weighted by tokens, accumulation gives the big
+# batch's gradient to float32 round-off, and so does the `Trainer`. One caveat: the equality is of gradients, and it
+# holds for losses that are means over items; a contrastive loss is not, as its negatives are the other samples of
+# the same batch, so accumulated CLIP micro-batches see fewer negatives than the big batch, whatever the weights
+# (chapter 02, §SigLIP vs CLIP across batch sizes, measures what batch size does to them).
+
+# %% [markdown]
 # ## GPU-ready training
 #
 # The project's entry point runs both recipes at paper shapes: `--peft lora|dora|qlora|vera` on any recipe puts
@@ -966,6 +1060,9 @@ assert h_lora[-1]["step"] == h_dpo[-1]["step"] == 2 and abs(h_dpo[-1]["loss"] - 
 #   least; at this size the savings are memory, not step time. In a LLaVA's language model, one adapter set shared
 #   by two tasks matches the per-task sets on VQA and costs a little on the instructions, with half their
 #   parameters.
+# * **Gradient accumulation**: micro-batches equal the big batch when each one's mean loss is weighed by its share of
+#   the tokens the loss averages (`loss_items`); the plain average of their means is far off when short and long
+#   answers fall in different micro-batches, and close when they mix.
 #
 # ## Exercises
 #
@@ -982,6 +1079,8 @@ assert h_lora[-1]["step"] == h_dpo[-1]["step"] == 2 and abs(h_dpo[-1]["loss"] - 
 #    (absmax scaling, nearest level).
 # 6. **CLIP-Adapter's blend** (`06b.6`). Write `clip_adapter_blend(f, W1, W2, alpha)` for a bias-free two-layer
 #    adapter with ReLUs.
+# 7. **Accumulated loss** (`06b.7`). Write `accumulated_loss(losses, items)`: the loss of the big batch from the mean
+#    losses of its micro-batches and the number of items (answer tokens) each averages over.
 
 # %%
 from vlm_primer.exercises import check  # noqa: E402
@@ -1011,8 +1110,12 @@ def clip_adapter_blend(f, W1, W2, alpha):
     raise NotImplementedError
 
 
+def accumulated_loss(losses, items):
+    raise NotImplementedError
+
+
 for exercise_id, answer in [("06b.1", giou), ("06b.2", location_tokens), ("06b.3", dpo), ("06b.4", lora_forward),
-                            ("06b.5", nf4_block), ("06b.6", clip_adapter_blend)]:
+                            ("06b.5", nf4_block), ("06b.6", clip_adapter_blend), ("06b.7", accumulated_loss)]:
     check(exercise_id, answer)
 
 # %%

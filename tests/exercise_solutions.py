@@ -385,6 +385,10 @@ def clip_adapter_blend(f, W1, W2, alpha):
     return alpha * torch.relu(torch.relu(f @ W1.T) @ W2.T) + (1 - alpha) * f
 
 
+def accumulated_loss(losses, items):
+    return sum(loss * n for loss, n in zip(losses, items)) / sum(items)
+
+
 # ---------------------------------------------------------------- chapter 08
 
 def frame_indices(num_frames, k):
@@ -431,7 +435,7 @@ SOLUTIONS = {
     "06.1": zipf, "06.2": precision_recall, "06.3": keep_top06, "06.4": semdedup, "06.5": train_flops,
     "06.6": gpu_hours,
     "06b.1": giou, "06b.2": location_tokens, "06b.3": dpo, "06b.4": lora_forward, "06b.5": nf4_block,
-    "06b.6": clip_adapter_blend,
+    "06b.6": clip_adapter_blend, "06b.7": accumulated_loss,
     "08.1": frame_indices, "08.2": single_frame_ceiling, "08.3": add_frame_positions, "08.4": order_targets,
     "08.5": merge_tokens, "08.6": frames_that_fit,
     "07.1": vqa_acc, "07.2": boot_ci, "07.3": wino, "07.4": pope, "07.5": chair_i, "07.6": weat_d, "07.7": clip_s,

@@ -68,3 +68,18 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-6 if _device() == "cpu" else 1e-5, rtol=0), k
         assert torch.equal(a[k], uninterrupted[k]), k  # DDP resume is exact
     assert any(not torch.allclose(a[k], init[k], atol=1e-4) for k in a)  # the last two steps moved the weights
+
+
+@pytest.mark.xdist_group("dist")
+def test_ddp_weighs_targets_across_processes(tmp_path):
+    """A loss averaged over a varying number of targets per sample (the toy tagger: 1 to 6 of 6 positions): two
+    ranks x micro-batch 2 x 2 accumulation steps equal one process on batch 8 only when every micro-batch is
+    weighed by its share of all the ranks' targets (one all-reduce per step); the ranks' micro-batches hold
+    different numbers of targets."""
+    tagger = TRAIN + ["--set", "tagger=1", "--steps", "2"]
+    _run(TORCHRUN + tagger + ["--batch-size", "2", "--grad-accum", "2", "--ckpt-dir", str(tmp_path / "ddp")])
+    train_main(tagger[2:] + ["--batch-size", "8", "--ckpt-dir", str(tmp_path / "one")])
+    a = load_file(tmp_path / "ddp" / "step_00000002" / "model.safetensors")
+    b = load_file(tmp_path / "one" / "step_00000002" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6 if _device() == "cpu" else 1e-5, rtol=0), k

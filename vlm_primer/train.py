@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", help='WebDataset shards, e.g. "data/shard-{000000..000009}.tar"')
     p.add_argument("--steps", type=int, help="max optimizer steps")
     p.add_argument("--batch-size", type=int, help="micro-batch size per process")
-    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step, weighed by what their loss "
+                   "averages (a language model's answer tokens): the gradient of one batch of all of them")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-steps", type=int)

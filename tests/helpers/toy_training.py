@@ -62,6 +62,32 @@ class ToyDataset(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
+class ToyTagger(nn.Module):
+    """Tags each of 6 positions of a point with one of 4 classes. Its loss averages over the positions that are
+    targets (the others are -100), as a language model's averages over answer tokens; ``loss_items`` counts them."""
+
+    def __init__(self, dim_in: int = 8, positions: int = 6, classes: int = 4) -> None:
+        super().__init__()
+        self.net, self.positions, self.classes = nn.Linear(dim_in, positions * classes), positions, classes
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> ToyOutput:
+        logits = self.net(x).view(len(x), self.positions, self.classes)
+        return ToyOutput(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100), logits)
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["y"] != -100).sum())
+
+
+class ToyTagDataset(ToyDataset):
+    """Points with 1 to 6 tagged positions each (``y`` ``(6,)``, -100 after the last tag)."""
+
+    def __init__(self, n: int = 64, dim: int = 8, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, dim, generator=g)
+        self.y = (self.x @ torch.randn(dim, 6, generator=g)).gt(0).long() + 2 * torch.randint(0, 2, (n, 6), generator=g)
+        self.y[torch.arange(6) >= torch.randint(1, 7, (n, 1), generator=g)] = -100
+
+
 class ToyImageModel(nn.Module):
     """Pools an image to 4x4 and classifies it (for the shard pipeline test)."""
 
@@ -86,5 +112,7 @@ def toy_mlp(args) -> TrainJob:
     if args.shards:
         data = shard_loader(args.shards, config.batch_size, caption_collate, shuffle_buffer=8, seed=args.seed)
         return TrainJob(ToyImageModel(), data, config)
+    if args.options.get("tagger") == "1":  # a loss averaged over a varying number of targets per sample
+        return TrainJob(ToyTagger(), ToyTagDataset(64, seed=args.seed), config)
     dropout = float(args.options.get("dropout", 0.1))
     return TrainJob(ToyClassifier(dropout=dropout), ToyDataset(64, seed=args.seed), config)

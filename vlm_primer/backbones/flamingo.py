@@ -32,7 +32,8 @@ from torch import nn
 from vlm_primer.backbones.llava import _CLIP_TOWER, IMAGE_TOKEN_ID, check_image_token, with_context
 from vlm_primer.backbones.resamplers import PerceiverResampler
 from vlm_primer.config import PresetConfig
-from vlm_primer.nn import MLP, Attention, DecoderConfig, DecoderLM, DecoderOutput, RMSNorm, ViT, ViTConfig
+from vlm_primer.nn import (MLP, Attention, DecoderConfig, DecoderLM, DecoderOutput, RMSNorm, ViT, ViTConfig,
+                           causal_lm_items)
 from vlm_primer.validate import check_choice, check_images, check_tokens
 
 __all__ = ["Flamingo", "FlamingoConfig", "GatedCrossAttentionLayer", "media_mask"]
@@ -221,6 +222,11 @@ class Flamingo(nn.Module):
                            device=self.language_model.tok_emb.weight.device)
         return self.language_model(ids, attention_mask=attention_mask, labels=labels,
                                    **self._inputs(ids, pixel_values, image_attention_mask), **kwargs)
+
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """The text targets the loss of ``batch`` averages over (:func:`~vlm_primer.nn.causal_lm_items`), for the
+        ``Trainer``'s gradient accumulation."""
+        return causal_lm_items(batch.get("labels"))
 
     @torch.no_grad()
     def generate(self, input_ids: Any, pixel_values: Any = None, max_new_tokens: int = 20, *,

@@ -24,7 +24,7 @@ from torch import nn
 
 from vlm_primer.backbones.connectors import CONNECTORS, QUERY_CONNECTORS, build_connector
 from vlm_primer.config import PresetConfig
-from vlm_primer.nn import DecoderConfig, DecoderLM, DecoderOutput, ViT, ViTConfig
+from vlm_primer.nn import DecoderConfig, DecoderLM, DecoderOutput, ViT, ViTConfig, causal_lm_items
 from vlm_primer.validate import check_choice, check_images, check_int, check_tokens, value_checks_enabled
 
 __all__ = ["IMAGE_TOKEN_ID", "Llava", "LlavaConfig", "expand_image_tokens"]
@@ -239,6 +239,11 @@ class Llava(nn.Module):
         image_inputs = {k: kwargs.pop(k) for k in self.IMAGE_INPUTS if k in kwargs}
         embeds = self.embed(input_ids, pixel_values, image_sizes, **image_inputs)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """The answer tokens the loss of ``batch`` averages over (:func:`~vlm_primer.nn.causal_lm_items`), for the
+        ``Trainer``'s gradient accumulation."""
+        return causal_lm_items(batch.get("labels"))
 
     @torch.no_grad()
     def generate(self, input_ids: Any, pixel_values: Any = None, max_new_tokens: int = 20, *,

@@ -1,5 +1,5 @@
 """Checks for the exercises of chapter 06b (training recipes II: GIoU, Kosmos-2 location tokens, the DPO loss, LoRA's
-forward pass, NF4 rounding, CLIP-Adapter's blend). Explained in notebook 06b, §Exercises."""
+forward pass, NF4 rounding, CLIP-Adapter's blend, the accumulated loss). Explained in notebook 06b, §Exercises."""
 
 from __future__ import annotations
 
@@ -116,3 +116,17 @@ def clip_adapter(fn) -> None:
         if torch.allclose(got, (1 - alpha) * adapted + alpha * f, atol=1e-6):
             raise Wrong("alpha weighs the *adapter's* output (the paper's residual ratio)")
         close(got, want, "alpha · A(f) + (1 - alpha) · f", atol=1e-6)
+
+
+@exercise("06b.7", "The accumulated loss")
+def accumulated_loss(fn) -> None:
+    for losses, items in (([2.0, 0.5], [3, 30]), ([1.0, 4.0, 2.0], [10, 10, 20]), ([0.7], [5])):
+        want = sum(l * n for l, n in zip(losses, items)) / sum(items)
+        got = number(fn(list(losses), list(items)), "the loss")
+        if len(set(items)) > 1 and abs(got - sum(losses) / len(losses)) < 1e-9:
+            raise Wrong("that is the plain average of the means: a token of a micro-batch of few tokens would count "
+                        "more than one of a micro-batch of many; weigh each mean by its items")
+        if abs(got - sum(l * n for l, n in zip(losses, items))) < 1e-9 and sum(items) != 1:
+            raise Wrong("that is the sum of the token losses: divide by the number of items of the whole batch")
+        if abs(got - want) > 1e-9:
+            raise Wrong(f"the loss of micro-batches with mean losses {losses} over {items} items is off")

@@ -9,7 +9,7 @@ Explained in notebook 04, §Language model (captions as a language model), and n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,20 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
                            label_smoothing=label_smoothing)
 
 
+def causal_lm_items(labels: Any, ignore_index: int = -100, first_is_target: bool = False) -> int:
+    """How many targets :func:`causal_lm_loss` averages over for ``labels`` ``(B, L)``: the entries of
+    ``labels[:, 1:]`` that are not ``ignore_index`` (all of ``labels`` with ``first_is_target``, for a model that puts
+    other positions in front of them). The models' ``loss_items``, which the ``Trainer`` weighs accumulated
+    micro-batches by. Explained in notebook 06b, §Gradient accumulation."""
+    if labels is None:
+        raise ValueError("the batch has no labels: a language model's loss (and its count of targets) needs "
+                         "labels (B, L)")
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must have shape (B, L), got {tuple(labels.shape)}")
+    return int((labels[:, 0 if first_is_target else 1:] != ignore_index).sum())
+
+
 def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...], desc: str) -> None:
     if t is not None and tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape {desc} = {shape}, got {tuple(t.shape)}")
@@ -142,6 +156,10 @@ class DecoderLM(nn.Module):
     @property
     def blocks(self) -> nn.ModuleList:
         return self.transformer.blocks
+
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """The targets the loss of ``batch`` averages over (:func:`causal_lm_items`), for the ``Trainer``."""
+        return causal_lm_items(batch.get("labels"))
 
     def new_cache(self) -> list[KVCache]:
         """An empty KV cache: one :class:`KVCache` per block."""

@@ -57,7 +57,7 @@ class TrainConfig(PresetConfig):
     eps: float = 1e-8
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = 1      # micro-batches per step, weighed by their loss items (Trainer, module docstring)
     grad_clip: float | None = 1.0
     precision: str = "auto"
     compile: bool | str = False

@@ -6,6 +6,14 @@ of tensors; the trainer moves tensors to the device and leaves other values alon
 a ``post_step()`` method gets it called after every optimizer step (CLIP clamps its temperature
 there). Explained in notebook 06 (training recipes).
 
+Gradient accumulation weighs each micro-batch's mean loss by its share of the step's *items*, the terms the loss
+averages: ``model.loss_items(batch)`` where the model has it (the language models count their predicted tokens),
+else the micro-batch's samples. So ``grad_accum_steps`` micro-batches give the gradient of one batch of all their
+samples even when their answers differ in length (averaging the micro-batches' means would weigh a token of a
+short answer more than one of a long answer). Under DDP, with ``loss_items``, the share is of the items of every
+process, so the ranks' average is the global batch's gradient too. Explained in notebook 06b, §Gradient
+accumulation.
+
 Training data is either
 
 - a map-style dataset (``__len__`` + ``__getitem__``): the trainer batches it with a
@@ -249,9 +257,15 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _next_batch(self) -> Any:
+        """The next batch, counted, still where the data put it (the host, for a loader)."""
         start = time.perf_counter()
         batch = self._fetch_batch()
         self._count(batch)
+        self._data_seconds += time.perf_counter() - start
+        return batch
+
+    def _to_device(self, batch: Any) -> Any:
+        start = time.perf_counter()
         batch = move_to_device(batch, self.device)
         self._data_seconds += time.perf_counter() - start
         return batch
@@ -298,9 +312,11 @@ class Trainer:
         if cfg.compile in ("reduce-overhead", "max-autotune") and self.train_model is not self._eager_model:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs' last outputs may be reused
         total = torch.zeros((), device=self.device)
+        batches = [self._next_batch() for _ in range(cfg.grad_accum_steps)]
+        scales, shares = self._loss_weights(batches)
         with validation(self._check_inputs_now()):
-            for micro in range(cfg.grad_accum_steps):
-                batch = self._next_batch()
+            for micro, batch in enumerate(batches):
+                batch = self._to_device(batch)
                 last = micro == cfg.grad_accum_steps - 1
                 sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
                 with sync:
@@ -311,10 +327,10 @@ class Trainer:
                         if self.step == 0:
                             self._note_batches(e)
                         raise
-                    self.scaler.scale(loss.float() / cfg.grad_accum_steps).backward()
-                total += loss.detach().float()
+                    self.scaler.scale(loss.float() * scales[micro]).backward()
+                total += loss.detach().float() * shares[micro]
         self._inputs_checked = True
-        mean = total / cfg.grad_accum_steps
+        mean = total
         grad_norm = None
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -338,6 +354,29 @@ class Trainer:
         self.step += 1
         self._window_steps += 1
         return mean, grad_norm
+
+    def _loss_weights(self, batches: list[Any]) -> tuple[list[Any], list[float]]:
+        """What each micro-batch's mean loss is multiplied by before its backward pass, and its share of the logged
+        loss: its items (``model.loss_items(batch)``, else its samples) over the step's. Under DDP, with
+        ``loss_items``, the backward weight divides by the mean of the processes' items instead (one all-reduce),
+        as DDP then averages the gradients over the processes. Counted on the host, before the copy to the device."""
+        count = getattr(self.model, "loss_items", None)
+        if len(batches) == 1 and (count is None or not D.is_distributed()):
+            return [1.0], [1.0]
+        items = [int(count(b)) if count is not None else _batch_size(b) for b in batches]
+        if count is not None and min(items) <= 0:
+            micro = items.index(min(items))
+            raise ValueError(f"micro-batch {micro + 1} of {len(batches)} in step {self.step + 1} has no loss items "
+                             f"({type(self.model).__name__}.loss_items gave {items[micro]}: every target ignored?), "
+                             "so its mean loss is undefined")
+        if min(items) <= 0:  # no tensor to read a batch size from: equal weights
+            items = [1] * len(batches)
+        shares = [n / sum(items) for n in items]
+        if count is None or not D.is_distributed():
+            return shares, shares
+        total = torch.tensor(float(sum(items)), dtype=torch.float64).to(self.device, non_blocking=True)
+        mean = D.all_reduce_mean(total)
+        return [(n / mean).float() for n in items], shares
 
     def _note_batches(self, error: Exception) -> None:
         """Add a hint to the first step's ``error`` when the dataset batched by the ``ResumableLoader`` seems to hold

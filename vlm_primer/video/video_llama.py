@@ -33,7 +33,7 @@ from torch import nn
 from vlm_primer.backbones.blip2 import Blip2, Blip2Config
 from vlm_primer.backbones.qformer import QFormer, QFormerConfig
 from vlm_primer.config import PresetConfig
-from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig
+from vlm_primer.nn import DecoderConfig, DecoderLM, ViT, ViTConfig, causal_lm_items
 from vlm_primer.validate import check_images, check_labels, check_mask, check_tokens
 
 __all__ = ["VideoLlama", "VideoLlamaConfig", "VideoLlamaOutput", "video_qformer_config"]
@@ -225,6 +225,11 @@ class VideoLlama(nn.Module):
             labels = torch.cat([labels.new_full((len(labels), video.shape[1]), -100), labels], dim=1)
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
         return VideoLlamaOutput(logits=out.logits, loss=out.loss, video_tokens=video)
+
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """The text targets the loss of ``batch`` averages over, for the ``Trainer``'s gradient accumulation: every
+        label that is not -100, the first text position's included (the last video token predicts it)."""
+        return causal_lm_items(batch.get("labels"), first_is_target=True)
 
     @torch.no_grad()
     def generate(self, frames: torch.Tensor, input_ids: Any, max_new_tokens: int = 20, *,
