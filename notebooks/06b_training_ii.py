@@ -928,8 +928,8 @@ assert overlap("full_shared", "full_per_task", "vqa") and overlap("full_shared",
 # $$\mathcal{L} = \frac{1}{N}\sum_{t=1}^{N}\ell_t = \sum_{j=1}^{k} \frac{N_j}{N}\,\bar\ell_j
 #   \;\neq\; \frac{1}{k}\sum_{j=1}^{k}\bar\ell_j \quad\text{unless every } N_j = N/k.$$
 #
-# The plain average of the micro-batches' means, which many training loops computed (`transformers`' `Trainer` until
-# October 2024, its pull request #34191), gives a token in a micro-batch of short answers more weight than one in a
+# The plain average of the micro-batches' means, which many training loops computed (the `Trainer` of `transformers`
+# until October 2024, its pull request #34191), gives a token in a micro-batch of short answers more weight than one in a
 # micro-batch of long answers, and chapter 05's data mixes one-word VQA answers with caption sentences. Our `Trainer`
 # asks the model what its loss averages, `model.loss_items(batch)` (the language models count their predicted tokens
 # with `vlm_primer.nn.causal_lm_items`; a model without it is counted in samples), and weighs each micro-batch by its
