@@ -136,3 +136,30 @@ def test_a_cuda_training_step_never_synchronises():
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert trainer.step == 3 and all(p.grad is None for p in model.parameters())
+
+
+@needs_cuda
+def test_an_accumulated_language_model_step_never_synchronises():
+    """Gradient accumulation weighs micro-batches by their targets, counted on the host before the copy: a step of
+    two micro-batches of a language model queues its work and returns, as a single batch does."""
+    from vlm_primer.nn import DecoderConfig, DecoderLM
+
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderConfig.from_preset("tiny"))
+    batches = []
+    for targets in (2, 12, 5, 9):
+        ids = torch.randint(4, model.cfg.vocab_size, (4, 16))
+        labels = ids.masked_fill(torch.arange(16) < 16 - targets, -100)
+        batches.append({"input_ids": ids.pin_memory(), "labels": labels.pin_memory()})
+    config = TrainConfig(device="cuda", max_steps=4, warmup_steps=1, log_every=4, grad_accum_steps=2, progress=False,
+                         live_plot=False, num_workers=0)
+    trainer = Trainer(model, Batches(batches), config)
+    trainer.train_step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert trainer.step == 2
