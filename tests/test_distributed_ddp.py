@@ -10,6 +10,7 @@ torchrun launches (2 steps, then ``--resume`` to 4) so per-rank resumption is co
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,10 +76,12 @@ def test_ddp_weighs_targets_across_processes(tmp_path):
     """A loss averaged over a varying number of targets per sample (the toy tagger: 1 to 6 of 6 positions): two
     ranks x micro-batch 2 x 2 accumulation steps equal one process on batch 8 only when every micro-batch is
     weighed by its share of all the ranks' targets (one all-reduce per step); the ranks' micro-batches hold
-    different numbers of targets."""
+    different numbers of targets. The logged loss is the global batch's too (printed to 6 digits)."""
     tagger = TRAIN + ["--set", "tagger=1", "--steps", "2"]
-    _run(TORCHRUN + tagger + ["--batch-size", "2", "--grad-accum", "2", "--ckpt-dir", str(tmp_path / "ddp")])
-    train_main(tagger[2:] + ["--batch-size", "8", "--ckpt-dir", str(tmp_path / "one")])
+    out = _run(TORCHRUN + tagger + ["--batch-size", "2", "--grad-accum", "2", "--ckpt-dir", str(tmp_path / "ddp")])
+    history = train_main(tagger[2:] + ["--batch-size", "8", "--ckpt-dir", str(tmp_path / "one")])
+    logged = re.search(r"^step=2 .*?loss=(\S+)", out, flags=re.M)  # the CLI prints the last record
+    assert float(logged.group(1)) == pytest.approx(history[-1]["loss"], rel=2e-5)
     a = load_file(tmp_path / "ddp" / "step_00000002" / "model.safetensors")
     b = load_file(tmp_path / "one" / "step_00000002" / "model.safetensors")
     for k in a:

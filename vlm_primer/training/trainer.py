@@ -11,8 +11,9 @@ averages: ``model.loss_items(batch)`` where the model has it (the language model
 else the micro-batch's samples. So ``grad_accum_steps`` micro-batches give the gradient of one batch of all their
 samples even when their answers differ in length (averaging the micro-batches' means would weigh a token of a
 short answer more than one of a long answer). Under DDP, with ``loss_items``, the share is of the items of every
-process, so the ranks' average is the global batch's gradient too. Explained in notebook 06b, §Gradient
-accumulation.
+process, so the ranks' average is the global batch's gradient, and the logged loss its loss. To count them, a
+step reads its micro-batches first: they wait on the host until their turn on the device.
+Explained in notebook 06b, §Gradient accumulation.
 
 Training data is either
 
@@ -314,6 +315,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         batches = [self._next_batch() for _ in range(cfg.grad_accum_steps)]
         scales, shares = self._loss_weights(batches)
+        # under DDP with loss_items: this rank's part of the global batch's loss (the ranks' mean is that loss)
+        part = None if scales is shares else torch.zeros((), device=self.device)
         with validation(self._check_inputs_now()):
             for micro, batch in enumerate(batches):
                 batch = self._to_device(batch)
@@ -329,6 +332,8 @@ class Trainer:
                         raise
                     self.scaler.scale(loss.float() * scales[micro]).backward()
                 total += loss.detach().float() * shares[micro]
+                if part is not None:
+                    part += loss.detach().float() * scales[micro]
         self._inputs_checked = True
         mean = total
         grad_norm = None
@@ -339,7 +344,7 @@ class Trainer:
         if self._guard(mean, grad_norm):
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self._window_sum += mean
+            self._window_sum += mean if part is None else part
             self._window_count += 1
         else:  # on_nonfinite="skip": drop this update, keep the schedule and the data moving
             self.skipped += 1
@@ -357,12 +362,14 @@ class Trainer:
 
     def _loss_weights(self, batches: list[Any]) -> tuple[list[Any], list[float]]:
         """What each micro-batch's mean loss is multiplied by before its backward pass, and its share of the logged
-        loss: its items (``model.loss_items(batch)``, else its samples) over the step's. Under DDP, with
-        ``loss_items``, the backward weight divides by the mean of the processes' items instead (one all-reduce),
-        as DDP then averages the gradients over the processes. Counted on the host, before the copy to the device."""
+        loss: its items (``model.loss_items(batch)``, else its samples) over the step's (one list for both, unless
+        they differ). Under DDP, with ``loss_items``, the backward weight divides by the mean of the processes' items
+        instead (one all-reduce), as DDP then averages the gradients over the processes. Counted on the host, before
+        the copy to the device."""
         count = getattr(self.model, "loss_items", None)
         if len(batches) == 1 and (count is None or not D.is_distributed()):
-            return [1.0], [1.0]
+            one = [1.0]
+            return one, one
         items = [int(count(b)) if count is not None else _batch_size(b) for b in batches]
         if count is not None and min(items) <= 0:
             micro = items.index(min(items))
