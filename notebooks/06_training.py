@@ -526,6 +526,9 @@ assert store["ratio"] > 5 and ratio["pre-rendered store vs PNG shards", None]["r
 #   `loss.item()`, `if bool(mask.any())`, an input check that reads ids. Each stalls the queue. The Trainer reads
 #   values only when it logs; the models' value checks run on the first step only (`TrainConfig.validate_inputs`),
 #   never inside `torch.compile`, and the token count for `tokens_per_s` is read on the host before the copy.
+#   A read can be found without a GPU: `tests/test_training_host_reads.py` records every call that needs a value on
+#   the host (`.item()`, `bool()`, a boolean-mask index, `nonzero`, ...) in the second step of each training recipe,
+#   on the CPU.
 # - **Data.** A batch that is not ready is time the GPU idles: `data_wait` in every log record is that fraction.
 #   On CUDA the default `num_workers="auto"` loads in worker processes into pinned memory, copied without blocking.
 # - **Launches.** A small model's kernels finish faster than Python can launch them. `compile="reduce-overhead"`

@@ -82,6 +82,24 @@ def test_hard_negatives_are_never_the_pair_or_a_marked_match():
         hard_negatives(torch.zeros(1, 1))
 
 
+def test_hard_negatives_of_non_finite_scores():
+    """Checked (the first step), NaN scores are refused by name; unchecked (no value read on a GPU), they still draw
+    a negative that is not the pair, and finite scores draw what they drew before."""
+    from vlm_primer.validate import validation
+
+    scores = torch.randn(4, 4)
+    scores[1, 2], scores[2, 0] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        hard_negatives(scores)
+    with validation(False):
+        for seed in range(10):
+            assert (hard_negatives(scores, generator=torch.Generator().manual_seed(seed)) != torch.arange(4)).all()
+    finite = torch.randn(4, 4)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    weights = torch.softmax(finite, 1).masked_fill(torch.eye(4, dtype=torch.bool), 0.0) + (1 - torch.eye(4)) * 1e-8
+    assert torch.equal(hard_negatives(finite, generator=g()), torch.multinomial(weights, 1, generator=g()).squeeze(1))
+
+
 def test_bad_batches_name_the_problem():
     stage1 = Blip2Stage1(QFormer(CFG))
     image, ids, mask = _batch()

@@ -198,11 +198,12 @@ class Llava(nn.Module):
         return self.splice(ids, features)
 
     def check_placeholders(self, ids: torch.Tensor, counts: Sequence[int]) -> None:
-        """The placeholders of ``ids`` must number ``sum(counts)`` (image ``i`` gives ``counts[i]`` tokens),
-        and the spliced sequence must fit the language model's context."""
+        """The placeholders of ``ids`` must number ``sum(counts)`` (image ``i`` gives ``counts[i]`` tokens; counted
+        while value checks are on, as reading the count is a synchronisation on a GPU), and the spliced sequence
+        must fit the language model's context."""
         cfg = self.cfg
         is_image = ids == cfg.image_token_id
-        slots, need = int(is_image.sum()), sum(counts)
+        slots, need = (int(is_image.sum()), sum(counts)) if value_checks_enabled() else (0, 0)
         if slots and not counts:
             raise ValueError(f"input_ids hold {slots} image placeholders (id {cfg.image_token_id}) but no "
                              "pixel_values were given")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlm_primer.contrastive.losses import clip_loss
-from vlm_primer.validate import check_finite
+from vlm_primer.validate import check_finite, value_checks_enabled
 
 __all__ = ["hard_negatives", "itc_loss", "momentum_update"]
 
@@ -66,7 +66,7 @@ def hard_negatives(scores: torch.Tensor, same: torch.Tensor | None = None,
     batch = scores.shape[0]
     if batch < 2:
         raise ValueError("hard negatives need a batch of at least 2 pairs")
-    if not bool(torch.isfinite(scores).all()):
+    if value_checks_enabled() and not bool(torch.isfinite(scores).all()):
         raise ValueError("scores hold NaN or infinite values: no distribution to draw hard negatives from")
     banned = torch.eye(batch, dtype=torch.bool, device=scores.device)
     if same is not None:
@@ -76,5 +76,7 @@ def hard_negatives(scores: torch.Tensor, same: torch.Tensor | None = None,
         banned = banned | same.to(scores.device).bool()
     none_left = banned.all(1, keepdim=True)
     banned = torch.where(none_left, torch.eye(batch, dtype=torch.bool, device=scores.device), banned)
-    weights = torch.softmax(scores.detach().float(), dim=1).masked_fill(banned, 0.0) + (~banned) * 1e-8
+    # unchecked (no value read on a GPU), a diverged step's NaN still draws: the loss carries it to the Trainer
+    weights = torch.softmax(torch.nan_to_num(scores.detach().float()), dim=1)
+    weights = weights.masked_fill(banned, 0.0) + (~banned) * 1e-8
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)

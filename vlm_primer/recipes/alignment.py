@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from vlm_primer.backbones.llava import IMAGE_TOKEN_ID, expand_image_tokens
-from vlm_primer.validate import check_int
+from vlm_primer.validate import check_int, value_checks_enabled
 from vlm_primer.world.language import NP, Exists, holds, realize
 from vlm_primer.world.scene import Scene, WorldConfig
 
@@ -86,7 +86,7 @@ def _check_batch(batch: Any, name: str = "batch") -> torch.Tensor:
         raise ValueError(f"{name}: labels {tuple(labels.shape)} must have the shape of input_ids {tuple(ids.shape)}")
     if labels.shape[1] < 2:
         raise ValueError(f"{name}: sequences of {labels.shape[1]} token leave nothing to predict")
-    empty = ((labels[:, 1:] != IGNORE_INDEX).sum(1) == 0).nonzero().flatten().tolist()
+    empty = ((labels[:, 1:] != IGNORE_INDEX).sum(1) == 0).nonzero().flatten().tolist() if value_checks_enabled() else []
     if empty:
         raise ValueError(f"{name}: rows {empty} have no response token (every label after the first is "
                          f"{IGNORE_INDEX}): a preference needs an answer to score")
@@ -313,8 +313,8 @@ def dpo_step(policy: torch.nn.Module, reference: torch.nn.Module, batch: dict[st
 
     Returns ``loss`` (the mean over pairs, with its graph unless the optimiser already used it), ``losses``,
     ``chosen_rewards``, ``rejected_rewards`` (per pair, detached), ``reward_accuracy`` (the share of pairs whose
-    chosen reward is higher) and ``margin`` (the mean reward gap), and the policy's ``chosen_logps`` and
-    ``rejected_logps`` (detached)."""
+    chosen reward is higher) and ``margin`` (the mean reward gap), both 0-dim tensors (``float()`` reads them; on a
+    GPU, a synchronisation), and the policy's ``chosen_logps`` and ``rejected_logps`` (detached)."""
     if not isinstance(policy, torch.nn.Module) or not isinstance(reference, torch.nn.Module):
         raise TypeError("policy and reference must be torch.nn.Modules (the reference: frozen_reference(policy))")
     if reference is policy:
@@ -342,16 +342,16 @@ def dpo_step(policy: torch.nn.Module, reference: torch.nn.Module, batch: dict[st
         optimizer.step()
     return {"loss": loss, "losses": losses.detach(), "chosen_rewards": chosen_rewards,
             "rejected_rewards": rejected_rewards,
-            "reward_accuracy": float((chosen_rewards > rejected_rewards).float().mean()),
-            "margin": float((chosen_rewards - rejected_rewards).mean()),
+            "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean(),
+            "margin": (chosen_rewards - rejected_rewards).mean(),
             "chosen_logps": pc.detach(), "rejected_logps": pr.detach()}
 
 
 @dataclasses.dataclass
 class DPOOutput:
     loss: torch.Tensor
-    reward_accuracy: float
-    margin: float
+    reward_accuracy: torch.Tensor  # 0-dim, detached
+    margin: torch.Tensor
 
 
 class DPOModel(torch.nn.Module):

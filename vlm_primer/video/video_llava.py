@@ -22,7 +22,7 @@ import torch
 
 from vlm_primer.backbones.llava import Llava, LlavaConfig
 from vlm_primer.nn import ViT
-from vlm_primer.validate import check_images, check_tokens
+from vlm_primer.validate import check_images, check_tokens, value_checks_enabled
 
 __all__ = ["VideoInputs", "VideoLlava", "VideoLlavaConfig", "check_video_config"]
 
@@ -107,7 +107,9 @@ class VideoInputs:
         check_images(pixel_values_videos.flatten(0, 1), channels=cfg.vision.channels, size=cfg.vision.image_size,
                      name="pixel_values_videos frames", device=ids.device)
         videos, frames = pixel_values_videos.shape[:2]
-        slots, need = int((ids == cfg.video_token_id).sum()), videos * frames * cfg.tokens_per_frame
+        need = videos * frames * cfg.tokens_per_frame
+        # counting reads a value (a synchronisation on a GPU): only while value checks are on
+        slots = int((ids == cfg.video_token_id).sum()) if value_checks_enabled() else need
         if slots != need:
             raise ValueError(f"input_ids hold {slots} video placeholders (id {cfg.video_token_id}), but "
                              f"{videos} video(s) of {frames} frames x {cfg.tokens_per_frame} tokens need {need}")
