@@ -172,3 +172,24 @@ def test_region_features_pool_the_patches_inside_each_box():
     assert torch.equal(feats[:, 2], -torch.ones(2, 2)) and torch.equal(feats[0, 1], torch.zeros(2))
     with pytest.raises(ValueError, match="max_regions"):
         region_features(tokens, boxes, 4, max_regions=1)
+
+
+def test_bert_random_replacements_are_uniform_over_the_ordinary_ids():
+    """The r-th ordinary id, found without a value read (searchsorted on the sorted special ids), is what indexing
+    the list of ordinary ids gives: for random vocabularies and special sets, the same draws."""
+    import random
+
+    rng = random.Random(0)
+    for trial in range(100):
+        vocab = rng.randint(8, 60)
+        special = rng.sample(range(vocab), rng.randint(0, vocab - 3))
+        mask_id = rng.choice([i for i in range(vocab) if i not in special])
+        ids = torch.randint(0, vocab, (3, 9), generator=torch.Generator().manual_seed(trial))
+        got, labels = bert_mask_tokens(ids, mask_token_id=mask_id, vocab_size=vocab, prob=1.0, special_ids=special,
+                                       mask_frac=0.0, random_frac=1.0, generator=torch.Generator().manual_seed(trial))
+        g = torch.Generator().manual_seed(trial)
+        torch.rand(ids.shape, generator=g), torch.rand(ids.shape, generator=g)  # the picks and the 80/10/10 draws
+        pool = torch.tensor([i for i in range(vocab) if i not in set(special) | {mask_id}])
+        want = pool[torch.randint(len(pool), ids.shape, generator=g)]
+        picked = labels != IGNORE_INDEX
+        assert torch.equal(got[picked], want[picked]) and torch.equal(got[~picked], ids[~picked]), trial

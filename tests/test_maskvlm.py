@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from vlm_primer.masking import IGNORE_INDEX, MaskVLM, MaskVLMConfig
+from vlm_primer.masking import IGNORE_INDEX, MaskVLM, MaskVLMConfig, patchify
 
 
 def _batch(b=4, length=8, seed=0):
@@ -36,6 +37,11 @@ def test_losses_and_shapes_and_that_each_modality_reads_the_other():
     third = model(pixels.flip(0), ids, mask, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(third.mlm_logits, out.mlm_logits)
     assert model.itm_scores(pixels, ids, mask).shape == (4,)
+    # MIM is the mean squared error over the hidden patches, MLM the cross-entropy over the picked words
+    target = patchify(pixels, model.cfg.image.patch_size)  # norm_pix_loss is off in the tiny preset
+    torch.testing.assert_close(out.mim, (out.pixels - target).pow(2).mean(-1)[out.patch_mask].mean())
+    picked = out.mlm_labels != IGNORE_INDEX
+    torch.testing.assert_close(out.mlm, F.cross_entropy(out.mlm_logits[picked], out.mlm_labels[picked]))
     assert model.encode_image(pixels).shape == model.encode_text(ids, mask).shape == (4, 64)
 
 

@@ -63,13 +63,14 @@ def bert_mask_tokens(input_ids: Any, *, mask_token_id: int, vocab_size: int, pro
     how = torch.rand(ids.shape, generator=generator).to(ids.device)
     to_mask = picked & (how < mask_frac)
     to_random = picked & (how >= mask_frac) & (how < mask_frac + random_frac)
-    # random replacements are drawn from the ordinary vocabulary, never a special token
-    ordinary = torch.ones(vocab_size, dtype=torch.bool)
-    ordinary[specials.cpu()] = False
-    pool = ordinary.nonzero().squeeze(1).to(ids.device)
-    if len(pool) == 0:
+    # random replacements are drawn from the ordinary vocabulary, never a special token: the r-th ordinary id is
+    # r plus the number of sorted special ids s_j with s_j - j <= r (no value read back, as a list of them would need)
+    special = sorted({int(i) for i in special_ids if 0 <= int(i) < vocab_size} | {mask_token_id})
+    if len(special) == vocab_size:
         raise ValueError("the vocabulary has no ordinary (non-special) tokens to draw random replacements from")
-    draws = pool[torch.randint(len(pool), ids.shape, generator=generator).to(ids.device)]
+    r = torch.randint(vocab_size - len(special), ids.shape, generator=generator).to(ids.device)
+    draws = r + torch.searchsorted(torch.tensor([s - j for j, s in enumerate(special)], device=ids.device), r,
+                                   right=True)
     corrupted = torch.where(to_mask, torch.full_like(ids, mask_token_id), ids)
     corrupted = torch.where(to_random, draws.to(ids.dtype), corrupted)
     return corrupted, labels

@@ -188,14 +188,15 @@ class MaskVLM(nn.Module):
         target = patchify(pixel_values.to(pixels.dtype), cfg.image.patch_size)
         if cfg.norm_pix_loss:
             target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
-        hidden = patch_mask.to(device)
-        mim = (pixels - target).pow(2).mean(-1)[hidden].mean() if hidden.any() else pixels.sum() * 0.0
+        hidden = patch_mask.to(device)  # the mean over the hidden patches (0 if none), with no value read back
+        mim = ((pixels - target).pow(2).mean(-1) * hidden).sum() / hidden.sum().clamp(min=1)
 
         # MLM: the masked caption, attending to the whole image, predicts its hidden words
         h, _ = self.text_cross(text_m, context=image, key_padding_mask=mask)
         mlm_logits = self.mlm_head(h)
-        picked = mlm_labels != IGNORE_INDEX
-        mlm = F.cross_entropy(mlm_logits[picked], mlm_labels[picked]) if picked.any() else mlm_logits.sum() * 0.0
+        picked = (mlm_labels != IGNORE_INDEX).sum()  # the mean over the picked words (0 if none)
+        mlm = F.cross_entropy(mlm_logits.flatten(0, 1), mlm_labels.flatten(), ignore_index=IGNORE_INDEX,
+                              reduction="sum") / picked.clamp(min=1)
 
         # ITC on the unimodal [CLS] tokens; ITM on true and mismatched pairs
         img_emb = F.normalize(self.image_proj(image[:, 0]), dim=-1)
