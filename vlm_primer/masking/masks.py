@@ -63,8 +63,9 @@ def bert_mask_tokens(input_ids: Any, *, mask_token_id: int, vocab_size: int, pro
     how = torch.rand(ids.shape, generator=generator).to(ids.device)
     to_mask = picked & (how < mask_frac)
     to_random = picked & (how >= mask_frac) & (how < mask_frac + random_frac)
-    # random replacements are drawn from the ordinary vocabulary, never a special token: the r-th ordinary id is
-    # r plus the number of sorted special ids s_j with s_j - j <= r (no value read back, as a list of them would need)
+    # random replacements are drawn from the ordinary vocabulary, never a special token. The r-th ordinary id is r
+    # plus the number of sorted special ids s_j with s_j - j <= r: found on the device, where listing the ordinary
+    # ids (nonzero) would read values back to the host.
     special = sorted({int(i) for i in special_ids if 0 <= int(i) < vocab_size} | {mask_token_id})
     if len(special) == vocab_size:
         raise ValueError("the vocabulary has no ordinary (non-special) tokens to draw random replacements from")

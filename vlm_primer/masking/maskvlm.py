@@ -194,9 +194,9 @@ class MaskVLM(nn.Module):
         # MLM: the masked caption, attending to the whole image, predicts its hidden words
         h, _ = self.text_cross(text_m, context=image, key_padding_mask=mask)
         mlm_logits = self.mlm_head(h)
-        picked = (mlm_labels != IGNORE_INDEX).sum()  # the mean over the picked words (0 if none)
+        n_picked = (mlm_labels != IGNORE_INDEX).sum()  # the mean over the picked words (0 if none)
         mlm = F.cross_entropy(mlm_logits.flatten(0, 1), mlm_labels.flatten(), ignore_index=IGNORE_INDEX,
-                              reduction="sum") / picked.clamp(min=1)
+                              reduction="sum") / n_picked.clamp(min=1)
 
         # ITC on the unimodal [CLS] tokens; ITM on true and mismatched pairs
         img_emb = F.normalize(self.image_proj(image[:, 0]), dim=-1)
