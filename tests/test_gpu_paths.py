@@ -9,19 +9,10 @@ import pytest
 import torch
 
 from vlm_primer.contrastive import CLIP, CLIPConfig, SigLIP, SigLIPConfig
-from vlm_primer.training import TrainConfig, Trainer
+from vlm_primer.training import Batches, TrainConfig, Trainer
 from vlm_primer.training import trainer as trainer_mod
 from vlm_primer.training.data import auto_num_workers
 from vlm_primer.validate import validation
-
-class Batches:
-    """Ready batches, passed over again every epoch (an iterable, not a map-style dataset)."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches)
 
 
 ONE_BATCH = Batches([{"x": torch.ones(1)}])

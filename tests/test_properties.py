@@ -1236,3 +1236,18 @@ def test_ready_batches_any_list(batches):
     got = clear_or_ok(lambda: Batches(batches), "a batch must be a dict", "at least one batch")
     if got is not None:
         assert list(got) == batches and len(got) == len(batches) > 0
+
+
+@given(st.sampled_from([None, "x", 3, [[1, -100, 2]], [1, 2], [[[1]]], [[1, 2], [3]], [[-100, -100]]]),
+       st.booleans())
+def test_causal_lm_items_any_labels(labels, first_is_target):
+    """The count of targets the Trainer weighs micro-batches by: a whole number within the labels, or an error
+    naming the labels."""
+    from vlm_primer.nn import causal_lm_items
+
+    got = clear_or_ok(lambda: causal_lm_items(labels, first_is_target=first_is_target), "labels")
+    if got is not None:
+        assert isinstance(got, int) and 0 <= got <= torch.as_tensor(labels).numel()
+    for ids in (torch.randint(0, 9, (3, 5)), torch.full((2, 4), -100)):
+        want = int((ids[:, 0 if first_is_target else 1:] != -100).sum())
+        assert causal_lm_items(ids, first_is_target=first_is_target) == want

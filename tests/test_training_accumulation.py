@@ -129,7 +129,7 @@ def test_causal_lm_items_counts_what_the_loss_averages_and_names_bad_labels():
         causal_lm_items(labels[0])
 
 
-def _halves(model, batch, first):
+def _halves(batch, first):
     rows = torch.arange(len(batch["labels"]))
     a = {k: v[rows[first]] for k, v in batch.items()}
     b = {k: v[rows[~torch.isin(rows, torch.tensor(first))]] for k, v in batch.items()}
@@ -166,7 +166,7 @@ def test_loss_items_is_the_denominator_of_each_models_loss(kind):
     model.eval()
     with torch.no_grad():  # sharper logits, so that the tokens' losses differ at random weights
         [head for name, head in model.named_modules() if name.endswith("lm_head")][0].weight.mul_(30)
-    a, b = _halves(model, batch, first)
+    a, b = _halves(batch, first)
     with torch.no_grad():
         whole, la, lb = (float(model(**x).loss) for x in (batch, a, b))
     na, nb = model.loss_items(a), model.loss_items(b)

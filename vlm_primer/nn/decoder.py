@@ -120,7 +120,10 @@ def causal_lm_items(labels: Any, ignore_index: int = -100, first_is_target: bool
     if labels is None:
         raise ValueError("the batch has no labels: a language model's loss (and its count of targets) needs "
                          "labels (B, L)")
-    labels = torch.as_tensor(labels)
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"labels must be a (B, L) tensor of token ids, got {type(labels).__name__} ({e})") from None
     if labels.ndim != 2:
         raise ValueError(f"labels must have shape (B, L), got {tuple(labels.shape)}")
     return int((labels[:, 0 if first_is_target else 1:] != ignore_index).sum())

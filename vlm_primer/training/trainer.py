@@ -312,11 +312,11 @@ class Trainer:
         self.train_model.train()
         if cfg.compile in ("reduce-overhead", "max-autotune") and self.train_model is not self._eager_model:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs' last outputs may be reused
-        total = torch.zeros((), device=self.device)
         batches = [self._next_batch() for _ in range(cfg.grad_accum_steps)]
         scales, shares = self._loss_weights(batches)
-        # under DDP with loss_items: this rank's part of the global batch's loss (the ranks' mean is that loss)
-        part = None if scales is shares else torch.zeros((), device=self.device)
+        # this process's loss, and its part of the logged loss (under DDP with loss_items, the processes' mean of
+        # the parts is the global batch's loss; elsewhere the two are equal)
+        mean, logged = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         with validation(self._check_inputs_now()):
             for micro, batch in enumerate(batches):
                 batch = self._to_device(batch)
@@ -331,11 +331,9 @@ class Trainer:
                             self._note_batches(e)
                         raise
                     self.scaler.scale(loss.float() * scales[micro]).backward()
-                total += loss.detach().float() * shares[micro]
-                if part is not None:
-                    part += loss.detach().float() * scales[micro]
+                mean += loss.detach().float() * shares[micro]
+                logged += loss.detach().float() * scales[micro]
         self._inputs_checked = True
-        mean = total
         grad_norm = None
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -344,7 +342,7 @@ class Trainer:
         if self._guard(mean, grad_norm):
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self._window_sum += mean if part is None else part
+            self._window_sum += logged
             self._window_count += 1
         else:  # on_nonfinite="skip": drop this update, keep the schedule and the data moving
             self.skipped += 1
@@ -361,15 +359,14 @@ class Trainer:
         return mean, grad_norm
 
     def _loss_weights(self, batches: list[Any]) -> tuple[list[Any], list[float]]:
-        """What each micro-batch's mean loss is multiplied by before its backward pass, and its share of the logged
-        loss: its items (``model.loss_items(batch)``, else its samples) over the step's (one list for both, unless
-        they differ). Under DDP, with ``loss_items``, the backward weight divides by the mean of the processes' items
-        instead (one all-reduce), as DDP then averages the gradients over the processes. Counted on the host, before
-        the copy to the device."""
+        """What each micro-batch's mean loss is multiplied by before its backward pass (and for the logged loss), and
+        its share of this process's loss: its items (``model.loss_items(batch)``, else its samples) over the step's.
+        Under DDP, with ``loss_items``, the first divides by the mean of the processes' items instead (one
+        all-reduce), as DDP then averages the gradients over the processes. Counted on the host, before the copy to
+        the device."""
         count = getattr(self.model, "loss_items", None)
         if len(batches) == 1 and (count is None or not D.is_distributed()):
-            one = [1.0]
-            return one, one
+            return [1.0], [1.0]
         items = [int(count(b)) if count is not None else _batch_size(b) for b in batches]
         if count is not None and min(items) <= 0:
             micro = items.index(min(items))
